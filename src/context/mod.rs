@@ -1,0 +1,838 @@
+//! [`Context`]: a cancellation tree with causes, deadlines and typed values.
+
+mod cause;
+mod future;
+mod tree;
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+pub use cause::Cause;
+pub use future::{ContextDoneFuture, ContextRunFuture};
+pub(crate) use tree::CancelHook;
+use tree::{Callback, Cancellation, Node, NodeSpec};
+
+use crate::ContextError;
+
+/// A cancellation signal with a cause, an optional deadline and typed
+/// request-scoped values, handed down a call tree: Go's `context.Context`.
+///
+/// Contexts form a tree. [`Context::background`] is the root that is never
+/// cancelled; [`with_cancel`](Context::with_cancel),
+/// [`with_timeout`](Context::with_timeout) and
+/// [`with_deadline`](Context::with_deadline) derive a child together with the
+/// [`CancelHandle`] that cancels it. Cancelling a context cancels every
+/// descendant at once, with the same [`ContextError`] and [`Cause`]; a child
+/// never cancels its parent.
+///
+/// Holding a `Context` never lets you cancel it: only its `CancelHandle`
+/// can. A function that takes a `Context` can observe its caller's
+/// cancellation and derive its own children, but cannot cancel its caller.
+///
+/// `Context` is one `Arc`: clone it freely and move it into tasks. Checking
+/// it ([`is_cancelled`](Context::is_cancelled), [`err`](Context::err),
+/// [`check`](Context::check)) is a single atomic load, with no lock, so it
+/// belongs in hot loops.
+///
+/// The name collides with [`std::task::Context`] and with
+/// `anyhow::Context`: import the latter as `use anyhow::Context as _;` to use
+/// its methods without its name.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::{Context, ContextError};
+///
+/// #[derive(Debug, PartialEq)]
+/// struct RequestId(u64);
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(100));
+/// let ctx = ctx.with_value(RequestId(7));
+///
+/// // A callee sees the values and the deadline, and stops when it passes.
+/// async fn handler(ctx: &Context) -> Result<(), ContextError> {
+///     assert_eq!(ctx.value::<RequestId>(), Some(&RequestId(7)));
+///     ctx.sleep(Duration::from_secs(10)).await
+/// }
+/// assert_eq!(handler(&ctx).await, Err(ContextError::DeadlineExceeded));
+/// # }
+/// ```
+///
+/// A callee cannot cancel its caller: `Context` has no method that cancels.
+///
+/// ```compile_fail
+/// fn callee(ctx: &taskgroup::Context) {
+///     ctx.cancel(); // no such method: only a CancelHandle cancels
+/// }
+/// ```
+///
+/// Its twin, with the capability where it belongs:
+///
+/// ```
+/// let (ctx, cancel) = taskgroup::Context::background().with_cancel();
+/// fn callee(ctx: &taskgroup::Context) -> bool { ctx.is_cancelled() }
+/// cancel.cancel();
+/// assert!(callee(&ctx));
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    node: Arc<Node>,
+}
+
+impl Context {
+    /// Returns the root context: never cancelled, no deadline, no values.
+    ///
+    /// Every tree of contexts starts here. It is a shared static; calling
+    /// this costs one reference count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// let root = Context::background();
+    /// assert!(!root.is_cancelled());
+    /// assert_eq!(root.deadline(), None);
+    /// assert_eq!(root.value::<u32>(), None);
+    /// ```
+    pub fn background() -> Context {
+        Context {
+            node: Node::background(),
+        }
+    }
+
+    /// Derives a child context and the handle that cancels it.
+    ///
+    /// The child is cancelled when the handle's [`cancel`](CancelHandle::cancel)
+    /// is called, when the handle is dropped (Go's `defer cancel()`, made
+    /// automatic), or when this context is cancelled. If this context is
+    /// already cancelled, the child is born cancelled with the same error and
+    /// cause.
+    ///
+    /// Costs one allocation; no task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// let (parent, cancel_parent) = Context::background().with_cancel();
+    /// let (child, cancel_child) = parent.with_cancel();
+    ///
+    /// cancel_child.cancel();
+    /// assert!(child.is_cancelled());
+    /// assert!(!parent.is_cancelled()); // a child never cancels its parent
+    ///
+    /// let (other, _keep) = parent.with_cancel();
+    /// drop(cancel_parent); // dropping the handle cancels
+    /// assert!(other.is_cancelled());
+    /// ```
+    pub fn with_cancel(&self) -> (Context, CancelHandle) {
+        let ctx = self.child(NodeSpec {
+            own_cancel: true,
+            ..NodeSpec::plain()
+        });
+        let handle = CancelHandle::new(&ctx);
+        (ctx, handle)
+    }
+
+    /// Derives a child context that is cancelled with
+    /// [`ContextError::DeadlineExceeded`] once `timeout` has passed, and the
+    /// handle that cancels it sooner.
+    ///
+    /// The same as [`with_deadline`](Context::with_deadline) at `now +
+    /// timeout`, by tokio's clock. A timeout too large to add to now (such as
+    /// `Duration::MAX`) means no deadline of its own.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a tokio runtime: deadlines run on tokio's
+    /// clock and timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Context, ContextError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(2));
+    /// ctx.done().await;
+    /// assert_eq!(ctx.err(), Some(ContextError::DeadlineExceeded));
+    ///
+    /// let (forever, _cancel) = Context::background().with_timeout(Duration::MAX);
+    /// assert_eq!(forever.deadline(), None);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelHandle) {
+        let runtime = runtime("with_timeout");
+        let deadline = Instant::now().checked_add(timeout);
+        self.with_optional_deadline(deadline, runtime)
+    }
+
+    /// Derives a child context that is cancelled with
+    /// [`ContextError::DeadlineExceeded`] at `deadline`, and the handle that
+    /// cancels it sooner.
+    ///
+    /// The child's [`deadline`](Context::deadline) is the earlier of
+    /// `deadline` and this context's own. A deadline at or before now gives a
+    /// context born expired. A timer task serves the deadline only when it is
+    /// earlier than the parent's; it is released as soon as the context is
+    /// cancelled or dropped.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a tokio runtime: deadlines run on tokio's
+    /// clock and timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Context, ContextError};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let soon = Instant::now() + Duration::from_secs(1);
+    /// let (parent, _c1) = Context::background().with_deadline(soon);
+    /// // A later deadline cannot extend the parent's.
+    /// let (child, _c2) = parent.with_deadline(soon + Duration::from_secs(60));
+    /// assert_eq!(child.deadline(), Some(soon));
+    ///
+    /// // A deadline in the past: born expired.
+    /// let (late, _c3) = Context::background().with_deadline(Instant::now());
+    /// assert_eq!(late.err(), Some(ContextError::DeadlineExceeded));
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn with_deadline(&self, deadline: Instant) -> (Context, CancelHandle) {
+        let runtime = runtime("with_deadline");
+        self.with_optional_deadline(Some(deadline), runtime)
+    }
+
+    fn with_optional_deadline(
+        &self,
+        deadline: Option<Instant>,
+        runtime: Handle,
+    ) -> (Context, CancelHandle) {
+        let ctx = self.child(NodeSpec {
+            own_cancel: true,
+            deadline,
+            ..NodeSpec::plain()
+        });
+        let handle = CancelHandle::new(&ctx);
+        // Serve the deadline only if it is ours; an inherited one is served
+        // by the ancestor that set it.
+        let own = deadline.filter(|&d| self.deadline().is_none_or(|inherited| d < inherited));
+        if let Some(deadline) = own
+            && !ctx.is_cancelled()
+        {
+            if deadline <= Instant::now() {
+                ctx.cancel_internal(Cancellation::new(ContextError::DeadlineExceeded, None));
+            } else {
+                let node = Arc::downgrade(&ctx.node);
+                let timer = runtime.spawn(async move {
+                    tokio::time::sleep_until(deadline).await;
+                    if let Some(node) = node.upgrade() {
+                        let expired = Cancellation::new(ContextError::DeadlineExceeded, None);
+                        tree::cancel(&node, expired);
+                    }
+                });
+                ctx.node.set_timer(timer.abort_handle());
+            }
+        }
+        (ctx, handle)
+    }
+
+    /// Derives a child context that carries `value`, looked up by its type
+    /// with [`value`](Context::value).
+    ///
+    /// The child is cancelled exactly when this context is. A value of the
+    /// same type set closer to the caller shadows this one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct UserId(u32);
+    ///
+    /// let ctx = Context::background().with_value(UserId(1)).with_value("trace-42");
+    /// assert_eq!(ctx.value::<UserId>(), Some(&UserId(1)));
+    /// assert_eq!(ctx.value::<&str>(), Some(&"trace-42"));
+    /// let shadowed = ctx.with_value(UserId(2));
+    /// assert_eq!(shadowed.value::<UserId>(), Some(&UserId(2)));
+    /// assert_eq!(ctx.value::<UserId>(), Some(&UserId(1)));
+    /// ```
+    pub fn with_value<T: Any + Send + Sync>(&self, value: T) -> Context {
+        self.child(NodeSpec {
+            value: Some(Box::new(value)),
+            ..NodeSpec::plain()
+        })
+    }
+
+    /// Returns the nearest value of type `T` set by
+    /// [`with_value`](Context::with_value) on this context or an ancestor.
+    ///
+    /// Values are keyed by type, so a private type is a private key: define
+    /// a newtype per value rather than storing plain `u64`s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// struct Deadline;
+    /// let ctx = Context::background().with_value(5u8);
+    /// assert_eq!(ctx.value::<u8>(), Some(&5));
+    /// assert_eq!(ctx.value::<u16>(), None); // types do not convert
+    /// ```
+    pub fn value<T: Any>(&self) -> Option<&T> {
+        self.node.value::<T>()
+    }
+
+    /// Derives a context that keeps this one's values but is never
+    /// cancelled and has no deadline: for work that must outlive the request
+    /// that started it (an audit write, a cache fill).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let ctx = ctx.with_value("request 9");
+    /// let detached = ctx.without_cancel();
+    /// cancel.cancel();
+    /// assert!(ctx.is_cancelled());
+    /// assert!(!detached.is_cancelled());
+    /// assert_eq!(detached.value::<&str>(), Some(&"request 9"));
+    /// ```
+    pub fn without_cancel(&self) -> Context {
+        self.child(NodeSpec {
+            detach: true,
+            ..NodeSpec::plain()
+        })
+    }
+
+    /// Returns a future that resolves once this context is cancelled (at
+    /// once if it already is). For a context that can never be cancelled it
+    /// never resolves.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it loses nothing, and a new one picks up the
+    /// same state. In a `select!` loop it can be re-created on each turn.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let waiter = tokio::spawn({
+    ///     let ctx = ctx.clone();
+    ///     async move {
+    ///         ctx.done().await;
+    ///         ctx.err()
+    ///     }
+    /// });
+    /// cancel.cancel();
+    /// assert_eq!(waiter.await.unwrap(), Some(taskgroup::ContextError::Cancelled));
+    /// # }
+    /// ```
+    pub fn done(&self) -> ContextDoneFuture<'_> {
+        ContextDoneFuture::new(&self.node)
+    }
+
+    /// Returns `true` once this context is cancelled or past its deadline.
+    ///
+    /// One atomic load; no lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (ctx, cancel) = taskgroup::Context::background().with_cancel();
+    /// assert!(!ctx.is_cancelled());
+    /// cancel.cancel();
+    /// assert!(ctx.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.node.is_cancelled()
+    }
+
+    /// Returns why this context is over, or `None` while it is live. Once
+    /// `Some`, it never changes.
+    ///
+    /// One atomic load; no lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, ContextError};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// assert_eq!(ctx.err(), None);
+    /// cancel.cancel();
+    /// assert_eq!(ctx.err(), Some(ContextError::Cancelled));
+    /// ```
+    pub fn err(&self) -> Option<ContextError> {
+        self.node.state().map(|state| state.error)
+    }
+
+    /// Returns the cause of the cancellation, or `None` while the context is
+    /// live: the error given to [`CancelHandle::cancel_with`], else the
+    /// [`ContextError`] itself. A context cancelled through an ancestor
+    /// reports the ancestor's cause.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, ContextError};
+    ///
+    /// let (parent, cancel) = Context::background().with_cancel();
+    /// let (child, _keep) = parent.with_cancel();
+    /// cancel.cancel_with(std::io::Error::other("shutting down"));
+    /// let cause = child.cause().unwrap();
+    /// assert_eq!(cause.to_string(), "shutting down");
+    /// assert_eq!(child.err(), Some(ContextError::Cancelled));
+    /// ```
+    pub fn cause(&self) -> Option<Cause> {
+        self.node.state().map(|state| state.cause.clone())
+    }
+
+    /// Returns the deadline: the earliest of this context's own and its
+    /// ancestors', or `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::Context;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = tokio::time::Instant::now();
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_secs(3));
+    /// assert_eq!(ctx.deadline(), Some(start + Duration::from_secs(3)));
+    /// assert_eq!(ctx.with_value(1u8).deadline(), ctx.deadline());
+    /// # }
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        self.node.deadline()
+    }
+
+    /// Returns `Ok(())` while the context is live, `Err` once it is over: the
+    /// `?`-friendly check for loops.
+    ///
+    /// # Errors
+    ///
+    /// The context's [`ContextError`] once it is cancelled or past its
+    /// deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, ContextError};
+    ///
+    /// fn crunch(ctx: &Context, chunks: usize) -> Result<usize, ContextError> {
+    ///     let mut done = 0;
+    ///     for _ in 0..chunks {
+    ///         ctx.check()?;
+    ///         done += 1;
+    ///     }
+    ///     Ok(done)
+    /// }
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// assert_eq!(crunch(&ctx, 3), Ok(3));
+    /// cancel.cancel();
+    /// assert_eq!(crunch(&ctx, 3), Err(ContextError::Cancelled));
+    /// ```
+    pub fn check(&self) -> Result<(), ContextError> {
+        match self.err() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `fut` until it completes or this context is over, whichever is
+    /// first. On cancellation `fut` is dropped at once (its destructors run),
+    /// and it is never polled if the context is already over.
+    ///
+    /// # Errors
+    ///
+    /// The context's [`ContextError`] if it ends before `fut` completes.
+    ///
+    /// # Cancel safety
+    ///
+    /// As cancel safe as `fut`: dropping the returned future drops `fut`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Context, ContextError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(50));
+    /// assert_eq!(ctx.run(async { 1 + 1 }).await, Ok(2));
+    /// let slow = tokio::time::sleep(Duration::from_secs(5));
+    /// assert_eq!(ctx.run(slow).await, Err(ContextError::DeadlineExceeded));
+    /// # }
+    /// ```
+    pub fn run<F: Future>(&self, fut: F) -> ContextRunFuture<'_, F> {
+        ContextRunFuture::new(&self.node, fut)
+    }
+
+    /// Sleeps for `duration`, or until this context is over.
+    ///
+    /// # Errors
+    ///
+    /// The context's [`ContextError`] if it ends first.
+    ///
+    /// # Panics
+    ///
+    /// Polling it outside a tokio runtime with a timer panics, as
+    /// [`tokio::time::sleep`] does.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it only stops the sleep.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Context, ContextError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// assert_eq!(ctx.sleep(Duration::from_millis(10)).await, Ok(()));
+    /// cancel.cancel();
+    /// assert_eq!(ctx.sleep(Duration::from_secs(10)).await, Err(ContextError::Cancelled));
+    /// # }
+    /// ```
+    pub fn sleep(&self, duration: Duration) -> ContextRunFuture<'_, tokio::time::Sleep> {
+        self.run(tokio::time::sleep(duration))
+    }
+
+    /// Arranges for `f` to run once, on its own tokio task, after this
+    /// context is cancelled: Go's `context.AfterFunc`.
+    ///
+    /// The callback runs after [`err`](Context::err) is set; `cancel()` never
+    /// waits for it. On a context already cancelled it is started at once; on
+    /// one that can never be cancelled it never runs. Dropping the returned
+    /// [`AfterCancel`] leaves the callback registered; its
+    /// [`stop`](AfterCancel::stop) unregisters it. A registration holds no
+    /// task and no timer until the context is cancelled.
+    ///
+    /// A panic in `f` stays on its task (tokio reports it) and reaches
+    /// nobody else.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a tokio runtime: the callback needs a
+    /// runtime to run on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use taskgroup::Context;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let _reg = ctx.after_cancel(move || {
+    ///     let _ = tx.send("closing the connection");
+    /// });
+    /// cancel.cancel();
+    /// assert_eq!(rx.await.unwrap(), "closing the connection");
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn after_cancel<F>(&self, f: F) -> AfterCancel
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let callback = Callback::new(Box::new(f), runtime("after_cancel"));
+        let registration = self
+            .node
+            .register(&callback)
+            .map(|key| (Arc::downgrade(&self.node), key));
+        AfterCancel {
+            callback,
+            registration,
+        }
+    }
+
+    fn child(&self, spec: NodeSpec) -> Context {
+        Context {
+            node: Node::child(&self.node, spec),
+        }
+    }
+
+    /// A cancellable child whose cancellation also runs `hook`, inside the
+    /// cancel walk. For task groups.
+    pub(crate) fn with_hook(&self, hook: Weak<dyn CancelHook>) -> Context {
+        self.child(NodeSpec {
+            own_cancel: true,
+            hook: Some(hook),
+            ..NodeSpec::plain()
+        })
+    }
+
+    /// Cancels this context; `true` if this call did it. For owners that
+    /// hold no `CancelHandle` (task groups).
+    pub(crate) fn cancel_internal(&self, cancellation: Cancellation) -> bool {
+        tree::cancel(&self.node, cancellation)
+    }
+
+    /// Whether anything can ever cancel this context.
+    pub(crate) fn can_be_cancelled(&self) -> bool {
+        self.node.can_be_cancelled()
+    }
+}
+
+pub(crate) fn cancellation(error: ContextError, cause: Option<Cause>) -> Cancellation {
+    Cancellation::new(error, cause)
+}
+
+#[track_caller]
+fn runtime(what: &str) -> Handle {
+    match Handle::try_current() {
+        Ok(handle) => handle,
+        Err(_) => panic!(
+            "Context::{what} must be called within a tokio runtime: \
+             it uses tokio's clock and spawns on the current runtime"
+        ),
+    }
+}
+
+impl Default for Context {
+    /// The same as [`Context::background`].
+    fn default() -> Context {
+        Context::background()
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("err", &self.err())
+            .field("deadline", &self.deadline())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The right to cancel one [`Context`]: returned beside it by
+/// [`Context::with_cancel`], [`with_timeout`](Context::with_timeout) and
+/// [`with_deadline`](Context::with_deadline).
+///
+/// Dropping the handle cancels the context, so the Go idiom `defer cancel()`
+/// needs no code: a context cannot outlive the scope that owns its handle by
+/// accident. [`disarm`](CancelHandle::disarm) gives that up. The first
+/// cancellation wins: later calls, with or without a cause, change nothing.
+///
+/// `CancelHandle` is `Send + Sync`; share one behind an `Arc` to let several
+/// places cancel.
+///
+/// # Examples
+///
+/// ```
+/// use taskgroup::Context;
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// {
+///     let (scoped, _guard) = ctx.with_cancel();
+///     // ... use `scoped` ...
+///     # let _ = scoped;
+/// } // `_guard` dropped here: `scoped` is cancelled, `ctx` is not
+/// assert!(!ctx.is_cancelled());
+/// cancel.cancel();
+/// assert!(ctx.is_cancelled());
+/// ```
+#[must_use = "dropping a CancelHandle cancels its context at once"]
+pub struct CancelHandle {
+    node: Arc<Node>,
+    armed: bool,
+}
+
+impl CancelHandle {
+    fn new(ctx: &Context) -> CancelHandle {
+        CancelHandle {
+            node: ctx.node.clone(),
+            armed: true,
+        }
+    }
+
+    /// Cancels the context with [`ContextError::Cancelled`] as its cause.
+    ///
+    /// When this returns, the context and every descendant report
+    /// [`err`](Context::err). A no-op if the context is already over.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, ContextError};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let grandchild = ctx.with_value(1u8).with_value(2u16);
+    /// cancel.cancel();
+    /// assert_eq!(grandchild.err(), Some(ContextError::Cancelled));
+    /// ```
+    pub fn cancel(&self) {
+        tree::cancel(&self.node, Cancellation::new(ContextError::Cancelled, None));
+    }
+
+    /// Cancels the context with `cause`, which
+    /// [`Context::cause`] then reports here and in every descendant; the
+    /// error kind is [`ContextError::Cancelled`]. A no-op (the cause is
+    /// dropped) if the context is already over: the first cause wins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.cancel_with(std::io::Error::other("first"));
+    /// cancel.cancel_with(std::io::Error::other("second"));
+    /// assert_eq!(ctx.cause().unwrap().to_string(), "first");
+    /// ```
+    pub fn cancel_with<E>(&self, cause: E)
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let cause = Cause::new(cause);
+        tree::cancel(
+            &self.node,
+            Cancellation::new(ContextError::Cancelled, Some(cause)),
+        );
+    }
+
+    /// Returns `true` once the context is over, by this handle or otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (ctx, cancel) = taskgroup::Context::background().with_cancel();
+    /// assert!(!cancel.is_cancelled());
+    /// cancel.cancel();
+    /// assert!(cancel.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.node.is_cancelled()
+    }
+
+    /// Gives up the handle without cancelling: the context then ends only
+    /// through its parent or its deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// cancel.disarm();
+    /// assert!(!ctx.is_cancelled());
+    /// ```
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cancel();
+        }
+    }
+}
+
+impl fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelHandle")
+            .field("cancelled", &self.is_cancelled())
+            .field("armed", &self.armed)
+            .finish()
+    }
+}
+
+/// A callback registered by [`Context::after_cancel`].
+///
+/// Dropping it leaves the callback registered; [`stop`](AfterCancel::stop)
+/// unregisters it.
+///
+/// # Examples
+///
+/// ```
+/// use taskgroup::Context;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let reg = ctx.after_cancel(|| unreachable!("stopped before the cancel"));
+/// assert!(reg.stop()); // prevented the call
+/// assert!(!reg.stop()); // nothing left to prevent
+/// cancel.cancel();
+/// # }
+/// ```
+pub struct AfterCancel {
+    callback: Arc<Callback>,
+    registration: Option<(Weak<Node>, usize)>,
+}
+
+impl AfterCancel {
+    /// Unregisters the callback. Returns `true` only if this prevented it
+    /// from running: `false` if it already started (or was stopped before).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let reg = ctx.after_cancel(|| ());
+    /// cancel.cancel(); // starts the callback
+    /// assert!(!reg.stop()); // too late to prevent it
+    /// # }
+    /// ```
+    pub fn stop(&self) -> bool {
+        let prevented = self.callback.stop();
+        if prevented && let Some((node, key)) = &self.registration {
+            if let Some(node) = node.upgrade() {
+                node.unregister(*key);
+            }
+        }
+        prevented
+    }
+}
+
+impl fmt::Debug for AfterCancel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AfterCancel").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,408 @@
+//! The cancellation tree behind [`Context`](crate::Context).
+//!
+//! Every context is one [`Node`] behind one `Arc`. A node that can be
+//! cancelled (it has a [`CancelHandle`](crate::CancelHandle), a deadline, or a
+//! cancellable ancestor) is *linked*: its parent holds a `Weak` to it in a
+//! slab, so that cancelling the parent reaches it. A node that can never be
+//! cancelled (the background root, a `without_cancel` context) links nothing:
+//! creating children of it takes no lock.
+//!
+//! # Invariants
+//!
+//! 1. A node's `state` is written once. Outside of node construction (a node
+//!    born cancelled, before anyone else can see it) it is written only while
+//!    holding the stripe lock of the node's tree, `STRIPES[node.stripe]`.
+//! 2. Every node of a linked tree has the stripe of the tree's root: a linked
+//!    child copies its parent's stripe.
+//! 3. A child is linked into `parent.inner.children` under the parent's
+//!    `inner` lock, and only if the parent's `state` is unset at that moment.
+//!    The canceller sets the parent's `state` *before* taking that lock to
+//!    empty `children`, so a child is either seen by the canceller or born
+//!    cancelled: never missed, and nothing is linked to a cancelled node.
+//! 4. The same holds for `inner.callbacks` (after-cancel registrations) and
+//!    the group hook: registered while the state is unset and fired by the
+//!    canceller, or run at once.
+//! 5. A whole subtree is cancelled under one hold of the stripe lock. So when
+//!    [`cancel`] returns, whether this call set the state or found it set,
+//!    every descendant's `state` is set (a state found set was set by a
+//!    canceller that held the lock for its whole walk).
+//! 6. A node's `slot` (its key in the parent's slab) is read and written only
+//!    under the parent's `inner` lock.
+//!
+//! # Lock order
+//!
+//! stripe lock, then a node's `inner` lock, then (inside a hook) a task
+//! group's own lock. An `inner` lock is never held while taking a stripe
+//! lock, while dropping a node, or while running user code. The canceller
+//! drops the nodes it visited only after releasing the stripe lock, because a
+//! node's drop may run a user value's destructor, which may cancel.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+
+use slab::Slab;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::Cause;
+use crate::ContextError;
+
+const UNLINKED: usize = usize::MAX;
+const STRIPE_COUNT: usize = 64;
+
+/// One lock per cache line, so that trees on different stripes never
+/// contend.
+#[repr(align(64))]
+struct Stripe(Mutex<()>);
+
+static STRIPES: [Stripe; STRIPE_COUNT] = [const { Stripe(Mutex::new(())) }; STRIPE_COUNT];
+
+thread_local! {
+    static NEXT_STRIPE: Cell<u8> = const { Cell::new(0) };
+}
+
+/// Picks a stripe for a new tree root. Thread-local round robin, mixed with
+/// a per-thread offset, so that no shared counter is touched.
+fn next_stripe() -> u8 {
+    NEXT_STRIPE.with(|next| {
+        let n = next.get().wrapping_add(1);
+        next.set(n);
+        let thread_mix = (&raw const *next as usize >> 6) as u8;
+        n.wrapping_add(thread_mix) % STRIPE_COUNT as u8
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No user code runs under our locks, so a poisoned lock only means a
+    // panic (out of memory, say) in our own bookkeeping; the data is still
+    // consistent at every await-free step.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The state of a cancelled node: the error kind and its cause.
+#[derive(Clone, Debug)]
+pub(crate) struct Cancellation {
+    pub(crate) error: ContextError,
+    pub(crate) cause: Cause,
+}
+
+impl Cancellation {
+    pub(crate) fn new(error: ContextError, cause: Option<Cause>) -> Cancellation {
+        Cancellation {
+            error,
+            cause: cause.unwrap_or_else(|| Cause::from(error)),
+        }
+    }
+}
+
+/// Code that must run synchronously, inside the cancel walk, when a node is
+/// cancelled: a task group aborting its tasks. It runs under the stripe lock
+/// and must only take locks of its own and wake tasks.
+pub(crate) trait CancelHook: Send + Sync {
+    fn on_cancel(&self);
+}
+
+/// An `after_cancel` callback: taken exactly once, by whoever gets to it
+/// first, the canceller or [`Callback::stop`].
+pub(crate) struct Callback {
+    f: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    runtime: Handle,
+}
+
+impl Callback {
+    pub(crate) fn new(f: Box<dyn FnOnce() + Send>, runtime: Handle) -> Arc<Callback> {
+        Arc::new(Callback {
+            f: Mutex::new(Some(f)),
+            runtime,
+        })
+    }
+
+    /// Starts the callback on its own task, unless it was stopped.
+    fn fire(&self) {
+        let f = lock(&self.f).take();
+        if let Some(f) = f {
+            drop(self.runtime.spawn(async move { f() }));
+        }
+    }
+
+    /// Takes the callback away; `true` if it had not run and now never will.
+    pub(crate) fn stop(&self) -> bool {
+        let f = lock(&self.f).take();
+        f.is_some()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    children: Slab<Weak<Node>>,
+    callbacks: Slab<Arc<Callback>>,
+    timer: Option<AbortHandle>,
+}
+
+/// What a new node is, beyond what it inherits from its parent.
+pub(crate) struct NodeSpec {
+    /// It has a [`CancelHandle`](crate::CancelHandle) (or an owner that can
+    /// cancel it, such as a task group).
+    pub(crate) own_cancel: bool,
+    /// Its own deadline, before taking the parent's into account.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) value: Option<Box<dyn Any + Send + Sync>>,
+    pub(crate) hook: Option<Weak<dyn CancelHook>>,
+    /// Cut the link to the parent's cancellation (`without_cancel`).
+    pub(crate) detach: bool,
+}
+
+impl NodeSpec {
+    pub(crate) fn plain() -> NodeSpec {
+        NodeSpec {
+            own_cancel: false,
+            deadline: None,
+            value: None,
+            hook: None,
+            detach: false,
+        }
+    }
+}
+
+pub(crate) struct Node {
+    /// Invariant 1: set once; an atomic load to read.
+    state: OnceLock<Cancellation>,
+    /// Woken (all waiters) when `state` is set.
+    notify: Notify,
+    /// Kept for value lookups and for unlinking; `None` when there is
+    /// nothing to look up and nothing to unlink from.
+    parent: Option<Arc<Node>>,
+    /// Invariant 6: key in `parent.inner.children`, or `UNLINKED`.
+    slot: AtomicUsize,
+    /// Whether anything can ever cancel this node.
+    cancellable: bool,
+    /// Whether this node or an ancestor it can reach carries a value.
+    has_values: bool,
+    stripe: u8,
+    deadline: Option<Instant>,
+    value: Option<Box<dyn Any + Send + Sync>>,
+    hook: Option<Weak<dyn CancelHook>>,
+    inner: Mutex<Inner>,
+}
+
+static BACKGROUND: LazyLock<Arc<Node>> = LazyLock::new(|| {
+    Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None))
+});
+
+impl Node {
+    fn new(
+        parent: Option<Arc<Node>>,
+        spec: NodeSpec,
+        stripe: u8,
+        deadline: Option<Instant>,
+    ) -> Node {
+        let detach = spec.detach;
+        let parent_cancellable = parent.as_ref().is_some_and(|p| p.cancellable) && !detach;
+        let has_values = spec.value.is_some() || parent.as_ref().is_some_and(|p| p.has_values);
+        Node {
+            state: OnceLock::new(),
+            notify: Notify::new(),
+            // A parent is only worth keeping for its values or to unlink from.
+            parent: parent.filter(|p| p.has_values || (p.cancellable && !detach)),
+            slot: AtomicUsize::new(UNLINKED),
+            cancellable: spec.own_cancel || deadline.is_some() || parent_cancellable,
+            has_values,
+            stripe,
+            deadline,
+            value: spec.value,
+            hook: spec.hook,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The root that is never cancelled and has no deadline and no values.
+    pub(crate) fn background() -> Arc<Node> {
+        BACKGROUND.clone()
+    }
+
+    /// Creates a child of `parent`, linked if `parent` can be cancelled, and
+    /// born cancelled if `parent` already is (or `born` says so).
+    ///
+    pub(crate) fn child(parent: &Arc<Node>, spec: NodeSpec) -> Arc<Node> {
+        let detach = spec.detach;
+        let inherited = if detach { None } else { parent.deadline };
+        let deadline = match (spec.deadline, inherited) {
+            (Some(own), Some(theirs)) => Some(own.min(theirs)),
+            (own, theirs) => own.or(theirs),
+        };
+        let link = parent.cancellable && !detach;
+        let stripe = if link { parent.stripe } else { next_stripe() };
+        let node = Arc::new(Node::new(Some(parent.clone()), spec, stripe, deadline));
+        if link {
+            // Invariant 3: link under the parent's lock, or inherit its state.
+            let mut inner = lock(&parent.inner);
+            match parent.state.get() {
+                Some(cancellation) => {
+                    drop(inner);
+                    let _ = node.state.set(cancellation.clone());
+                }
+                None => {
+                    let key = inner.children.insert(Arc::downgrade(&node));
+                    node.slot.store(key, Ordering::Relaxed);
+                }
+            }
+        }
+        node
+    }
+
+    pub(crate) fn state(&self) -> Option<&Cancellation> {
+        self.state.get()
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.state.get().is_some()
+    }
+
+    pub(crate) fn can_be_cancelled(&self) -> bool {
+        self.cancellable
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub(crate) fn notify(&self) -> &Notify {
+        &self.notify
+    }
+
+    /// The nearest value of type `T`, from this node up.
+    pub(crate) fn value<T: Any>(&self) -> Option<&T> {
+        let mut node = self;
+        loop {
+            if !node.has_values {
+                return None;
+            }
+            if let Some(value) = node.value.as_ref().and_then(|v| v.downcast_ref::<T>()) {
+                return Some(value);
+            }
+            node = node.parent.as_deref()?;
+        }
+    }
+
+    /// Stores the abort handle of this node's deadline timer, or aborts it at
+    /// once if the node was cancelled in the meantime.
+    pub(crate) fn set_timer(&self, timer: AbortHandle) {
+        let mut inner = lock(&self.inner);
+        if self.state.get().is_some() {
+            timer.abort();
+        } else {
+            inner.timer = Some(timer);
+        }
+    }
+
+    /// Registers an after-cancel callback. Returns its key, or `None` when
+    /// the callback was not stored: it was started at once (the node is
+    /// cancelled) or the node can never be cancelled (it never runs).
+    pub(crate) fn register(&self, callback: &Arc<Callback>) -> Option<usize> {
+        if !self.cancellable {
+            return None;
+        }
+        let mut inner = lock(&self.inner);
+        if self.state.get().is_some() {
+            drop(inner);
+            callback.fire();
+            return None;
+        }
+        Some(inner.callbacks.insert(callback.clone()))
+    }
+
+    /// Forgets a registration made by [`Node::register`]. A no-op once the
+    /// node was cancelled (the canceller took them all).
+    pub(crate) fn unregister(&self, key: usize) {
+        let removed = lock(&self.inner).callbacks.try_remove(key);
+        drop(removed);
+    }
+
+    /// Sets this node's state, takes what hangs off it, and hands back its
+    /// live children. Must be called under the stripe lock (invariant 1).
+    fn cancel_one(&self, cancellation: &Cancellation, children: &mut Vec<Arc<Node>>) -> bool {
+        if self.state.set(cancellation.clone()).is_err() {
+            return false;
+        }
+        let taken = std::mem::take(&mut *lock(&self.inner));
+        if let Some(timer) = taken.timer {
+            timer.abort();
+        }
+        if let Some(hook) = self.hook.as_ref().and_then(Weak::upgrade) {
+            hook.on_cancel();
+        }
+        self.notify.notify_waiters();
+        for (_, callback) in taken.callbacks {
+            callback.fire();
+        }
+        children.extend(taken.children.into_iter().filter_map(|(_, weak)| weak.upgrade()));
+        true
+    }
+
+    /// Unlinks this node from its parent. Invariant 6.
+    fn unlink(&self) {
+        if let Some(parent) = &self.parent {
+            let mut inner = lock(&parent.inner);
+            let slot = self.slot.swap(UNLINKED, Ordering::Relaxed);
+            if slot != UNLINKED {
+                inner.children.try_remove(slot);
+            }
+        }
+    }
+}
+
+/// Cancels `node` and its whole subtree with `cancellation`, unless it is
+/// already cancelled. Returns `true` if this call cancelled it.
+///
+/// By invariant 5, every descendant reports the cancellation when this
+/// returns.
+pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
+    if !node.cancellable {
+        // Nothing links to it and nothing can observe its state changing
+        // except through a handle, and a node with a handle is cancellable.
+        return false;
+    }
+    let mut visited = Vec::new();
+    let mut pending = Vec::new();
+    let cancelled = {
+        let _stripe = lock(&STRIPES[usize::from(node.stripe)].0);
+        let cancelled = node.cancel_one(&cancellation, &mut pending);
+        while let Some(child) = pending.pop() {
+            // A child already cancelled had its own subtree walked then.
+            child.cancel_one(&cancellation, &mut pending);
+            visited.push(child);
+        }
+        cancelled
+    };
+    // Outside the stripe lock: the last reference to a child may go here.
+    drop(visited);
+    cancelled
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(timer) = inner.timer.take() {
+            timer.abort();
+        }
+        self.unlink();
+        // Drop the chain of parents iteratively: a million nested contexts
+        // must not recurse a million frames deep. A parent whose last
+        // reference is ours is unlinked here and dropped with no parent of
+        // its own, so its own `drop` does not recurse.
+        let mut next = self.parent.take();
+        while let Some(parent) = next {
+            match Arc::into_inner(parent) {
+                Some(mut node) => {
+                    node.unlink();
+                    next = node.parent.take();
+                }
+                None => break,
+            }
+        }
+    }
+}
