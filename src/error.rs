@@ -65,6 +65,31 @@ impl ContextError {
     }
 }
 
+impl From<ContextError> for std::io::Error {
+    /// Converts to an `io::Error` of kind `TimedOut` for a deadline and
+    /// `Other` for a cancellation, wrapping the `ContextError`, so `?` works
+    /// on [`Context::check`](crate::Context::check) in I/O code.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io;
+    /// use taskgroup::ContextError;
+    ///
+    /// let err = io::Error::from(ContextError::DeadlineExceeded);
+    /// assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    /// assert_eq!(err.to_string(), "context deadline exceeded");
+    /// assert!(err.get_ref().unwrap().is::<ContextError>());
+    /// ```
+    fn from(error: ContextError) -> std::io::Error {
+        let kind = match error {
+            ContextError::Cancelled => std::io::ErrorKind::Other,
+            ContextError::DeadlineExceeded => std::io::ErrorKind::TimedOut,
+        };
+        std::io::Error::new(kind, error)
+    }
+}
+
 /// Formats a panic payload the way std's panic hook would: the message for a
 /// `&str` or `String` payload, a placeholder otherwise.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
@@ -77,11 +102,215 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
-/// A helper for `Debug` impls that must not demand `T: Debug`.
-pub(crate) struct Opaque(pub(crate) &'static str);
+/// The error of [`TaskGroup::wait`](crate::TaskGroup::wait): the first
+/// failure of a task, or the cancellation of the group from outside.
+///
+/// `E` is the tasks' own error type; it needs only `Debug + Display`, so
+/// `String`, `std::io::Error` and `anyhow::Error` all work. `GroupError<E>`
+/// is a `std::error::Error` whenever `E` is one. Its `Display` and `source`
+/// for [`Failed`](GroupError::Failed) are the task's error's own, so a
+/// report does not say the same thing twice.
+///
+/// # Examples
+///
+/// ```
+/// use taskgroup::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut group = TaskGroup::<u32, String>::new();
+/// group.spawn(|_ctx| async { Ok(1) });
+/// group.spawn(|_ctx| async { Err("backend 2 is down".to_string()) });
+/// let err = group.wait().await.unwrap_err();
+/// assert!(err.is_failed());
+/// assert_eq!(err.to_string(), "backend 2 is down");
+/// assert_eq!(err.into_failed(), Some("backend 2 is down".to_string()));
+/// # }
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+pub enum GroupError<E> {
+    /// A task returned this error first, in time, and the group cancelled
+    /// the rest.
+    Failed(E),
+    /// The group was cancelled from outside (its parent context, a
+    /// deadline, or [`TaskGroup::cancel`](crate::TaskGroup::cancel)) before
+    /// every task finished.
+    Cancelled(ContextError),
+}
 
-impl fmt::Debug for Opaque {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+impl<E> GroupError<E> {
+    /// Returns `true` for [`GroupError::Failed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{ContextError, GroupError};
+    /// assert!(GroupError::Failed("boom").is_failed());
+    /// assert!(!GroupError::<&str>::Cancelled(ContextError::Cancelled).is_failed());
+    /// ```
+    pub fn is_failed(&self) -> bool {
+        matches!(self, GroupError::Failed(_))
+    }
+
+    /// Returns `true` for [`GroupError::Cancelled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{ContextError, GroupError};
+    /// assert!(GroupError::<()>::Cancelled(ContextError::DeadlineExceeded).is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, GroupError::Cancelled(_))
+    }
+
+    /// The task's error, if a task failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::GroupError;
+    /// assert_eq!(GroupError::Failed(7).failed(), Some(&7));
+    /// ```
+    pub fn failed(&self) -> Option<&E> {
+        match self {
+            GroupError::Failed(error) => Some(error),
+            GroupError::Cancelled(_) => None,
+        }
+    }
+
+    /// Takes the task's error out, if a task failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{ContextError, GroupError};
+    /// assert_eq!(GroupError::Failed(7).into_failed(), Some(7));
+    /// assert_eq!(GroupError::<i32>::Cancelled(ContextError::Cancelled).into_failed(), None);
+    /// ```
+    pub fn into_failed(self) -> Option<E> {
+        match self {
+            GroupError::Failed(error) => Some(error),
+            GroupError::Cancelled(_) => None,
+        }
+    }
+
+    /// The context error, if the group was cancelled from outside.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{ContextError, GroupError};
+    /// let err = GroupError::<()>::Cancelled(ContextError::DeadlineExceeded);
+    /// assert_eq!(err.context_error(), Some(ContextError::DeadlineExceeded));
+    /// ```
+    pub fn context_error(&self) -> Option<ContextError> {
+        match self {
+            GroupError::Failed(_) => None,
+            GroupError::Cancelled(error) => Some(*error),
+        }
     }
 }
+
+impl<E: fmt::Display> fmt::Display for GroupError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupError::Failed(error) => error.fmt(f),
+            GroupError::Cancelled(error) => write!(f, "task group cancelled: {error}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for GroupError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GroupError::Failed(error) => error.source(),
+            GroupError::Cancelled(error) => Some(error),
+        }
+    }
+}
+
+/// The [`Cause`](crate::Cause) a task group records when one of its tasks
+/// fails or panics and the group cancels the rest.
+///
+/// Its `Display` names the task (and the group, if it has a name) and
+/// includes the task's error or panic message, so a sibling that logs
+/// `ctx.cause()` says what went wrong where.
+///
+/// # Examples
+///
+/// ```
+/// use taskgroup::{TaskFailed, TaskGroup};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut group = TaskGroup::<(), String>::builder().name("fetch").build();
+/// let ctx = group.context().clone();
+/// group.spawn(|_ctx| async { Err("connection refused".to_string()) });
+/// let _ = group.wait().await;
+///
+/// let cause = ctx.cause().unwrap();
+/// assert_eq!(cause.to_string(), "task 0 of group \"fetch\" failed: connection refused");
+/// let failed = cause.downcast_ref::<TaskFailed>().unwrap();
+/// assert_eq!(failed.task().index(), 0);
+/// assert!(!failed.is_panic());
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TaskFailed {
+    pub(crate) task: crate::TaskId,
+    pub(crate) group: Option<std::sync::Arc<str>>,
+    pub(crate) panic: bool,
+    pub(crate) message: String,
+}
+
+impl TaskFailed {
+    /// The task that failed.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskFailed`].
+    pub fn task(&self) -> crate::TaskId {
+        self.task
+    }
+
+    /// The name of its group, if the group was given one.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskFailed`].
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// `true` if the task panicked, `false` if it returned an error.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskFailed`].
+    pub fn is_panic(&self) -> bool {
+        self.panic
+    }
+
+    /// The task's error (its `Display`) or panic message.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskFailed`].
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TaskFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {}", self.task.index())?;
+        if let Some(group) = &self.group {
+            write!(f, " of group {group:?}")?;
+        }
+        let verb = if self.panic { "panicked" } else { "failed" };
+        write!(f, " {verb}: {}", self.message)
+    }
+}
+
+impl std::error::Error for TaskFailed {}

@@ -10,6 +10,8 @@
 
 mod context;
 mod error;
+mod group;
 
 pub use context::{AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextRunFuture};
-pub use error::ContextError;
+pub use error::{ContextError, GroupError, TaskFailed};
+pub use group::{Outcome, TaskGroup, TaskGroupBuilder, TaskId};

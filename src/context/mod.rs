@@ -295,7 +295,6 @@ impl Context {
     /// ```
     /// use taskgroup::Context;
     ///
-    /// struct Deadline;
     /// let ctx = Context::background().with_value(5u8);
     /// assert_eq!(ctx.value::<u8>(), Some(&5));
     /// assert_eq!(ctx.value::<u16>(), None); // types do not convert
@@ -547,6 +546,14 @@ impl Context {
     /// A panic in `f` stays on its task (tokio reports it) and reaches
     /// nobody else.
     ///
+    /// Two things to keep in mind. Dropping a [`CancelHandle`] cancels, so a
+    /// callback also runs when its context simply goes out of scope at the
+    /// end of a successful job: [`stop`](AfterCancel::stop) it first if it is
+    /// only meant for an early cancel. And the context keeps the callback
+    /// until it is cancelled or stopped: a callback that captures a clone of
+    /// the same context, on a context that is never cancelled, keeps both
+    /// alive.
+    ///
     /// # Panics
     ///
     /// Panics when called outside a tokio runtime: the callback needs a
@@ -555,8 +562,6 @@ impl Context {
     /// # Examples
     ///
     /// ```
-    /// use std::sync::Arc;
-    /// use std::sync::atomic::{AtomicBool, Ordering};
     /// use taskgroup::Context;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -606,11 +611,6 @@ impl Context {
     /// hold no `CancelHandle` (task groups).
     pub(crate) fn cancel_internal(&self, cancellation: Cancellation) -> bool {
         tree::cancel(&self.node, cancellation)
-    }
-
-    /// Whether anything can ever cancel this context.
-    pub(crate) fn can_be_cancelled(&self) -> bool {
-        self.node.can_be_cancelled()
     }
 }
 
@@ -736,7 +736,7 @@ impl CancelHandle {
     /// # Examples
     ///
     /// ```
-    /// let (ctx, cancel) = taskgroup::Context::background().with_cancel();
+    /// let (_ctx, cancel) = taskgroup::Context::background().with_cancel();
     /// assert!(!cancel.is_cancelled());
     /// cancel.cancel();
     /// assert!(cancel.is_cancelled());
@@ -822,10 +822,11 @@ impl AfterCancel {
     /// ```
     pub fn stop(&self) -> bool {
         let prevented = self.callback.stop();
-        if prevented && let Some((node, key)) = &self.registration {
-            if let Some(node) = node.upgrade() {
-                node.unregister(*key);
-            }
+        if prevented
+            && let Some((node, key)) = &self.registration
+            && let Some(node) = node.upgrade()
+        {
+            node.unregister(*key);
         }
         prevented
     }

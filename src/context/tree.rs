@@ -31,11 +31,12 @@
 //!
 //! # Lock order
 //!
-//! stripe lock, then a node's `inner` lock, then (inside a hook) a task
-//! group's own lock. An `inner` lock is never held while taking a stripe
-//! lock, while dropping a node, or while running user code. The canceller
-//! drops the nodes it visited only after releasing the stripe lock, because a
-//! node's drop may run a user value's destructor, which may cancel.
+//! stripe lock, then a node's `inner` lock. An `inner` lock is never held
+//! while taking a stripe lock, while dropping a node, or while running user
+//! code. Everything that may run code beyond this module — waking waiters,
+//! spawning callbacks, a task group's hook, dropping the nodes visited (a
+//! user value's destructor may cancel) — runs after the stripe lock is
+//! released, still inside [`cancel`].
 
 use std::any::Any;
 use std::cell::Cell;
@@ -99,9 +100,9 @@ impl Cancellation {
     }
 }
 
-/// Code that must run synchronously, inside the cancel walk, when a node is
-/// cancelled: a task group aborting its tasks. It runs under the stripe lock
-/// and must only take locks of its own and wake tasks.
+/// Code that must run synchronously, before [`cancel`] returns, when a node
+/// is cancelled: a task group aborting its tasks. It runs with no lock of
+/// this module held.
 pub(crate) trait CancelHook: Send + Sync {
     fn on_cancel(&self);
 }
@@ -189,9 +190,8 @@ pub(crate) struct Node {
     inner: Mutex<Inner>,
 }
 
-static BACKGROUND: LazyLock<Arc<Node>> = LazyLock::new(|| {
-    Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None))
-});
+static BACKGROUND: LazyLock<Arc<Node>> =
+    LazyLock::new(|| Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None)));
 
 impl Node {
     fn new(
@@ -262,10 +262,6 @@ impl Node {
         self.state.get().is_some()
     }
 
-    pub(crate) fn can_be_cancelled(&self) -> bool {
-        self.cancellable
-    }
-
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
@@ -322,25 +318,28 @@ impl Node {
         drop(removed);
     }
 
-    /// Sets this node's state, takes what hangs off it, and hands back its
-    /// live children. Must be called under the stripe lock (invariant 1).
-    fn cancel_one(&self, cancellation: &Cancellation, children: &mut Vec<Arc<Node>>) -> bool {
-        if self.state.set(cancellation.clone()).is_err() {
-            return false;
-        }
-        let taken = std::mem::take(&mut *lock(&self.inner));
-        if let Some(timer) = taken.timer {
-            timer.abort();
-        }
-        if let Some(hook) = self.hook.as_ref().and_then(Weak::upgrade) {
-            hook.on_cancel();
-        }
-        self.notify.notify_waiters();
-        for (_, callback) in taken.callbacks {
-            callback.fire();
-        }
-        children.extend(taken.children.into_iter().filter_map(|(_, weak)| weak.upgrade()));
-        true
+    /// Sets this node's state and takes what hangs off it: its live
+    /// children go on `children`, the rest is returned for
+    /// [`Taken::finish`]. `None` if the node was already cancelled. Must be
+    /// called under the stripe lock (invariant 1).
+    fn cancel_one(
+        &self,
+        cancellation: &Cancellation,
+        children: &mut Vec<Arc<Node>>,
+    ) -> Option<Taken> {
+        self.state.set(cancellation.clone()).ok()?;
+        let inner = std::mem::take(&mut *lock(&self.inner));
+        children.extend(
+            inner
+                .children
+                .into_iter()
+                .filter_map(|(_, weak)| weak.upgrade()),
+        );
+        Some(Taken {
+            timer: inner.timer,
+            callbacks: inner.callbacks,
+            hook: self.hook.as_ref().and_then(Weak::upgrade),
+        })
     }
 
     /// Unlinks this node from its parent. Invariant 6.
@@ -355,32 +354,62 @@ impl Node {
     }
 }
 
+/// What a cancelled node leaves to do once the stripe lock is released.
+struct Taken {
+    timer: Option<AbortHandle>,
+    callbacks: Slab<Arc<Callback>>,
+    hook: Option<Arc<dyn CancelHook>>,
+}
+
+impl Taken {
+    fn finish(self, node: &Node) {
+        if let Some(timer) = self.timer {
+            timer.abort();
+        }
+        node.notify.notify_waiters();
+        for (_, callback) in self.callbacks {
+            callback.fire();
+        }
+        if let Some(hook) = self.hook {
+            hook.on_cancel();
+        }
+    }
+}
+
 /// Cancels `node` and its whole subtree with `cancellation`, unless it is
 /// already cancelled. Returns `true` if this call cancelled it.
 ///
 /// By invariant 5, every descendant reports the cancellation when this
-/// returns.
+/// returns. Wake-ups, callbacks and hooks run after the stripe lock is
+/// released but before this returns.
 pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     if !node.cancellable {
-        // Nothing links to it and nothing can observe its state changing
-        // except through a handle, and a node with a handle is cancellable.
+        // Nothing can observe a change: it has no handle, no deadline and no
+        // cancellable ancestor, so nothing calls this for it but owners that
+        // never made it cancellable.
         return false;
     }
-    let mut visited = Vec::new();
     let mut pending = Vec::new();
-    let cancelled = {
+    let mut cancelled = Vec::new();
+    {
         let _stripe = lock(&STRIPES[usize::from(node.stripe)].0);
-        let cancelled = node.cancel_one(&cancellation, &mut pending);
+        if let Some(taken) = node.cancel_one(&cancellation, &mut pending) {
+            cancelled.push((node.clone(), taken));
+        }
         while let Some(child) = pending.pop() {
             // A child already cancelled had its own subtree walked then.
-            child.cancel_one(&cancellation, &mut pending);
-            visited.push(child);
+            if let Some(taken) = child.cancel_one(&cancellation, &mut pending) {
+                cancelled.push((child, taken));
+            }
         }
-        cancelled
-    };
-    // Outside the stripe lock: the last reference to a child may go here.
-    drop(visited);
-    cancelled
+    }
+    let this_call = !cancelled.is_empty();
+    // Outside the stripe lock: this runs hooks, and the last reference to a
+    // child (and so a user value's destructor) may go here.
+    for (node, taken) in cancelled {
+        taken.finish(&node);
+    }
+    this_call
 }
 
 impl Drop for Node {

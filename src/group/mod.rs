@@ -1,0 +1,677 @@
+//! [`TaskGroup`]: Go's errgroup, with results, limits, panics, and no task
+//! outliving its group.
+
+mod builder;
+mod outcome;
+mod shared;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+pub use builder::TaskGroupBuilder;
+pub use outcome::{Outcome, TaskId};
+use shared::{Shared, Work};
+
+use crate::context::cancellation;
+use crate::{Context, ContextError, GroupError};
+
+/// A set of tasks that share one [`Context`], fail together and are joined
+/// together: Go's `errgroup.WithContext`, done the Rust way.
+///
+/// Spawn one task per branch of a fan-out with [`spawn`](TaskGroup::spawn).
+/// Each task gets the group's context and returns `Result<T, E>`. The first
+/// `Err` (in time) or panic cancels the group: its context is cancelled with a
+/// [`TaskFailed`](crate::TaskFailed) cause, and every task still running is
+/// dropped at its next await point, so a sibling that ignores its context
+/// cannot leak. [`wait`](TaskGroup::wait) joins every task and returns the
+/// values in spawn order, or the first error.
+///
+/// The group works without being polled: a failure cancels the siblings at
+/// once, and tasks queued by a [limit](TaskGroupBuilder::limit) start as
+/// slots free, whether or not anyone is inside `wait` or `next`.
+///
+/// Dropping the group (or the `wait` future) cancels its context and drops
+/// every async task at once; only a blocking task still running outlives it,
+/// until it returns.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::{Context, GroupError, TaskGroup};
+///
+/// async fn fetch(ctx: &Context, id: u32) -> Result<String, String> {
+///     ctx.sleep(Duration::from_millis(10 * u64::from(id)))
+///         .await
+///         .map_err(|e| e.to_string())?;
+///     if id == 3 {
+///         return Err(format!("backend {id} is down"));
+///     }
+///     Ok(format!("page {id}"))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mut group = TaskGroup::new();
+/// for id in [2, 1] {
+///     group.spawn(move |ctx| async move { fetch(&ctx, id).await });
+/// }
+/// // Values come back in spawn order, whatever the completion order.
+/// assert_eq!(group.wait().await, Ok(vec!["page 2".to_string(), "page 1".to_string()]));
+///
+/// let mut group = TaskGroup::new();
+/// for id in 1..=5 {
+///     group.spawn(move |ctx| async move { fetch(&ctx, id).await });
+/// }
+/// // Task 3 fails at 30 ms; tasks 4 and 5 are cancelled, not waited for.
+/// assert_eq!(
+///     group.wait().await,
+///     Err(GroupError::Failed("backend 3 is down".to_string()))
+/// );
+/// # }
+/// ```
+pub struct TaskGroup<T, E> {
+    shared: Arc<Shared<T, E>>,
+    next_id: u64,
+}
+
+impl<T, E> TaskGroup<T, E>
+where
+    T: Send + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    /// Creates a group with no limit, whose context is a child of
+    /// [`Context::background`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<u8, String>::new();
+    /// assert!(group.is_empty());
+    /// group.spawn(|_ctx| async { Ok(1) });
+    /// assert_eq!(group.wait().await, Ok(vec![1]));
+    /// # }
+    /// ```
+    pub fn new() -> Self {
+        TaskGroupBuilder::new().build()
+    }
+
+    /// Creates a group whose context is a child of `ctx`: cancelling `ctx`
+    /// cancels the group. Go's `errgroup.WithContext`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, ContextError, GroupError, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (request, cancel) = Context::background().with_cancel();
+    /// let mut group = TaskGroup::<(), String>::with_context(&request);
+    /// group.spawn(|ctx| async move {
+    ///     ctx.done().await;
+    ///     Ok(())
+    /// });
+    /// cancel.cancel(); // the client went away
+    /// assert_eq!(group.wait().await, Err(GroupError::Cancelled(ContextError::Cancelled)));
+    /// # }
+    /// ```
+    pub fn with_context(ctx: &Context) -> Self {
+        TaskGroupBuilder::new().context(ctx).build()
+    }
+
+    /// Returns a builder for a group with a limit, a name, or a parent
+    /// context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let root = Context::background();
+    /// let mut group = TaskGroup::<usize, String>::builder()
+    ///     .limit(8)
+    ///     .name("fetch")
+    ///     .context(&root)
+    ///     .build();
+    /// for i in 0..20 {
+    ///     group.spawn(move |_ctx| async move { Ok(i) });
+    /// }
+    /// assert_eq!(group.wait().await.unwrap().len(), 20);
+    /// # }
+    /// ```
+    pub fn builder() -> TaskGroupBuilder<T, E> {
+        TaskGroupBuilder::new()
+    }
+
+    fn from_builder(
+        parent: &Context,
+        name: Option<Arc<str>>,
+        limit: Option<usize>,
+    ) -> TaskGroup<T, E> {
+        TaskGroup {
+            shared: Shared::new(parent, name, limit),
+            next_id: 0,
+        }
+    }
+
+    /// Spawns a task: calls `f` with the group's context and runs the
+    /// future it returns on the current tokio runtime.
+    ///
+    /// Never blocks. Over the [limit](TaskGroupBuilder::limit) the closure
+    /// waits in the group, and is called when a slot frees; if the group is
+    /// cancelled first it is never called. In a group already cancelled it is
+    /// never called either, and the task counts as
+    /// [`Outcome::Cancelled`]. A panic in `f` itself is the task's panic.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime, as [`tokio::spawn`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<String, std::io::Error>::new();
+    /// for name in ["a", "b"] {
+    ///     group.spawn(move |ctx| async move {
+    ///         ctx.check()?; // ContextError converts into io::Error
+    ///         Ok(name.to_uppercase())
+    ///     });
+    /// }
+    /// assert_eq!(group.wait().await.unwrap(), ["A", "B"]);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn spawn<F, Fut>(&mut self, f: F) -> TaskId
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let id = self.next_id();
+        let mut state = self.shared.lock();
+        if self.shared.ctx.is_cancelled() {
+            self.shared.record_unstarted(state, id);
+        } else if self.shared.has_room(&state) {
+            let key = state.reserve(id);
+            drop(state);
+            self.shared.start_async(id, key, f);
+        } else {
+            let work = Work::Async(Box::new(move |ctx| Box::pin(f(ctx))));
+            state.queue.push_back((id, work));
+        }
+        id
+    }
+
+    /// Spawns a task unless the group is at its limit or cancelled; then it
+    /// gives the closure back.
+    ///
+    /// "At the limit" counts running and queued tasks, so `try_spawn` never
+    /// queues.
+    ///
+    /// # Errors
+    ///
+    /// `Err(f)`, untouched, when running and queued tasks fill the limit or
+    /// the group is cancelled.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime, as [`tokio::spawn`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<(), String>::builder().limit(1).build();
+    /// let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    /// assert!(group.try_spawn(|_ctx| async move { rx.await.map_err(|e| e.to_string()) }).is_ok());
+    /// let refused = group.try_spawn(|_ctx| async { Ok(()) });
+    /// assert!(refused.is_err()); // the closure is handed back
+    /// tx.send(()).unwrap();
+    /// group.ready().await;
+    /// assert!(group.try_spawn(refused.unwrap_err()).is_ok());
+    /// group.wait().await.unwrap();
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn try_spawn<F, Fut>(&mut self, f: F) -> Result<TaskId, F>
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let mut state = self.shared.lock();
+        if self.shared.ctx.is_cancelled() || !self.shared.has_room(&state) {
+            return Err(f);
+        }
+        // Not `self.next_id()`: `state` borrows `self.shared`.
+        let id = TaskId(self.next_id);
+        self.next_id += 1;
+        let key = state.reserve(id);
+        drop(state);
+        self.shared.start_async(id, key, f);
+        Ok(id)
+    }
+
+    /// Spawns a blocking task on tokio's blocking thread pool, for CPU-heavy
+    /// or blocking I/O work. It counts against the limit like any task.
+    ///
+    /// A blocking task cannot be dropped halfway: when the group is
+    /// cancelled it goes on until it returns, so it should check its context
+    /// ([`Context::check`]) between steps. `wait` joins it. A blocking task
+    /// that has not started when the group is cancelled never starts.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime, as [`tokio::task::spawn_blocking`]
+    /// does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{ContextError, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<u64, ContextError>::new();
+    /// group.spawn_blocking(|ctx| {
+    ///     let mut sum = 0;
+    ///     for chunk in 0..1_000u64 {
+    ///         ctx.check()?; // stop between chunks once cancelled
+    ///         sum += chunk;
+    ///     }
+    ///     Ok(sum)
+    /// });
+    /// assert_eq!(group.wait().await, Ok(vec![499_500]));
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn spawn_blocking<F>(&mut self, f: F) -> TaskId
+    where
+        F: FnOnce(Context) -> Result<T, E> + Send + 'static,
+    {
+        let id = self.next_id();
+        let mut state = self.shared.lock();
+        if self.shared.ctx.is_cancelled() {
+            self.shared.record_unstarted(state, id);
+        } else if self.shared.has_room(&state) {
+            let key = state.reserve(id);
+            drop(state);
+            self.shared.start_blocking(id, key, f);
+        } else {
+            state.queue.push_back((id, Work::Blocking(Box::new(f))));
+        }
+        id
+    }
+
+    /// Waits until the group has room for another task: until running and
+    /// queued tasks no longer fill the limit. Returns at once in a group
+    /// without a limit, and as soon as the group is cancelled.
+    ///
+    /// This is the backpressure point for a producer of many tasks: calling
+    /// `ready().await` before each `spawn` keeps the queue empty, so memory
+    /// stays flat however many tasks go through.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it reserves nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<u64, String>::builder().limit(4).build();
+    /// for i in 0..1_000 {
+    ///     group.ready().await;
+    ///     assert!(group.len() <= 4 + i as usize); // unread results count too
+    ///     group.spawn(move |_ctx| async move { Ok(i) });
+    /// }
+    /// assert_eq!(group.wait().await.unwrap().len(), 1_000);
+    /// # }
+    /// ```
+    pub async fn ready(&self) {
+        if self.shared.limit.is_none() {
+            return;
+        }
+        loop {
+            let freed = self.shared.slot_freed.notified();
+            if self.shared.ctx.is_cancelled() || self.shared.has_room(&self.shared.lock()) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// The group's context: the one every task receives. Derive from it to
+    /// nest groups; cancelling the group cancels them too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// let group = TaskGroup::<(), String>::new();
+    /// let ctx = group.context().clone();
+    /// group.cancel();
+    /// assert!(ctx.is_cancelled());
+    /// ```
+    pub fn context(&self) -> &Context {
+        &self.shared.ctx
+    }
+
+    /// Cancels the group from outside: its context is cancelled, running
+    /// async tasks are dropped at their next await point, queued ones never
+    /// start. [`wait`](TaskGroup::wait) then reports
+    /// [`GroupError::Cancelled`] unless every task had already finished
+    /// `Ok`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{ContextError, GroupError, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<(), String>::new();
+    /// group.spawn(|_ctx| std::future::pending()); // ignores its context
+    /// group.cancel();
+    /// assert_eq!(group.wait().await, Err(GroupError::Cancelled(ContextError::Cancelled)));
+    /// # }
+    /// ```
+    pub fn cancel(&self) {
+        self.shared
+            .ctx
+            .cancel_internal(cancellation(ContextError::Cancelled, None));
+    }
+
+    /// The number of tasks spawned and not yet handed out: queued, running,
+    /// or finished but unread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<(), String>::new();
+    /// group.spawn(|_ctx| async { Ok(()) });
+    /// assert_eq!(group.len(), 1);
+    /// group.next().await;
+    /// assert_eq!(group.len(), 0);
+    /// # }
+    /// ```
+    pub fn len(&self) -> usize {
+        let state = self.shared.lock();
+        state.outstanding() + state.done.len()
+    }
+
+    /// Returns `true` if [`len`](TaskGroup::len) is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = taskgroup::TaskGroup::<(), String>::new();
+    /// assert!(group.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits for the next task to finish and hands it out, in completion
+    /// order; `None` once every task spawned has been handed out.
+    ///
+    /// Spawning while draining works: a crawler can spawn the links each
+    /// page yields. [`wait`](TaskGroup::wait) and
+    /// [`wait_outcomes`](TaskGroup::wait_outcomes) later report only on the
+    /// tasks `next` did not hand out. A failure handed out here has already
+    /// cancelled the group, as always.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a task is removed from the group only in the poll that
+    /// returns it, so dropping this future in a `select!` loses nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Outcome, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<u64, String>::new();
+    /// for ms in [30, 10, 20] {
+    ///     group.spawn(move |ctx| async move {
+    ///         ctx.sleep(Duration::from_millis(ms)).await.map_err(|e| e.to_string())?;
+    ///         Ok(ms)
+    ///     });
+    /// }
+    /// let mut order = Vec::new();
+    /// while let Some((_id, outcome)) = group.next().await {
+    ///     if let Outcome::Ok(ms) = outcome {
+    ///         order.push(ms);
+    ///     }
+    /// }
+    /// assert_eq!(order, [10, 20, 30]);
+    /// # }
+    /// ```
+    pub async fn next(&mut self) -> Option<(TaskId, Outcome<T, E>)> {
+        loop {
+            let progress = self.shared.progress.notified();
+            {
+                let mut state = self.shared.lock();
+                if let Some(done) = state.done.pop_front() {
+                    return Some(done);
+                }
+                if state.is_joined() {
+                    return None;
+                }
+            }
+            progress.await;
+        }
+    }
+
+    /// Hands out a task that has already finished, if any, without waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<(), String>::new();
+    /// assert!(group.try_next().is_none());
+    /// group.spawn(|_ctx| async { Ok(()) });
+    /// tokio::task::yield_now().await; // let it run
+    /// # while group.len() > 0 && group.try_next().is_none() { tokio::task::yield_now().await; }
+    /// # return;
+    /// # }
+    /// ```
+    pub fn try_next(&mut self) -> Option<(TaskId, Outcome<T, E>)> {
+        self.shared.lock().done.pop_front()
+    }
+
+    /// Joins every task and returns their values in spawn order, or the
+    /// first error.
+    ///
+    /// - `Ok(values)` when every task (not handed out by
+    ///   [`next`](TaskGroup::next)) returned `Ok`, even if the group was
+    ///   cancelled afterwards.
+    /// - `Err(GroupError::Failed(e))` with the first error in time: the one
+    ///   that cancelled the group. Errors returned after the group was
+    ///   cancelled never replace it.
+    /// - `Err(GroupError::Cancelled(_))` when the group was cancelled from
+    ///   outside (or by a failure that `next` already handed out) before
+    ///   every task finished.
+    ///
+    /// When it returns, the group context is cancelled (as Go does).
+    ///
+    /// # Errors
+    ///
+    /// As above: [`GroupError::Failed`] or [`GroupError::Cancelled`].
+    ///
+    /// # Panics
+    ///
+    /// If a task panicked, `wait` joins every other task and then resumes
+    /// the first panic, with its payload, in the caller. A panic outranks any
+    /// error. [`wait_outcomes`](TaskGroup::wait_outcomes) reports panics
+    /// instead.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, by design: dropping the future drops the group, which
+    /// cancels it and drops every async task; the results are lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<u32, String>::new();
+    /// for i in 0..3 {
+    ///     group.spawn(move |_ctx| async move { Ok(i * 10) });
+    /// }
+    /// assert_eq!(group.wait().await, Ok(vec![0, 10, 20]));
+    /// # }
+    /// ```
+    pub async fn wait(self) -> Result<Vec<T>, GroupError<E>> {
+        let (mut done, first_error) = self.join().await;
+        let error = self.shared.ctx.err();
+        if let Some(at) = done.iter().position(|(_, outcome)| outcome.is_panicked()) {
+            let Some((_, Outcome::Panicked(payload))) = done.remove(at) else {
+                unreachable!("the entry at `at` is a panic");
+            };
+            drop(self); // cancel, as on every return
+            std::panic::resume_unwind(payload);
+        }
+        if let Some(first) = first_error
+            && let Some(at) = done.iter().position(|(id, _)| *id == first)
+            && let Some((_, Outcome::Err(error))) = done.remove(at)
+        {
+            return Err(GroupError::Failed(error));
+        }
+        if done.iter().all(|(_, outcome)| outcome.is_ok()) {
+            let values = in_spawn_order(done).into_iter().filter_map(Outcome::ok);
+            return Ok(values.collect());
+        }
+        Err(GroupError::Cancelled(
+            error.unwrap_or(ContextError::Cancelled),
+        ))
+    }
+
+    /// Joins every task and returns each one's [`Outcome`], in spawn order:
+    /// values, errors, cancellations and panics alike. Tasks handed out by
+    /// [`next`](TaskGroup::next) are not repeated.
+    ///
+    /// When it returns, the group context is cancelled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future drops the group, as for
+    /// [`wait`](TaskGroup::wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Outcome, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<u32, String>::new();
+    /// group.spawn(|_ctx| async { Ok(1) });
+    /// group.spawn(|_ctx| async { panic!("bug") });
+    /// let outcomes = group.wait_outcomes().await;
+    /// assert!(matches!(outcomes[0], Outcome::Ok(1)));
+    /// assert!(outcomes[1].is_panicked());
+    /// # }
+    /// ```
+    pub async fn wait_outcomes(self) -> Vec<Outcome<T, E>> {
+        let (done, _) = self.join().await;
+        in_spawn_order(done)
+    }
+
+    /// Waits until every task has finished and takes what they left.
+    async fn join(&self) -> (VecDeque<(TaskId, Outcome<T, E>)>, Option<TaskId>) {
+        loop {
+            let progress = self.shared.progress.notified();
+            {
+                let mut state = self.shared.lock();
+                if state.is_joined() {
+                    return (std::mem::take(&mut state.done), state.first_error);
+                }
+            }
+            progress.await;
+        }
+    }
+
+    fn next_id(&mut self) -> TaskId {
+        let id = TaskId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+}
+
+/// Sorts finished tasks by spawn index in linear time: ids are dense, but
+/// for the ones `next` handed out.
+fn in_spawn_order<T, E>(done: VecDeque<(TaskId, Outcome<T, E>)>) -> Vec<Outcome<T, E>> {
+    let Some(first) = done.iter().map(|(id, _)| id.0).min() else {
+        return Vec::new();
+    };
+    let last = done.iter().map(|(id, _)| id.0).max().unwrap_or(first);
+    let span = usize::try_from(last - first + 1).expect("task ids span the address space");
+    let mut slots: Vec<Option<Outcome<T, E>>> =
+        std::iter::repeat_with(|| None).take(span).collect();
+    for (id, outcome) in done {
+        slots[(id.0 - first) as usize] = Some(outcome);
+    }
+    slots.into_iter().flatten().collect()
+}
+
+impl<T, E> Default for TaskGroup<T, E>
+where
+    T: Send + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    fn default() -> Self {
+        TaskGroup::new()
+    }
+}
+
+impl<T, E> Drop for TaskGroup<T, E> {
+    fn drop(&mut self) {
+        self.shared
+            .ctx
+            .cancel_internal(cancellation(ContextError::Cancelled, None));
+    }
+}
+
+impl<T, E> fmt::Debug for TaskGroup<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskGroup")
+            .field("name", &self.shared.name)
+            .field("limit", &self.shared.limit)
+            .field("spawned", &self.next_id)
+            .field("cancelled", &self.shared.ctx.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}

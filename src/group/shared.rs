@@ -1,0 +1,344 @@
+//! The state a task group shares with its tasks, and how a task starts and
+//! finishes.
+//!
+//! # Invariants
+//!
+//! 1. Every task spawned ends in exactly one entry of `State::done`: pushed
+//!    by [`Shared::complete`] (run to the end, or its [`Completion`] dropped
+//!    unfinished), by [`Shared::record_unstarted`] for a task never started,
+//!    or by the cancel hook for queued tasks.
+//! 2. `running` counts started task bodies not yet completed; `queue` holds
+//!    closures waiting for a slot and is non-empty only while `running`
+//!    fills the limit. The group is joined when both are zero/empty.
+//! 3. Nothing is queued or started once the group context is cancelled:
+//!    `spawn` checks under the state lock, the hook empties the queue under
+//!    it after the context's state is set, and a queued closure re-checks
+//!    just before it is called.
+//! 4. A started task's abort handle is stored in `tasks` (matched by task
+//!    id, since keys are reused), or, if the group was cancelled first,
+//!    aborted by the code that stores it. So every task is aborted on
+//!    cancel, by the hook or by `track`.
+//!
+//! # Lock order
+//!
+//! The state lock is never held while cancelling the context (whose hook
+//! takes it), spawning, aborting, or running or dropping user code.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::FutureExt as _;
+use slab::Slab;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use super::outcome::{Outcome, TaskId};
+use crate::context::{CancelHook, cancellation};
+use crate::error::panic_message;
+use crate::{Cause, Context, ContextError, TaskFailed};
+
+pub(super) type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// A closure waiting for a slot.
+pub(super) enum Work<T, E> {
+    Async(Box<dyn FnOnce(Context) -> BoxFuture<T, E> + Send>),
+    Blocking(Box<dyn FnOnce(Context) -> Result<T, E> + Send>),
+}
+
+pub(super) struct State<T, E> {
+    pub(super) running: usize,
+    pub(super) queue: VecDeque<(TaskId, Work<T, E>)>,
+    /// Abort handles of started tasks, `None` until spawned.
+    tasks: Slab<(TaskId, Option<AbortHandle>)>,
+    /// Finished, not yet handed out, in completion order.
+    pub(super) done: VecDeque<(TaskId, Outcome<T, E>)>,
+    /// The task whose error cancelled the group.
+    pub(super) first_error: Option<TaskId>,
+}
+
+impl<T, E> State<T, E> {
+    pub(super) fn outstanding(&self) -> usize {
+        self.running + self.queue.len()
+    }
+
+    pub(super) fn is_joined(&self) -> bool {
+        self.running == 0 && self.queue.is_empty()
+    }
+
+    /// Takes a slot for a task about to start; returns its key in `tasks`.
+    pub(super) fn reserve(&mut self, id: TaskId) -> usize {
+        self.running += 1;
+        self.tasks.insert((id, None))
+    }
+}
+
+pub(super) struct Shared<T, E> {
+    pub(super) ctx: Context,
+    pub(super) name: Option<Arc<str>>,
+    pub(super) limit: Option<usize>,
+    state: Mutex<State<T, E>>,
+    /// A task finished (or the group was cancelled): for `next` and `wait`.
+    pub(super) progress: Notify,
+    /// A slot freed up (or the group was cancelled): for `ready`.
+    pub(super) slot_freed: Notify,
+}
+
+impl<T, E> Shared<T, E>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    pub(super) fn new(parent: &Context, name: Option<Arc<str>>, limit: Option<usize>) -> Arc<Self> {
+        Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
+            let hook: std::sync::Weak<dyn CancelHook> = me.clone();
+            Shared {
+                ctx: parent.with_hook(hook),
+                name,
+                limit,
+                state: Mutex::new(State {
+                    running: 0,
+                    queue: VecDeque::new(),
+                    tasks: Slab::new(),
+                    done: VecDeque::new(),
+                    first_error: None,
+                }),
+                progress: Notify::new(),
+                slot_freed: Notify::new(),
+            }
+        })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State<T, E>> {
+        // User code never runs under this lock, so poison carries no meaning.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the limit leaves room for one more task now.
+    pub(super) fn has_room(&self, state: &State<T, E>) -> bool {
+        self.limit.is_none_or(|limit| state.outstanding() < limit)
+    }
+
+    /// Records a task that will never start (the group was cancelled).
+    pub(super) fn record_unstarted(&self, mut state: MutexGuard<'_, State<T, E>>, id: TaskId) {
+        state.done.push_back((id, Outcome::Cancelled));
+        drop(state);
+        self.progress.notify_one();
+    }
+
+    /// Starts a task whose slot was reserved under `key`.
+    pub(super) fn start(self: &Arc<Self>, id: TaskId, key: usize, work: Work<T, E>) {
+        match work {
+            Work::Async(f) => self.start_async(id, key, f),
+            Work::Blocking(f) => self.start_blocking(id, key, f),
+        }
+    }
+
+    /// Calls `f` for its future and spawns that on the current runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does; the task is then
+    /// recorded as cancelled first.
+    #[track_caller]
+    pub(super) fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, key: usize, f: F)
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let completion = Completion::new(self, id, key);
+        // Invariant 3: the last look before user code runs.
+        if self.ctx.is_cancelled() {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
+            Ok(fut) => fut,
+            Err(payload) => return completion.finish(Outcome::Panicked(payload)),
+        };
+        let task = tokio::spawn(async move {
+            let outcome = match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(result) => Outcome::from_result(result),
+                Err(payload) => Outcome::Panicked(payload),
+            };
+            completion.finish(outcome);
+        });
+        self.track(key, id, task.abort_handle());
+    }
+
+    /// Runs `f` on tokio's blocking pool.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::task::spawn_blocking` does.
+    #[track_caller]
+    pub(super) fn start_blocking<F>(self: &Arc<Self>, id: TaskId, key: usize, f: F)
+    where
+        F: FnOnce(Context) -> Result<T, E> + Send + 'static,
+    {
+        let completion = Completion::new(self, id, key);
+        if self.ctx.is_cancelled() {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let outcome = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
+                Ok(result) => Outcome::from_result(result),
+                Err(payload) => Outcome::Panicked(payload),
+            };
+            completion.finish(outcome);
+        });
+        self.track(key, id, task.abort_handle());
+    }
+
+    /// Invariant 4: stores a started task's abort handle, or aborts the task
+    /// if the group was cancelled before the handle could be stored.
+    fn track(&self, key: usize, id: TaskId, handle: AbortHandle) {
+        let mut state = self.lock();
+        match state.tasks.get_mut(key) {
+            Some((owner, slot)) if *owner == id => *slot = Some(handle.clone()),
+            // Already finished: its entry is gone (and maybe reused).
+            _ => return,
+        }
+        drop(state);
+        if self.ctx.is_cancelled() {
+            handle.abort();
+        }
+    }
+
+    /// Records how a started task ended, frees its slot, and starts the next
+    /// queued closure if the group is still live.
+    ///
+    /// `ran` is `false` when the task was dropped before finishing (aborted,
+    /// or its runtime shut down): then nothing new is started, and what is
+    /// queued is recorded as cancelled, so nothing waits on a runtime that is
+    /// going away.
+    fn complete(self: &Arc<Self>, id: TaskId, key: usize, outcome: Outcome<T, E>, ran: bool) {
+        // The first failure cancels the group before the slot is released,
+        // so a queued closure can never take it.
+        let mut first_error = false;
+        if !self.ctx.is_cancelled() {
+            let failure = match &outcome {
+                Outcome::Err(error) => Some((false, error.to_string())),
+                Outcome::Panicked(payload) => Some((true, panic_message(&**payload).to_owned())),
+                Outcome::Ok(_) | Outcome::Cancelled => None,
+            };
+            if let Some((panic, message)) = failure {
+                let cause = TaskFailed {
+                    task: id,
+                    group: self.name.clone(),
+                    panic,
+                    message,
+                };
+                let won = self.ctx.cancel_internal(cancellation(
+                    ContextError::Cancelled,
+                    Some(Cause::new(cause)),
+                ));
+                first_error = won && !panic;
+            }
+        }
+
+        let mut state = self.lock();
+        state.tasks.try_remove(key);
+        state.running -= 1;
+        if first_error {
+            state.first_error = Some(id);
+        }
+        state.done.push_back((id, outcome));
+        let mut next = None;
+        let mut unstarted = VecDeque::new();
+        if ran && !self.ctx.is_cancelled() {
+            if let Some((id, work)) = state.queue.pop_front() {
+                let key = state.reserve(id);
+                next = Some((id, key, work));
+            }
+        } else {
+            unstarted = std::mem::take(&mut state.queue);
+            let never = unstarted.iter().map(|(id, _)| (*id, Outcome::Cancelled));
+            state.done.extend(never);
+        }
+        drop(state);
+
+        self.progress.notify_one();
+        self.slot_freed.notify_one();
+        drop(unstarted);
+        if let Some((id, key, work)) = next {
+            self.start(id, key, work);
+        }
+    }
+}
+
+impl<T, E> CancelHook for Shared<T, E>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    /// Aborts every running task and records the queued ones as cancelled.
+    fn on_cancel(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let running: Vec<AbortHandle> = state
+            .tasks
+            .iter()
+            .filter_map(|(_, (_, handle))| handle.clone())
+            .collect();
+        let queued = std::mem::take(&mut state.queue);
+        state
+            .done
+            .extend(queued.iter().map(|(id, _)| (*id, Outcome::Cancelled)));
+        drop(state);
+        for task in running {
+            task.abort();
+        }
+        drop(queued);
+        self.progress.notify_one();
+        self.slot_freed.notify_one();
+    }
+}
+
+/// Owned by a started task: reports its outcome exactly once, when it
+/// finishes or, if it is dropped unfinished, as cancelled.
+struct Completion<T, E>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    shared: Arc<Shared<T, E>>,
+    id: TaskId,
+    key: usize,
+    finished: bool,
+}
+
+impl<T, E> Completion<T, E>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    fn new(shared: &Arc<Shared<T, E>>, id: TaskId, key: usize) -> Self {
+        Completion {
+            shared: shared.clone(),
+            id,
+            key,
+            finished: false,
+        }
+    }
+
+    fn finish(mut self, outcome: Outcome<T, E>) {
+        self.finished = true;
+        self.shared.complete(self.id, self.key, outcome, true);
+    }
+}
+
+impl<T, E> Drop for Completion<T, E>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared
+                .complete(self.id, self.key, Outcome::Cancelled, false);
+        }
+    }
+}
