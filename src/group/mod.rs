@@ -472,12 +472,12 @@ where
     /// assert_eq!(order, [10, 20, 30]);
     /// # }
     /// ```
-    pub async fn next(&mut self) -> Option<(TaskId, Outcome<T, E>)> {
+    pub async fn next(&self) -> Option<(TaskId, Outcome<T, E>)> {
         loop {
             let progress = self.shared.progress.notified();
             {
                 let mut state = self.shared.lock();
-                if let Some(done) = state.done.pop_front() {
+                if let Some(done) = state.pop_done() {
                     return Some(done);
                 }
                 if state.is_joined() {
@@ -505,8 +505,8 @@ where
     /// # return;
     /// # }
     /// ```
-    pub fn try_next(&mut self) -> Option<(TaskId, Outcome<T, E>)> {
-        self.shared.lock().done.pop_front()
+    pub fn try_next(&self) -> Option<(TaskId, Outcome<T, E>)> {
+        self.shared.lock().pop_done()
     }
 
     /// Joins every task and returns their values in spawn order, or the
@@ -555,7 +555,7 @@ where
     /// # }
     /// ```
     pub async fn wait(self) -> Result<Vec<T>, GroupError<E>> {
-        let (mut done, first_error) = self.join().await;
+        let (mut done, first_failure) = self.join().await;
         let error = self.shared.ctx.err();
         if let Some(at) = done.iter().position(|(_, outcome)| outcome.is_panicked()) {
             let Some((_, Outcome::Panicked(payload))) = done.remove(at) else {
@@ -564,7 +564,7 @@ where
             drop(self); // cancel, as on every return
             std::panic::resume_unwind(payload);
         }
-        if let Some(first) = first_error
+        if let Some(first) = first_failure
             && let Some(at) = done.iter().position(|(id, _)| *id == first)
             && let Some((_, Outcome::Err(error))) = done.remove(at)
         {
@@ -617,7 +617,7 @@ where
             {
                 let mut state = self.shared.lock();
                 if state.is_joined() {
-                    return (std::mem::take(&mut state.done), state.first_error);
+                    return (std::mem::take(&mut state.done), state.first_failure);
                 }
             }
             progress.await;

@@ -18,6 +18,12 @@
 //!    id, since keys are reused), or, if the group was cancelled first,
 //!    aborted by the code that stores it. So every task is aborted on
 //!    cancel, by the hook or by `track`.
+//! 5. The first failure is pushed to `done` before the group is cancelled
+//!    for it, and `cancelling` hides `done` from `next` until the cancel
+//!    has returned: outcomes the cancel causes (queued tasks, siblings that
+//!    noticed) always come after it, and a failure is never handed out
+//!    before the group is cancelled. `running` keeps counting the failing
+//!    task until then, so `wait` sees `first_failure` settled.
 //!
 //! # Lock order
 //!
@@ -55,8 +61,11 @@ pub(super) struct State<T, E> {
     tasks: Slab<(TaskId, Option<AbortHandle>)>,
     /// Finished, not yet handed out, in completion order.
     pub(super) done: VecDeque<(TaskId, Outcome<T, E>)>,
-    /// The task whose error cancelled the group.
-    pub(super) first_error: Option<TaskId>,
+    /// The task whose failure (error or panic) cancelled the group.
+    pub(super) first_failure: Option<TaskId>,
+    /// The first failure is recorded and is cancelling the group: `done`
+    /// is not handed out until it has (invariant 5).
+    pub(super) cancelling: bool,
 }
 
 impl<T, E> State<T, E> {
@@ -66,6 +75,15 @@ impl<T, E> State<T, E> {
 
     pub(super) fn is_joined(&self) -> bool {
         self.running == 0 && self.queue.is_empty()
+    }
+
+    /// The next finished task to hand out, unless a failure is still
+    /// cancelling the group.
+    pub(super) fn pop_done(&mut self) -> Option<(TaskId, Outcome<T, E>)> {
+        if self.cancelling {
+            return None;
+        }
+        self.done.pop_front()
     }
 
     /// Takes a slot for a task about to start; returns its key in `tasks`.
@@ -103,7 +121,8 @@ where
                     queue: VecDeque::new(),
                     tasks: Slab::new(),
                     done: VecDeque::new(),
-                    first_error: None,
+                    first_failure: None,
+                    cancelling: false,
                 }),
                 progress: Notify::new(),
                 slot_freed: Notify::new(),
@@ -215,38 +234,55 @@ where
     /// or its runtime shut down): then nothing new is started, and what is
     /// queued is recorded as cancelled, so nothing waits on a runtime that is
     /// going away.
+    ///
+    /// The first failure is recorded before it cancels the group, and holds
+    /// `cancelling` until the cancel is done (invariant 5): so it comes out
+    /// of `next` before anything the cancel caused, and only once the group
+    /// is cancelled. Its slot is released only after the cancel, so a queued
+    /// closure can never take it.
     fn complete(self: &Arc<Self>, id: TaskId, key: usize, outcome: Outcome<T, E>, ran: bool) {
-        // The first failure cancels the group before the slot is released,
-        // so a queued closure can never take it.
-        let mut first_error = false;
-        if !self.ctx.is_cancelled() {
-            let failure = match &outcome {
-                Outcome::Err(error) => Some((false, error.to_string())),
+        // Described before taking the lock: `Display` is user code. Only a
+        // failure while the group is live can be the first.
+        let failure = if self.ctx.is_cancelled() {
+            None
+        } else {
+            match &outcome {
+                Outcome::Err(error) => Some((false, describe(error))),
                 Outcome::Panicked(payload) => Some((true, panic_message(&**payload).to_owned())),
                 Outcome::Ok(_) | Outcome::Cancelled => None,
-            };
-            if let Some((panic, message)) = failure {
-                let cause = TaskFailed {
-                    task: id,
-                    group: self.name.clone(),
-                    panic,
-                    message,
-                };
-                let won = self.ctx.cancel_internal(cancellation(
-                    ContextError::Cancelled,
-                    Some(Cause::new(cause)),
-                ));
-                first_error = won && !panic;
+            }
+        };
+        let mut state = self.lock();
+        state.tasks.try_remove(key);
+        let mut cause = None;
+        if let Some((panic, message)) = failure
+            && state.first_failure.is_none()
+            && !self.ctx.is_cancelled()
+        {
+            cause = Some(TaskFailed {
+                task: id,
+                group: self.name.clone(),
+                panic,
+                message,
+            });
+            state.first_failure = Some(id);
+            state.cancelling = true;
+        }
+        state.done.push_back((id, outcome));
+
+        if let Some(cause) = cause {
+            drop(state);
+            let error = cancellation(ContextError::Cancelled, Some(Cause::new(cause)));
+            let won = self.ctx.cancel_internal(error);
+            state = self.lock();
+            state.cancelling = false;
+            if !won {
+                // Cancelled from outside first: this failure came after it.
+                state.first_failure = None;
             }
         }
 
-        let mut state = self.lock();
-        state.tasks.try_remove(key);
         state.running -= 1;
-        if first_error {
-            state.first_error = Some(id);
-        }
-        state.done.push_back((id, outcome));
         let mut next = None;
         let mut unstarted = VecDeque::new();
         if ran && !self.ctx.is_cancelled() {
@@ -295,6 +331,13 @@ where
         self.progress.notify_one();
         self.slot_freed.notify_one();
     }
+}
+
+/// A task error's `Display`, or a placeholder if that panics: the group's
+/// bookkeeping must survive any user code.
+fn describe<E: std::fmt::Display>(error: &E) -> String {
+    catch_unwind(AssertUnwindSafe(|| error.to_string()))
+        .unwrap_or_else(|_| "<the error's Display panicked>".to_owned())
 }
 
 /// Owned by a started task: reports its outcome exactly once, when it
