@@ -35,7 +35,9 @@
 //! group's own lock. An `inner` lock is never held while taking a stripe
 //! lock, while dropping a node, or while running user code. The canceller
 //! drops the nodes it visited only after releasing the stripe lock, because a
-//! node's drop may run a user value's destructor, which may cancel.
+//! node's drop may run a user value's destructor, which may cancel; for the
+//! same reason it starts the after-cancel callbacks only after releasing it
+//! (spawning onto a runtime that has shut down drops the callback at once).
 
 use std::any::Any;
 use std::cell::Cell;
@@ -189,9 +191,8 @@ pub(crate) struct Node {
     inner: Mutex<Inner>,
 }
 
-static BACKGROUND: LazyLock<Arc<Node>> = LazyLock::new(|| {
-    Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None))
-});
+static BACKGROUND: LazyLock<Arc<Node>> =
+    LazyLock::new(|| Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None)));
 
 impl Node {
     fn new(
@@ -323,8 +324,15 @@ impl Node {
     }
 
     /// Sets this node's state, takes what hangs off it, and hands back its
-    /// live children. Must be called under the stripe lock (invariant 1).
-    fn cancel_one(&self, cancellation: &Cancellation, children: &mut Vec<Arc<Node>>) -> bool {
+    /// live children and its after-cancel callbacks (to be fired once the
+    /// stripe lock is released). Must be called under the stripe lock
+    /// (invariant 1).
+    fn cancel_one(
+        &self,
+        cancellation: &Cancellation,
+        children: &mut Vec<Arc<Node>>,
+        callbacks: &mut Vec<Arc<Callback>>,
+    ) -> bool {
         if self.state.set(cancellation.clone()).is_err() {
             return false;
         }
@@ -336,10 +344,13 @@ impl Node {
             hook.on_cancel();
         }
         self.notify.notify_waiters();
-        for (_, callback) in taken.callbacks {
-            callback.fire();
-        }
-        children.extend(taken.children.into_iter().filter_map(|(_, weak)| weak.upgrade()));
+        callbacks.extend(taken.callbacks.into_iter().map(|(_, callback)| callback));
+        children.extend(
+            taken
+                .children
+                .into_iter()
+                .filter_map(|(_, weak)| weak.upgrade()),
+        );
         true
     }
 
@@ -368,16 +379,22 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     }
     let mut visited = Vec::new();
     let mut pending = Vec::new();
+    let mut callbacks = Vec::new();
     let cancelled = {
         let _stripe = lock(&STRIPES[usize::from(node.stripe)].0);
-        let cancelled = node.cancel_one(&cancellation, &mut pending);
+        let cancelled = node.cancel_one(&cancellation, &mut pending, &mut callbacks);
         while let Some(child) = pending.pop() {
             // A child already cancelled had its own subtree walked then.
-            child.cancel_one(&cancellation, &mut pending);
+            child.cancel_one(&cancellation, &mut pending, &mut callbacks);
             visited.push(child);
         }
         cancelled
     };
+    // Outside the stripe lock: starting a callback on a runtime that has
+    // shut down drops the closure here, and it may own a `CancelHandle`.
+    for callback in callbacks {
+        callback.fire();
+    }
     // Outside the stripe lock: the last reference to a child may go here.
     drop(visited);
     cancelled
