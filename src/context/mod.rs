@@ -233,25 +233,30 @@ impl Context {
             ..NodeSpec::plain()
         });
         let handle = CancelHandle::new(&ctx);
+        if ctx.is_cancelled() {
+            return (ctx, handle);
+        }
+        // A deadline given at or before now is born expired, even when an
+        // ancestor's earlier deadline (whose timer has not run yet) is the
+        // one the child reports.
+        let now = Instant::now();
+        if deadline.is_some_and(|d| d <= now) {
+            ctx.cancel_internal(Cancellation::new(ContextError::DeadlineExceeded, None));
+            return (ctx, handle);
+        }
         // Serve the deadline only if it is ours; an inherited one is served
         // by the ancestor that set it.
         let own = deadline.filter(|&d| self.deadline().is_none_or(|inherited| d < inherited));
-        if let Some(deadline) = own
-            && !ctx.is_cancelled()
-        {
-            if deadline <= Instant::now() {
-                ctx.cancel_internal(Cancellation::new(ContextError::DeadlineExceeded, None));
-            } else {
-                let node = Arc::downgrade(&ctx.node);
-                let timer = runtime.spawn(async move {
-                    tokio::time::sleep_until(deadline).await;
-                    if let Some(node) = node.upgrade() {
-                        let expired = Cancellation::new(ContextError::DeadlineExceeded, None);
-                        tree::cancel(&node, expired);
-                    }
-                });
-                ctx.node.set_timer(timer.abort_handle());
-            }
+        if let Some(deadline) = own {
+            let node = Arc::downgrade(&ctx.node);
+            let timer = runtime.spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                if let Some(node) = node.upgrade() {
+                    let expired = Cancellation::new(ContextError::DeadlineExceeded, None);
+                    tree::cancel(&node, expired);
+                }
+            });
+            ctx.node.set_timer(timer.abort_handle());
         }
         (ctx, handle)
     }

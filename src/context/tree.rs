@@ -225,7 +225,7 @@ impl Node {
     }
 
     /// Creates a child of `parent`, linked if `parent` can be cancelled, and
-    /// born cancelled if `parent` already is (or `born` says so).
+    /// born cancelled if `parent` already is.
     ///
     pub(crate) fn child(parent: &Arc<Node>, spec: NodeSpec) -> Arc<Node> {
         let detach = spec.detach;
@@ -391,6 +391,7 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     }
     let mut pending = Vec::new();
     let mut cancelled = Vec::new();
+    let mut already = Vec::new();
     {
         let _stripe = lock(&STRIPES[usize::from(node.stripe)].0);
         if let Some(taken) = node.cancel_one(&cancellation, &mut pending) {
@@ -398,17 +399,21 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
         }
         while let Some(child) = pending.pop() {
             // A child already cancelled had its own subtree walked then.
-            if let Some(taken) = child.cancel_one(&cancellation, &mut pending) {
-                cancelled.push((child, taken));
+            match child.cancel_one(&cancellation, &mut pending) {
+                Some(taken) => cancelled.push((child, taken)),
+                None => already.push(child),
             }
         }
     }
     let this_call = !cancelled.is_empty();
-    // Outside the stripe lock: this runs hooks, and the last reference to a
-    // child (and so a user value's destructor) may go here.
+    // Outside the stripe lock: this runs hooks, starts callbacks (on a
+    // runtime that has shut down, that drops the closure here, and it may
+    // own a `CancelHandle`), and the last reference to a child (and so a
+    // user value's destructor) may go here.
     for (node, taken) in cancelled {
         taken.finish(&node);
     }
+    drop(already);
     this_call
 }
 
