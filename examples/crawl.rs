@@ -9,11 +9,12 @@
 //! page. No network is involved.
 //!
 //! The crawler starts at page 0 in a [`TaskGroup`] named "crawl" with a
-//! limit on concurrent fetches. It drives the group with `next()`: every
-//! page that comes back has its links checked against a `HashSet` of pages
-//! already seen, and each new one is spawned into the same group. `spawn`
-//! never blocks; over the limit the fetch waits in the group until a slot
-//! frees. A gauge counts the fetches in flight, to show the limit holds.
+//! limit on concurrent fetches. One `select!` loop drives it: `next()` hands
+//! out every page that comes back, whose unseen links go on a frontier
+//! (checked against a `HashSet` of pages already seen), and `ready()` says
+//! when the group has room for the next fetch from the frontier — the
+//! backpressure that keeps the group at `limit` fetches however large the
+//! web. A gauge counts the fetches in flight, to show the limit holds.
 //!
 //! It crawls twice:
 //!
@@ -21,8 +22,9 @@
 //! 2. With one poisoned page (by default the one halfway down a
 //!    breadth-first walk, so the failure comes mid-crawl) the first error
 //!    cancels the group: fetches in flight are dropped at their next await
-//!    point and queued ones never start. The crawler sees the failure come
-//!    out of `next()`, stops following links, drains what is left, and
+//!    point. The crawler sees the failure come out of `next()` (before
+//!    anything the cancel caused), stops following links, drains what is
+//!    left, and
 //!    reports the cause the group recorded in its context, which names the
 //!    task and the error.
 //!
@@ -41,7 +43,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use taskgroup::{Cause, Context, ContextError, Outcome, TaskFailed, TaskGroup};
+use taskgroup::{Cause, Context, ContextError, Outcome, TaskGroup};
 
 type PageId = u32;
 
@@ -188,51 +190,60 @@ async fn crawl(server: Server, limit: usize) -> Crawl {
         .build();
     let mut report = Crawl::default();
     let mut seen = HashSet::from([0]);
-    spawn_fetch(&mut group, &server, &gauge, 0);
-    report.spawned += 1;
+    // Pages found but not yet fetched. They wait here, as page numbers,
+    // rather than in the group as closures: the crawler feeds the group only
+    // when `ready()` says it has room, so the group never holds more than
+    // `limit` fetches, however large the web.
+    let mut frontier = VecDeque::from([0]);
 
-    // Outcomes come out in completion order; links are spawned into the
-    // group we are draining. `next()` returns `None` once every fetch
-    // spawned has been handed out, which is when the crawl is over, whether
-    // it ran out of pages or was cancelled. After a failure the loop keeps
-    // draining: that takes no time (the group has dropped every fetch), and
-    // the fetches the failure cancelled can come out before the error does.
-    while let Some((task, outcome)) = group.next().await {
-        match outcome {
+    // Outcomes come out of `next()` in completion order; links are spawned
+    // into the group we are draining. `next()` returns `None` once every
+    // fetch spawned has been handed out: with an empty frontier, the crawl
+    // is over, whether it ran out of pages or was cancelled.
+    loop {
+        tokio::select! {
+            biased;
             // Once the group is cancelled, anything spawned would never
-            // start: stop following links.
-            Outcome::Ok(_) if group.context().is_cancelled() => report.late_ok += 1,
-            Outcome::Ok(page) => {
-                report.visited += 1;
-                for &link in &page.links {
-                    if seen.insert(link) {
-                        spawn_fetch(&mut group, &server, &gauge, link);
-                        report.spawned += 1;
+            // start: stop feeding it.
+            () = group.ready(), if !frontier.is_empty() && !group.context().is_cancelled() => {
+                let page = frontier.pop_front().expect("the frontier is not empty");
+                spawn_fetch(&mut group, &server, &gauge, page);
+                report.spawned += 1;
+            }
+            next = group.next() => {
+                let Some((_task, outcome)) = next else {
+                    if frontier.is_empty() || group.context().is_cancelled() {
+                        break;
                     }
+                    continue;
+                };
+                match outcome {
+                    Outcome::Ok(_) if group.context().is_cancelled() => report.late_ok += 1,
+                    Outcome::Ok(page) => {
+                        report.visited += 1;
+                        frontier.extend(page.links.into_iter().filter(|&link| seen.insert(link)));
+                    }
+                    // The error that cancelled the group comes out of
+                    // `next()` before anything the cancel caused (fetches
+                    // that noticed it and returned errors of their own), and
+                    // only once the group is cancelled: the cause it
+                    // recorded names the task and the error.
+                    Outcome::Err(error) if report.failure.is_none() => {
+                        let cause = group
+                            .context()
+                            .cause()
+                            .expect("a failed task cancels its group");
+                        report.failure = Some(Failure {
+                            error,
+                            cause,
+                            at: start.elapsed(),
+                        });
+                    }
+                    Outcome::Err(_) => report.late_errors += 1,
+                    Outcome::Cancelled => report.cancelled += 1,
+                    Outcome::Panicked(payload) => panic::resume_unwind(payload),
                 }
             }
-            // The first error cancelled the group before `next()` handed it
-            // out, and the cause it recorded names the task. Fetches that
-            // noticed the cancel return errors too, and one of those can
-            // come out of `next()` first: go by the cause, not the order.
-            Outcome::Err(error) => {
-                let cause = group
-                    .context()
-                    .cause()
-                    .expect("a failed task cancels its group");
-                let failed = cause.downcast_ref::<TaskFailed>();
-                if failed.is_some_and(|failed| failed.task() == task) {
-                    report.failure = Some(Failure {
-                        error,
-                        cause,
-                        at: start.elapsed(),
-                    });
-                } else {
-                    report.late_errors += 1;
-                }
-            }
-            Outcome::Cancelled => report.cancelled += 1,
-            Outcome::Panicked(payload) => panic::resume_unwind(payload),
         }
     }
 
