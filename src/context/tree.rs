@@ -366,12 +366,14 @@ impl Taken {
         if let Some(timer) = self.timer {
             timer.abort();
         }
+        // The hook first: a task group aborts its tasks before they are
+        // woken, so a task woken by the cancel is never polled again.
+        if let Some(hook) = self.hook {
+            hook.on_cancel();
+        }
         node.notify.notify_waiters();
         for (_, callback) in self.callbacks {
             callback.fire();
-        }
-        if let Some(hook) = self.hook {
-            hook.on_cancel();
         }
     }
 }

@@ -513,8 +513,8 @@ where
     /// first error.
     ///
     /// - `Ok(values)` when every task (not handed out by
-    ///   [`next`](TaskGroup::next)) returned `Ok`, even if the group was
-    ///   cancelled afterwards.
+    ///   [`next`](TaskGroup::next)) returned `Ok` before the group was
+    ///   cancelled, if it was.
     /// - `Err(GroupError::Failed(e))` with the first error in time: the one
     ///   that cancelled the group. Errors returned after the group was
     ///   cancelled never replace it.
@@ -555,7 +555,11 @@ where
     /// # }
     /// ```
     pub async fn wait(self) -> Result<Vec<T>, GroupError<E>> {
-        let (mut done, first_failure) = self.join().await;
+        let Joined {
+            mut done,
+            first_failure,
+            ok_after_cancel,
+        } = self.join().await;
         let error = self.shared.ctx.err();
         if let Some(at) = done.iter().position(|(_, outcome)| outcome.is_panicked()) {
             let Some((_, Outcome::Panicked(payload))) = done.remove(at) else {
@@ -570,7 +574,7 @@ where
         {
             return Err(GroupError::Failed(error));
         }
-        if done.iter().all(|(_, outcome)| outcome.is_ok()) {
+        if !ok_after_cancel && done.iter().all(|(_, outcome)| outcome.is_ok()) {
             let values = in_spawn_order(done).into_iter().filter_map(Outcome::ok);
             return Ok(values.collect());
         }
@@ -606,18 +610,21 @@ where
     /// # }
     /// ```
     pub async fn wait_outcomes(self) -> Vec<Outcome<T, E>> {
-        let (done, _) = self.join().await;
-        in_spawn_order(done)
+        in_spawn_order(self.join().await.done)
     }
 
     /// Waits until every task has finished and takes what they left.
-    async fn join(&self) -> (VecDeque<(TaskId, Outcome<T, E>)>, Option<TaskId>) {
+    async fn join(&self) -> Joined<T, E> {
         loop {
             let progress = self.shared.progress.notified();
             {
                 let mut state = self.shared.lock();
                 if state.is_joined() {
-                    return (std::mem::take(&mut state.done), state.first_failure);
+                    return Joined {
+                        done: std::mem::take(&mut state.done),
+                        first_failure: state.first_failure,
+                        ok_after_cancel: !state.ok_after_cancel.is_empty(),
+                    };
                 }
             }
             progress.await;
@@ -629,6 +636,15 @@ where
         self.next_id += 1;
         id
     }
+}
+
+/// What a joined group left for `wait` to judge.
+struct Joined<T, E> {
+    /// Finished tasks not handed out, in completion order.
+    done: VecDeque<(TaskId, Outcome<T, E>)>,
+    first_failure: Option<TaskId>,
+    /// Some task in `done` returned `Ok` only after the group was cancelled.
+    ok_after_cancel: bool,
 }
 
 /// Sorts finished tasks by spawn index in linear time: ids are dense, but

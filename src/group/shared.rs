@@ -63,6 +63,9 @@ pub(super) struct State<T, E> {
     pub(super) done: VecDeque<(TaskId, Outcome<T, E>)>,
     /// The task whose failure (error or panic) cancelled the group.
     pub(super) first_failure: Option<TaskId>,
+    /// Tasks in `done` that returned `Ok` only after the group was
+    /// cancelled (rare: they saw the cancel and wound down).
+    pub(super) ok_after_cancel: Vec<TaskId>,
     /// The first failure is recorded and is cancelling the group: `done`
     /// is not handed out until it has (invariant 5).
     pub(super) cancelling: bool,
@@ -83,7 +86,11 @@ impl<T, E> State<T, E> {
         if self.cancelling {
             return None;
         }
-        self.done.pop_front()
+        let (id, outcome) = self.done.pop_front()?;
+        if !self.ok_after_cancel.is_empty() {
+            self.ok_after_cancel.retain(|&late| late != id);
+        }
+        Some((id, outcome))
     }
 
     /// Takes a slot for a task about to start; returns its key in `tasks`.
@@ -123,6 +130,7 @@ where
                     done: VecDeque::new(),
                     first_failure: None,
                     cancelling: false,
+                    ok_after_cancel: Vec::new(),
                 }),
                 progress: Notify::new(),
                 slot_freed: Notify::new(),
@@ -267,6 +275,11 @@ where
             });
             state.first_failure = Some(id);
             state.cancelling = true;
+        }
+        // A task that returns `Ok` after the group was cancelled (it saw the
+        // cancel and wound down) did not finish before it.
+        if outcome.is_ok() && self.ctx.is_cancelled() {
+            state.ok_after_cancel.push(id);
         }
         state.done.push_back((id, outcome));
 
