@@ -39,8 +39,8 @@ impl<'a> ContextDoneFuture<'a> {
     fn poll_done(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<ContextError> {
         let mut this = self.project();
         loop {
-            if let Some(state) = this.node.state() {
-                return Poll::Ready(state.error);
+            if let Some(error) = this.node.error() {
+                return Poll::Ready(error);
             }
             match this.notified.as_mut().poll(cx) {
                 Poll::Ready(()) => this.notified.set(this.node.notify().notified()),
@@ -100,9 +100,9 @@ impl<F: Future> Future for ContextRunFuture<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         // The context first: work is never started or continued once it is over.
-        if let Some(state) = this.done.node.state() {
+        if let Some(error) = this.done.node.error() {
             this.fut.set(None);
-            return Poll::Ready(Err(state.error));
+            return Poll::Ready(Err(error));
         }
         let Some(fut) = this.fut.as_mut().as_pin_mut() else {
             panic!("ContextRunFuture polled after completion");

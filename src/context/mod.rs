@@ -396,7 +396,7 @@ impl Context {
     /// assert_eq!(ctx.err(), Some(ContextError::Cancelled));
     /// ```
     pub fn err(&self) -> Option<ContextError> {
-        self.node.state().map(|state| state.error)
+        self.node.error()
     }
 
     /// Returns the cause of the cancellation, or `None` while the context is
@@ -417,7 +417,7 @@ impl Context {
     /// assert_eq!(child.err(), Some(ContextError::Cancelled));
     /// ```
     pub fn cause(&self) -> Option<Cause> {
-        self.node.state().map(|state| state.cause.clone())
+        self.node.cause()
     }
 
     /// Returns the deadline: the earliest of this context's own and its

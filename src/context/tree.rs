@@ -9,12 +9,14 @@
 //!
 //! # Invariants
 //!
-//! 1. A node's `state` is written once. Outside of node construction (a node
-//!    born cancelled, before anyone else can see it) it is written only while
-//!    holding the stripe lock of the node's tree, `STRIPES[node.stripe]`.
+//! 1. A node's `state` is written once, together with its cause, under its
+//!    own `inner` lock, and also while holding the stripe lock of the
+//!    node's tree, `STRIPES[node.stripe]` — except for a node with no
+//!    children linked (none can link while its `inner` lock is held), and
+//!    for a node born cancelled, before anyone else can see it.
 //! 2. Every node of a linked tree has the stripe of the tree's root: a linked
 //!    child copies its parent's stripe.
-//! 3. A child is linked into `parent.inner.children` under the parent's
+//! 3. A child is linked into the parent's `children` under the parent's
 //!    `inner` lock, and only if the parent's `state` is unset at that moment.
 //!    The canceller sets the parent's `state` *before* taking that lock to
 //!    empty `children`, so a child is either seen by the canceller or born
@@ -22,12 +24,15 @@
 //! 4. The same holds for `inner.callbacks` (after-cancel registrations) and
 //!    the group hook: registered while the state is unset and fired by the
 //!    canceller, or run at once.
-//! 5. A whole subtree is cancelled under one hold of the stripe lock. So when
-//!    [`cancel`] returns, whether this call set the state or found it set,
-//!    every descendant's `state` is set (a state found set was set by a
-//!    canceller that held the lock for its whole walk).
+//! 5. A whole subtree is cancelled under one hold of the stripe lock, or is
+//!    a single node with no children (invariant 1). So when [`cancel`]
+//!    returns, whether this call set the state or found it set, every
+//!    descendant's `state` is set: a state found set was set by a canceller
+//!    that held the stripe lock for its whole walk, or had no walk to do.
 //! 6. A node's `slot` (its key in the parent's slab) is read and written only
-//!    under the parent's `inner` lock.
+//!    under the parent's `inner` lock, except in the node's own drop, when no
+//!    one else can reach it: there `UNLINKED` (set by the parent's canceller,
+//!    which took the slab) needs no lock.
 //!
 //! # Lock order
 //!
@@ -40,8 +45,8 @@
 
 use std::any::Any;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use slab::Slab;
 use tokio::runtime::Handle;
@@ -53,6 +58,9 @@ use super::Cause;
 use crate::ContextError;
 
 const UNLINKED: usize = usize::MAX;
+const LIVE: u8 = 0;
+const CANCELLED: u8 = 1;
+const DEADLINE_EXCEEDED: u8 = 2;
 const STRIPE_COUNT: usize = 64;
 
 /// One lock per cache line, so that trees on different stripes never
@@ -137,11 +145,34 @@ impl Callback {
     }
 }
 
+/// What a node's lock guards.
 #[derive(Default)]
 struct Inner {
+    /// Set with `state` (invariant 1), read by `cause()`.
+    cause: Option<Cause>,
+    /// What hangs off a node: out of line, because most nodes (leaves) have
+    /// none of it, and a plain child should stay small.
+    extras: Option<Box<Extras>>,
+}
+
+#[derive(Default)]
+struct Extras {
     children: Slab<Weak<Node>>,
     callbacks: Slab<Arc<Callback>>,
     timer: Option<AbortHandle>,
+}
+
+impl Inner {
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Whether any child may still be linked here.
+    fn has_children(&self) -> bool {
+        self.extras
+            .as_ref()
+            .is_some_and(|extras| !extras.children.is_empty())
+    }
 }
 
 /// What a new node is, beyond what it inherits from its parent.
@@ -170,10 +201,15 @@ impl NodeSpec {
 }
 
 pub(crate) struct Node {
-    /// Invariant 1: set once; an atomic load to read.
-    state: OnceLock<Cancellation>,
+    /// Invariant 1: `LIVE` until set once, with `inner.cause`, to the
+    /// error's code; an atomic load to read.
+    state: AtomicU8,
     /// Woken (all waiters) when `state` is set.
     notify: Notify,
+    /// Someone has called `done()`: the canceller must wake `notify`. Set
+    /// before the waiter looks at `state`, read after the canceller sets it,
+    /// a `SeqCst` fence on each side: one of the two always sees the other.
+    awaited: AtomicBool,
     /// Kept for value lookups and for unlinking; `None` when there is
     /// nothing to look up and nothing to unlink from.
     parent: Option<Arc<Node>>,
@@ -204,8 +240,9 @@ impl Node {
         let parent_cancellable = parent.as_ref().is_some_and(|p| p.cancellable) && !detach;
         let has_values = spec.value.is_some() || parent.as_ref().is_some_and(|p| p.has_values);
         Node {
-            state: OnceLock::new(),
+            state: AtomicU8::new(LIVE),
             notify: Notify::new(),
+            awaited: AtomicBool::new(false),
             // A parent is only worth keeping for its values or to unlink from.
             parent: parent.filter(|p| p.has_values || (p.cancellable && !detach)),
             slot: AtomicUsize::new(UNLINKED),
@@ -240,13 +277,14 @@ impl Node {
         if link {
             // Invariant 3: link under the parent's lock, or inherit its state.
             let mut inner = lock(&parent.inner);
-            match parent.state.get() {
-                Some(cancellation) => {
+            match (parent.error(), &inner.cause) {
+                (Some(error), Some(cause)) => {
+                    let cancellation = Cancellation::new(error, Some(cause.clone()));
                     drop(inner);
-                    let _ = node.state.set(cancellation.clone());
+                    node.set_state(&mut lock(&node.inner), &cancellation);
                 }
-                None => {
-                    let key = inner.children.insert(Arc::downgrade(&node));
+                _ => {
+                    let key = inner.extras().children.insert(Arc::downgrade(&node));
                     node.slot.store(key, Ordering::Relaxed);
                 }
             }
@@ -254,19 +292,54 @@ impl Node {
         node
     }
 
-    pub(crate) fn state(&self) -> Option<&Cancellation> {
-        self.state.get()
+    /// The error, once cancelled: one atomic load.
+    pub(crate) fn error(&self) -> Option<ContextError> {
+        match self.state.load(Ordering::Acquire) {
+            LIVE => None,
+            CANCELLED => Some(ContextError::Cancelled),
+            _ => Some(ContextError::DeadlineExceeded),
+        }
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.state.get().is_some()
+        self.state.load(Ordering::Acquire) != LIVE
+    }
+
+    /// The cause, once cancelled. Takes the node's lock: `cause` and
+    /// `state` are set together under it.
+    pub(crate) fn cause(&self) -> Option<Cause> {
+        if !self.is_cancelled() {
+            return None;
+        }
+        lock(&self.inner).cause.clone()
+    }
+
+    /// Invariant 1: sets the state, unless set already; `inner` is this
+    /// node's locked `Inner`.
+    fn set_state(&self, inner: &mut Inner, cancellation: &Cancellation) -> bool {
+        if self.is_cancelled() {
+            return false;
+        }
+        inner.cause = Some(cancellation.cause.clone());
+        let code = match cancellation.error {
+            ContextError::Cancelled => CANCELLED,
+            ContextError::DeadlineExceeded => DEADLINE_EXCEEDED,
+        };
+        self.state.store(code, Ordering::Release);
+        true
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
+    /// The `Notify` to wait on for the cancellation. Call before looking
+    /// at the state.
     pub(crate) fn notify(&self) -> &Notify {
+        self.awaited.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `cancel_one`: either the canceller sees
+        // `awaited`, or the caller's later look at `state` sees it set.
+        fence(Ordering::SeqCst);
         &self.notify
     }
 
@@ -288,10 +361,10 @@ impl Node {
     /// once if the node was cancelled in the meantime.
     pub(crate) fn set_timer(&self, timer: AbortHandle) {
         let mut inner = lock(&self.inner);
-        if self.state.get().is_some() {
+        if self.is_cancelled() {
             timer.abort();
         } else {
-            inner.timer = Some(timer);
+            inner.extras().timer = Some(timer);
         }
     }
 
@@ -303,18 +376,21 @@ impl Node {
             return None;
         }
         let mut inner = lock(&self.inner);
-        if self.state.get().is_some() {
+        if self.is_cancelled() {
             drop(inner);
             callback.fire();
             return None;
         }
-        Some(inner.callbacks.insert(callback.clone()))
+        Some(inner.extras().callbacks.insert(callback.clone()))
     }
 
     /// Forgets a registration made by [`Node::register`]. A no-op once the
     /// node was cancelled (the canceller took them all).
     pub(crate) fn unregister(&self, key: usize) {
-        let removed = lock(&self.inner).callbacks.try_remove(key);
+        let removed = lock(&self.inner)
+            .extras
+            .as_mut()
+            .and_then(|extras| extras.callbacks.try_remove(key));
         drop(removed);
     }
 
@@ -327,28 +403,72 @@ impl Node {
         cancellation: &Cancellation,
         children: &mut Vec<Arc<Node>>,
     ) -> Option<Taken> {
-        self.state.set(cancellation.clone()).ok()?;
-        let inner = std::mem::take(&mut *lock(&self.inner));
-        children.extend(
-            inner
-                .children
-                .into_iter()
-                .filter_map(|(_, weak)| weak.upgrade()),
-        );
-        Some(Taken {
-            timer: inner.timer,
-            callbacks: inner.callbacks,
-            hook: self.hook.as_ref().and_then(Weak::upgrade),
-        })
+        let mut inner = lock(&self.inner);
+        if !self.set_state(&mut inner, cancellation) {
+            return None;
+        }
+        let mut extras = inner.extras.take();
+        drop(inner);
+        if let Some(extras) = &mut extras {
+            for (_, weak) in std::mem::take(&mut extras.children) {
+                if let Some(child) = weak.upgrade() {
+                    // Invariant 6: the slab it was in is gone; its drop need
+                    // not come back to the lock.
+                    child.slot.store(UNLINKED, Ordering::Relaxed);
+                    children.push(child);
+                }
+            }
+        }
+        Some(self.taken(extras))
     }
 
-    /// Unlinks this node from its parent. Invariant 6.
+    /// What is left to do for a node just cancelled.
+    fn taken(&self, extras: Option<Box<Extras>>) -> Taken {
+        // Pairs with the fence in `notify`.
+        fence(Ordering::SeqCst);
+        Taken {
+            extras,
+            hook: self.hook.as_ref().and_then(Weak::upgrade),
+            wake: self.awaited.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Cancels a node that has no children, without the stripe lock:
+    /// `None` if it has children or is already cancelled (then only the
+    /// stripe lock can tell that its walk is over). Under its own `inner`
+    /// lock, so no child can link meanwhile (invariant 3), and with no
+    /// subtree there is no walk to wait for (invariant 5).
+    fn cancel_leaf(&self, cancellation: &Cancellation) -> Option<Taken> {
+        let mut inner = lock(&self.inner);
+        // Already set: a walker may have taken the children and still be
+        // on its way down; the stripe lock waits for it. Unset with no
+        // children, under this lock: nothing can link, and a walker sets the
+        // state and takes the children under this lock too.
+        if inner.has_children() || self.is_cancelled() {
+            return None;
+        }
+        self.set_state(&mut inner, cancellation);
+        let extras = inner.extras.take();
+        drop(inner);
+        Some(self.taken(extras))
+    }
+
+    /// Unlinks this node from its parent. Invariant 6. Called only while
+    /// the node is being dropped: no other reference exists, and the last
+    /// one's release ordered any canceller's write of `slot` before this
+    /// read, so a node its parent's canceller already unlinked skips the
+    /// parent's lock.
     fn unlink(&self) {
+        if self.slot.load(Ordering::Relaxed) == UNLINKED {
+            return;
+        }
         if let Some(parent) = &self.parent {
             let mut inner = lock(&parent.inner);
             let slot = self.slot.swap(UNLINKED, Ordering::Relaxed);
-            if slot != UNLINKED {
-                inner.children.try_remove(slot);
+            if slot != UNLINKED
+                && let Some(extras) = &mut inner.extras
+            {
+                extras.children.try_remove(slot);
             }
         }
     }
@@ -356,14 +476,16 @@ impl Node {
 
 /// What a cancelled node leaves to do once the stripe lock is released.
 struct Taken {
-    timer: Option<AbortHandle>,
-    callbacks: Slab<Arc<Callback>>,
+    extras: Option<Box<Extras>>,
     hook: Option<Arc<dyn CancelHook>>,
+    /// Someone may wait on the node's `Notify`.
+    wake: bool,
 }
 
 impl Taken {
     fn finish(self, node: &Node) {
-        if let Some(timer) = self.timer {
+        let extras = self.extras.map(|extras| *extras).unwrap_or_default();
+        if let Some(timer) = extras.timer {
             timer.abort();
         }
         // The hook first: a task group aborts its tasks before they are
@@ -371,8 +493,10 @@ impl Taken {
         if let Some(hook) = self.hook {
             hook.on_cancel();
         }
-        node.notify.notify_waiters();
-        for (_, callback) in self.callbacks {
+        if self.wake {
+            node.notify.notify_waiters();
+        }
+        for (_, callback) in extras.callbacks {
             callback.fire();
         }
     }
@@ -391,14 +515,16 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
         // never made it cancellable.
         return false;
     }
+    if let Some(taken) = node.cancel_leaf(&cancellation) {
+        taken.finish(node);
+        return true;
+    }
     let mut pending = Vec::new();
     let mut cancelled = Vec::new();
     let mut already = Vec::new();
-    {
+    let root = {
         let _stripe = lock(&STRIPES[usize::from(node.stripe)].0);
-        if let Some(taken) = node.cancel_one(&cancellation, &mut pending) {
-            cancelled.push((node.clone(), taken));
-        }
+        let root = node.cancel_one(&cancellation, &mut pending);
         while let Some(child) = pending.pop() {
             // A child already cancelled had its own subtree walked then.
             match child.cancel_one(&cancellation, &mut pending) {
@@ -406,12 +532,16 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
                 None => already.push(child),
             }
         }
-    }
-    let this_call = !cancelled.is_empty();
+        root
+    };
+    let this_call = root.is_some();
     // Outside the stripe lock: this runs hooks, starts callbacks (on a
     // runtime that has shut down, that drops the closure here, and it may
     // own a `CancelHandle`), and the last reference to a child (and so a
     // user value's destructor) may go here.
+    if let Some(taken) = root {
+        taken.finish(node);
+    }
     for (node, taken) in cancelled {
         taken.finish(&node);
     }
@@ -422,7 +552,7 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
 impl Drop for Node {
     fn drop(&mut self) {
         let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(timer) = inner.timer.take() {
+        if let Some(timer) = inner.extras.as_mut().and_then(|extras| extras.timer.take()) {
             timer.abort();
         }
         self.unlink();
