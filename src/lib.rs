@@ -112,6 +112,7 @@
 mod context;
 mod error;
 mod group;
+mod loom;
 
 pub use context::{AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextRunFuture};
 pub use error::{ContextError, GroupError, TaskFailed};

@@ -45,8 +45,8 @@
 
 use std::any::Any;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, Weak};
 
 use slab::Slab;
 use tokio::runtime::Handle;
@@ -56,6 +56,7 @@ use tokio::time::Instant;
 
 use super::Cause;
 use crate::ContextError;
+use crate::loom::{AtomicBool, AtomicU8, AtomicUsize, Mutex, MutexGuard, fence};
 
 const UNLINKED: usize = usize::MAX;
 const LIVE: u8 = 0;
@@ -68,7 +69,23 @@ const STRIPE_COUNT: usize = 64;
 #[repr(align(64))]
 struct Stripe(Mutex<()>);
 
+#[cfg(not(loom))]
 static STRIPES: [Stripe; STRIPE_COUNT] = [const { Stripe(Mutex::new(())) }; STRIPE_COUNT];
+
+// loom objects must be made inside each model run; two stripes are enough
+// to model trees that share one and trees that do not.
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref STRIPES: [Stripe; 2] = [Stripe(Mutex::new(())), Stripe(Mutex::new(()))];
+}
+
+fn lock_stripe(stripe: u8) -> MutexGuard<'static, ()> {
+    #[cfg(not(loom))]
+    let stripes: &'static [Stripe] = &STRIPES;
+    #[cfg(loom)]
+    let stripes: &'static [Stripe] = &*STRIPES;
+    lock(&stripes[usize::from(stripe) % stripes.len()].0)
+}
 
 thread_local! {
     static NEXT_STRIPE: Cell<u8> = const { Cell::new(0) };
@@ -226,8 +243,9 @@ pub(crate) struct Node {
     inner: Mutex<Inner>,
 }
 
-static BACKGROUND: LazyLock<Arc<Node>> =
-    LazyLock::new(|| Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None)));
+#[cfg(not(loom))]
+static BACKGROUND: std::sync::LazyLock<Arc<Node>> =
+    std::sync::LazyLock::new(|| Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None)));
 
 impl Node {
     fn new(
@@ -258,7 +276,11 @@ impl Node {
 
     /// The root that is never cancelled and has no deadline and no values.
     pub(crate) fn background() -> Arc<Node> {
-        BACKGROUND.clone()
+        #[cfg(not(loom))]
+        return BACKGROUND.clone();
+        // A fresh root per call: loom objects must not outlive a model run.
+        #[cfg(loom)]
+        return Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None));
     }
 
     /// Creates a child of `parent`, linked if `parent` can be cancelled, and
@@ -523,7 +545,7 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     let mut cancelled = Vec::new();
     let mut already = Vec::new();
     let root = {
-        let _stripe = lock(&STRIPES[usize::from(node.stripe)].0);
+        let _stripe = lock_stripe(node.stripe);
         let root = node.cancel_one(&cancellation, &mut pending);
         while let Some(child) = pending.pop() {
             // A child already cancelled had its own subtree walked then.

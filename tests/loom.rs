@@ -1,0 +1,144 @@
+//! loom models of the cancellation tree (`src/context/tree.rs`): every
+//! interleaving of cancel, child creation, waiting and drop, within loom's
+//! bounds. Run with
+//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom`
+//! (`.ci/run` does, with `LOOM_MAX_PREEMPTIONS=3`).
+#![cfg(loom)]
+
+use loom::sync::Mutex;
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::thread;
+use std::sync::Arc;
+use taskgroup::{Context, ContextError};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("cancelled by {0}")]
+struct By(&'static str);
+
+fn by(ctx: &Context) -> Option<&'static str> {
+    ctx.cause()
+        .and_then(|cause| cause.downcast_ref::<By>().map(|by| by.0))
+}
+
+/// Invariant 3: a child created while its parent is being cancelled is
+/// either linked and cancelled by the walk, or born cancelled; and a child
+/// whose creation finished before `cancel()` returned is cancelled when it
+/// returns.
+#[test]
+fn cancel_racing_child_creation_never_misses_the_child() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let published = Arc::new(Mutex::new(None));
+        let creator = {
+            let (parent, published) = (parent.clone(), published.clone());
+            thread::spawn(move || {
+                let (child, handle) = parent.with_cancel();
+                *published.lock().unwrap() = Some(child.clone());
+                (child, handle)
+            })
+        };
+        cancel.cancel();
+        if let Some(child) = published.lock().unwrap().as_ref() {
+            assert_eq!(child.err(), Some(ContextError::Cancelled));
+        }
+        let (child, _handle) = creator.join().unwrap();
+        assert_eq!(child.err(), Some(ContextError::Cancelled));
+    });
+}
+
+/// Invariant 5: two cancels of nested contexts at once. Whichever returns,
+/// the subtree under what it cancelled is cancelled; the first cause on each
+/// node wins and a child agrees with the node that cancelled it.
+#[test]
+fn nested_cancels_at_once_each_see_their_subtree_cancelled() {
+    loom::model(|| {
+        let (root, cancel_root) = Context::background().with_cancel();
+        let (mid, cancel_mid) = root.with_cancel();
+        let leaf = mid.with_value(1u8);
+
+        let outer = {
+            let (mid, leaf) = (mid.clone(), leaf.clone());
+            thread::spawn(move || {
+                cancel_root.cancel_with(By("root"));
+                assert!(mid.is_cancelled());
+                assert!(leaf.is_cancelled());
+            })
+        };
+        cancel_mid.cancel_with(By("mid"));
+        assert!(leaf.is_cancelled());
+        outer.join().unwrap();
+
+        assert_eq!(by(&root), Some("root"));
+        assert_eq!(by(&leaf), by(&mid));
+        drop(cancel_mid);
+    });
+}
+
+/// Two threads cancel the same context with different causes: one wins, and
+/// each caller sees the subtree cancelled with the winner's cause.
+#[test]
+fn concurrent_cancels_of_one_context_agree_on_one_cause() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let child = ctx.with_value(());
+        let cancel = Arc::new(cancel);
+        let other = {
+            let (cancel, child) = (cancel.clone(), child.clone());
+            thread::spawn(move || {
+                cancel.cancel_with(By("a"));
+                by(&child).expect("cancelled when cancel returns")
+            })
+        };
+        cancel.cancel_with(By("b"));
+        let mine = by(&child).expect("cancelled when cancel returns");
+        let theirs = other.join().unwrap();
+        assert_eq!(mine, theirs);
+        assert_eq!(by(&ctx), Some(mine));
+    });
+}
+
+/// The wake-up protocol (`awaited` + fences): a waiter that starts waiting
+/// while the cancel is in flight is always woken. A lost wake-up would leave
+/// the waiter blocked, which loom reports as a deadlock.
+#[test]
+fn done_is_always_woken_by_a_concurrent_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let waiter = {
+            let ctx = ctx.clone();
+            thread::spawn(move || {
+                loom::future::block_on(ctx.done());
+                ctx.err()
+            })
+        };
+        cancel.cancel();
+        assert_eq!(waiter.join().unwrap(), Some(ContextError::Cancelled));
+    });
+}
+
+/// A child dropped while its parent is cancelled: the unlink and the walk
+/// meet on the parent's lock and the child's slot; nothing is visited
+/// twice, nothing deadlocks, and a surviving sibling is cancelled.
+#[test]
+fn child_dropped_while_parent_is_cancelled() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (doomed, doomed_handle) = parent.with_cancel();
+        doomed_handle.disarm();
+        let sibling = parent.with_value(2u8);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let dropper = {
+            let dropped = dropped.clone();
+            thread::spawn(move || {
+                drop(doomed);
+                dropped.store(true, Ordering::Release);
+            })
+        };
+        cancel.cancel();
+        assert!(sibling.is_cancelled());
+        dropper.join().unwrap();
+        assert!(dropped.load(Ordering::Acquire));
+        // A child made now is born cancelled, not linked to a dead slab.
+        assert!(parent.with_value(3u8).is_cancelled());
+    });
+}
