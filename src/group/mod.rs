@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub use builder::TaskGroupBuilder;
 pub use outcome::{Outcome, TaskId};
-use shared::{Shared, Work};
+use shared::{Finished, Shared, Work};
 
 use crate::context::cancellation;
 use crate::{Context, ContextError, GroupError};
@@ -478,7 +478,7 @@ where
             {
                 let mut state = self.shared.lock();
                 if let Some(done) = state.done.pop_front() {
-                    return Some(done);
+                    return Some((done.id, done.outcome));
                 }
                 if state.is_joined() {
                     return None;
@@ -506,15 +506,18 @@ where
     /// # }
     /// ```
     pub fn try_next(&mut self) -> Option<(TaskId, Outcome<T, E>)> {
-        self.shared.lock().done.pop_front()
+        let done = self.shared.lock().done.pop_front()?;
+        Some((done.id, done.outcome))
     }
 
     /// Joins every task and returns their values in spawn order, or the
     /// first error.
     ///
     /// - `Ok(values)` when every task (not handed out by
-    ///   [`next`](TaskGroup::next)) returned `Ok`, even if the group was
-    ///   cancelled afterwards.
+    ///   [`next`](TaskGroup::next)) returned `Ok` before the group was
+    ///   cancelled, even if it was cancelled afterwards. A task that returns
+    ///   `Ok` after the cancel (a blocking task with part of its work, say)
+    ///   did not finish before it: the result is then `Cancelled`.
     /// - `Err(GroupError::Failed(e))` with the first error in time: the one
     ///   that cancelled the group. Errors returned after the group was
     ///   cancelled never replace it.
@@ -555,22 +558,34 @@ where
     /// # }
     /// ```
     pub async fn wait(self) -> Result<Vec<T>, GroupError<E>> {
-        let (mut done, first_error) = self.join().await;
+        let (mut done, first_error, first_panic) = self.join().await;
         let error = self.shared.ctx.err();
-        if let Some(at) = done.iter().position(|(_, outcome)| outcome.is_panicked()) {
-            let Some((_, Outcome::Panicked(payload))) = done.remove(at) else {
+        // The panic that cancelled the group, else any other: none is lost.
+        let panic = first_panic
+            .and_then(|first| done.iter().position(|f| f.id == first))
+            .or_else(|| done.iter().position(|f| f.outcome.is_panicked()));
+        if let Some(at) = panic {
+            let Some(Finished {
+                outcome: Outcome::Panicked(payload),
+                ..
+            }) = done.remove(at)
+            else {
                 unreachable!("the entry at `at` is a panic");
             };
             drop(self); // cancel, as on every return
             std::panic::resume_unwind(payload);
         }
         if let Some(first) = first_error
-            && let Some(at) = done.iter().position(|(id, _)| *id == first)
-            && let Some((_, Outcome::Err(error))) = done.remove(at)
+            && let Some(at) = done.iter().position(|f| f.id == first)
+            && let Some(Finished {
+                outcome: Outcome::Err(error),
+                ..
+            }) = done.remove(at)
         {
             return Err(GroupError::Failed(error));
         }
-        if done.iter().all(|(_, outcome)| outcome.is_ok()) {
+        // An `Ok` that came after the cancel did not finish before it.
+        if done.iter().all(|f| f.outcome.is_ok() && !f.after_cancel) {
             let values = in_spawn_order(done).into_iter().filter_map(Outcome::ok);
             return Ok(values.collect());
         }
@@ -606,18 +621,20 @@ where
     /// # }
     /// ```
     pub async fn wait_outcomes(self) -> Vec<Outcome<T, E>> {
-        let (done, _) = self.join().await;
+        let (done, _, _) = self.join().await;
         in_spawn_order(done)
     }
 
-    /// Waits until every task has finished and takes what they left.
-    async fn join(&self) -> (VecDeque<(TaskId, Outcome<T, E>)>, Option<TaskId>) {
+    /// Waits until every task has finished and takes what they left, with
+    /// the tasks whose error or panic cancelled the group.
+    async fn join(&self) -> (VecDeque<Finished<T, E>>, Option<TaskId>, Option<TaskId>) {
         loop {
             let progress = self.shared.progress.notified();
             {
                 let mut state = self.shared.lock();
                 if state.is_joined() {
-                    return (std::mem::take(&mut state.done), state.first_error);
+                    let done = std::mem::take(&mut state.done);
+                    return (done, state.first_error, state.first_panic);
                 }
             }
             progress.await;
@@ -633,15 +650,15 @@ where
 
 /// Sorts finished tasks by spawn index in linear time: ids are dense, but
 /// for the ones `next` handed out.
-fn in_spawn_order<T, E>(done: VecDeque<(TaskId, Outcome<T, E>)>) -> Vec<Outcome<T, E>> {
-    let Some(first) = done.iter().map(|(id, _)| id.0).min() else {
+fn in_spawn_order<T, E>(done: VecDeque<Finished<T, E>>) -> Vec<Outcome<T, E>> {
+    let Some(first) = done.iter().map(|f| f.id.0).min() else {
         return Vec::new();
     };
-    let last = done.iter().map(|(id, _)| id.0).max().unwrap_or(first);
+    let last = done.iter().map(|f| f.id.0).max().unwrap_or(first);
     let span = usize::try_from(last - first + 1).expect("task ids span the address space");
     let mut slots: Vec<Option<Outcome<T, E>>> =
         std::iter::repeat_with(|| None).take(span).collect();
-    for (id, outcome) in done {
+    for Finished { id, outcome, .. } in done {
         slots[(id.0 - first) as usize] = Some(outcome);
     }
     slots.into_iter().flatten().collect()
