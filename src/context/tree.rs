@@ -45,6 +45,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 
@@ -561,13 +562,21 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     // runtime that has shut down, that drops the closure here, and it may
     // own a `CancelHandle`), and the last reference to a child (and so a
     // user value's destructor) may go here.
-    if let Some(taken) = root {
-        taken.finish(node);
-    }
-    for (node, taken) in cancelled {
-        taken.finish(&node);
+    // Every node is finished even if user code panics in one (a callback's
+    // destructor, when its runtime has shut down): a skipped node would
+    // leave its waiters and its group's tasks hanging. The first panic is
+    // resumed at the end.
+    let mut panic = None;
+    let finished = root.map(|taken| (node.clone(), taken)).into_iter();
+    for (node, taken) in finished.chain(cancelled) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| taken.finish(&node))) {
+            panic.get_or_insert(payload);
+        }
     }
     drop(already);
+    if let Some(payload) = panic {
+        resume_unwind(payload);
+    }
     this_call
 }
 

@@ -419,7 +419,9 @@ where
     /// ```
     pub fn len(&self) -> usize {
         let state = self.shared.lock();
-        state.outstanding() + state.done.len()
+        // A failure that is cancelling the group is in `done` and still
+        // counted as running (invariant 5): count it once.
+        state.outstanding() + state.done.len() - usize::from(state.cancelling)
     }
 
     /// Returns `true` if [`len`](TaskGroup::len) is 0.
@@ -561,7 +563,15 @@ where
             ok_after_cancel,
         } = self.join().await;
         let error = self.shared.ctx.err();
-        if let Some(at) = done.iter().position(|(_, outcome)| outcome.is_panicked()) {
+        // The panic that cancelled the group, else the first other one: none
+        // is lost.
+        let panic = first_failure
+            .and_then(|first| {
+                done.iter()
+                    .position(|(id, o)| *id == first && o.is_panicked())
+            })
+            .or_else(|| done.iter().position(|(_, outcome)| outcome.is_panicked()));
+        if let Some(at) = panic {
             let Some((_, Outcome::Panicked(payload))) = done.remove(at) else {
                 unreachable!("the entry at `at` is a panic");
             };

@@ -6,14 +6,18 @@
 //! 1. Every task spawned ends in exactly one entry of `State::done`: pushed
 //!    by [`Shared::complete`] (run to the end, or its [`Completion`] dropped
 //!    unfinished), by [`Shared::record_unstarted`] for a task never started,
-//!    or by the cancel hook for queued tasks.
+//!    or by [`Shared::discard`] for queued tasks, once their closures are
+//!    dropped.
 //! 2. `running` counts started task bodies not yet completed; `queue` holds
 //!    closures waiting for a slot and is non-empty only while `running`
-//!    fills the limit. The group is joined when both are zero/empty.
+//!    fills the limit; `discarding` counts queued closures taken out to be
+//!    dropped unstarted. The group is joined when all three are zero/empty,
+//!    so `wait` returns only after every task's user code is dropped.
 //! 3. Nothing is queued or started once the group context is cancelled:
 //!    `spawn` checks under the state lock, the hook empties the queue under
 //!    it after the context's state is set, and a queued closure re-checks
-//!    just before it is called.
+//!    just before it is called (a blocking one on its pool thread, since the
+//!    pool may start it long after).
 //! 4. A started task's abort handle is stored in `tasks` (matched by task
 //!    id, since keys are reused), or, if the group was cancelled first,
 //!    aborted by the code that stores it. So every task is aborted on
@@ -30,6 +34,7 @@
 //! The state lock is never held while cancelling the context (whose hook
 //! takes it), spawning, aborting, or running or dropping user code.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -59,6 +64,8 @@ pub(super) struct State<T, E> {
     pub(super) queue: VecDeque<(TaskId, Work<T, E>)>,
     /// Abort handles of started tasks, `None` until spawned.
     tasks: Slab<(TaskId, Option<AbortHandle>)>,
+    /// Queued closures being dropped unstarted (invariant 2).
+    discarding: usize,
     /// Finished, not yet handed out, in completion order.
     pub(super) done: VecDeque<(TaskId, Outcome<T, E>)>,
     /// The task whose failure (error or panic) cancelled the group.
@@ -73,11 +80,19 @@ pub(super) struct State<T, E> {
 
 impl<T, E> State<T, E> {
     pub(super) fn outstanding(&self) -> usize {
-        self.running + self.queue.len()
+        self.running + self.queue.len() + self.discarding
     }
 
     pub(super) fn is_joined(&self) -> bool {
-        self.running == 0 && self.queue.is_empty()
+        self.running == 0 && self.queue.is_empty() && self.discarding == 0
+    }
+
+    /// Takes every queued closure out to be dropped unstarted; they stay
+    /// outstanding until [`Shared::discard`] records them.
+    fn take_queue(&mut self) -> VecDeque<(TaskId, Work<T, E>)> {
+        let queued = std::mem::take(&mut self.queue);
+        self.discarding += queued.len();
+        queued
     }
 
     /// The next finished task to hand out, unless a failure is still
@@ -127,6 +142,7 @@ where
                     running: 0,
                     queue: VecDeque::new(),
                     tasks: Slab::new(),
+                    discarding: 0,
                     done: VecDeque::new(),
                     first_failure: None,
                     cancelling: false,
@@ -178,6 +194,10 @@ where
         let completion = Completion::new(self, id, key);
         // Invariant 3: the last look before user code runs.
         if self.ctx.is_cancelled() {
+            // Dropped before `completion` reports the task cancelled.
+            if let Some(payload) = drop_catching(f) {
+                completion.finish(Outcome::Panicked(payload));
+            }
             return;
         }
         let ctx = self.ctx.clone();
@@ -207,10 +227,21 @@ where
     {
         let completion = Completion::new(self, id, key);
         if self.ctx.is_cancelled() {
+            if let Some(payload) = drop_catching(f) {
+                completion.finish(Outcome::Panicked(payload));
+            }
             return;
         }
         let ctx = self.ctx.clone();
         let task = tokio::task::spawn_blocking(move || {
+            // Invariant 3: the pool may run this long after the look above,
+            // and an abort stops it only until it has started.
+            if ctx.is_cancelled() {
+                if let Some(payload) = drop_catching(f) {
+                    completion.finish(Outcome::Panicked(payload));
+                }
+                return; // `completion` reports it cancelled
+            }
             let outcome = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
                 Ok(result) => Outcome::from_result(result),
                 Err(payload) => Outcome::Panicked(payload),
@@ -304,15 +335,13 @@ where
                 next = Some((id, key, work));
             }
         } else {
-            unstarted = std::mem::take(&mut state.queue);
-            let never = unstarted.iter().map(|(id, _)| (*id, Outcome::Cancelled));
-            state.done.extend(never);
+            unstarted = state.take_queue();
         }
         drop(state);
 
         self.progress.notify_one();
         self.slot_freed.notify_one();
-        drop(unstarted);
+        self.discard(unstarted);
         if let Some((id, key, work)) = next {
             self.start(id, key, work);
         }
@@ -332,18 +361,47 @@ where
             .iter()
             .filter_map(|(_, (_, handle))| handle.clone())
             .collect();
-        let queued = std::mem::take(&mut state.queue);
-        state
-            .done
-            .extend(queued.iter().map(|(id, _)| (*id, Outcome::Cancelled)));
+        let queued = state.take_queue();
         drop(state);
         for task in running {
             task.abort();
         }
-        drop(queued);
+        // Every producer waiting in `ready` returns now, not only one.
+        self.slot_freed.notify_waiters();
+        self.discard(queued);
         self.progress.notify_one();
-        self.slot_freed.notify_one();
     }
+}
+
+impl<T, E> Shared<T, E> {
+    /// Drops queued closures taken out by [`State::take_queue`], then
+    /// records them as cancelled, or as panicked if a closure's destructor
+    /// panics (invariants 1 and 2). Called without the state lock: dropping
+    /// a closure runs user code, whose panic must not escape into the
+    /// canceller and leave the group unjoinable.
+    fn discard(&self, queued: VecDeque<(TaskId, Work<T, E>)>) {
+        if queued.is_empty() {
+            return;
+        }
+        let count = queued.len();
+        let finished: Vec<(TaskId, Outcome<T, E>)> = queued
+            .into_iter()
+            .map(|(id, work)| {
+                let outcome = drop_catching(work).map_or(Outcome::Cancelled, Outcome::Panicked);
+                (id, outcome)
+            })
+            .collect();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.discarding -= count;
+        state.done.extend(finished);
+        drop(state);
+        self.progress.notify_one();
+    }
+}
+
+/// Drops `value` (user code), catching a panic in its destructor.
+fn drop_catching<X>(value: X) -> Option<Box<dyn Any + Send>> {
+    catch_unwind(AssertUnwindSafe(move || drop(value))).err()
 }
 
 /// A task error's `Display`, or a placeholder if that panics: the group's
