@@ -585,8 +585,7 @@ where
             return Err(GroupError::Failed(error));
         }
         if !ok_after_cancel && done.iter().all(|(_, outcome)| outcome.is_ok()) {
-            let values = in_spawn_order(done).into_iter().filter_map(Outcome::ok);
-            return Ok(values.collect());
+            return Ok(in_spawn_order(done, Outcome::ok));
         }
         Err(GroupError::Cancelled(
             error.unwrap_or(ContextError::Cancelled),
@@ -620,7 +619,7 @@ where
     /// # }
     /// ```
     pub async fn wait_outcomes(self) -> Vec<Outcome<T, E>> {
-        in_spawn_order(self.join().await.done)
+        in_spawn_order(self.join().await.done, Some)
     }
 
     /// Waits until every task has finished and takes what they left.
@@ -657,18 +656,22 @@ struct Joined<T, E> {
     ok_after_cancel: bool,
 }
 
-/// Sorts finished tasks by spawn index in linear time: ids are dense, but
-/// for the ones `next` handed out.
-fn in_spawn_order<T, E>(done: VecDeque<(TaskId, Outcome<T, E>)>) -> Vec<Outcome<T, E>> {
+/// Puts finished tasks in spawn order, each mapped by `keep`, in linear
+/// time: ids are dense, but for the ones `next` handed out. `keep` maps
+/// before the reorder so that `wait` reorders bare values (for `T = ()`, a
+/// byte a task) rather than whole outcomes.
+fn in_spawn_order<T, E, X>(
+    done: VecDeque<(TaskId, Outcome<T, E>)>,
+    mut keep: impl FnMut(Outcome<T, E>) -> Option<X>,
+) -> Vec<X> {
     let Some(first) = done.iter().map(|(id, _)| id.0).min() else {
         return Vec::new();
     };
     let last = done.iter().map(|(id, _)| id.0).max().unwrap_or(first);
     let span = usize::try_from(last - first + 1).expect("task ids span the address space");
-    let mut slots: Vec<Option<Outcome<T, E>>> =
-        std::iter::repeat_with(|| None).take(span).collect();
+    let mut slots: Vec<Option<X>> = std::iter::repeat_with(|| None).take(span).collect();
     for (id, outcome) in done {
-        slots[(id.0 - first) as usize] = Some(outcome);
+        slots[(id.0 - first) as usize] = keep(outcome);
     }
     slots.into_iter().flatten().collect()
 }
