@@ -112,6 +112,8 @@
 mod context;
 mod error;
 mod group;
+#[cfg(feature = "http")]
+pub mod http;
 
 pub use context::{AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextRunFuture};
 pub use error::{ContextError, GroupError, TaskFailed};
