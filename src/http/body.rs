@@ -43,18 +43,18 @@ pin_project! {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     /// let handler = tower::service_fn(move |req: Request<()>| {
     ///     let ctx = req.extensions().get::<Context>().unwrap().clone();
-    ///     let _ = tx.send(ctx);
-    ///     async { Ok::<_, Infallible>(Response::new(Full::from("hello"))) }
+    ///     tx.send(ctx).unwrap();
+    ///     async { Ok::<_, Infallible>(Response::new(Full::new(bytes::Bytes::from("hello")))) }
     /// });
     /// let service = ServiceBuilder::new()
     ///     .layer(ContextLayer::new(&Context::background()))
     ///     .service(handler);
     ///
     /// let response = service.oneshot(Request::new(())).await.unwrap();
-    /// let ctx = rx.await.unwrap();
+    /// let ctx = rx.recv().await.unwrap();
     /// assert!(!ctx.is_cancelled()); // the body is not sent yet
     /// let body = response.into_body().collect().await.unwrap().to_bytes();
     /// assert_eq!(body, "hello");

@@ -146,8 +146,8 @@ impl ContextLayer {
     /// use std::convert::Infallible;
     /// use std::time::Duration;
     /// use http::{Request, Response};
+    /// use taskgroup::Context;
     /// use taskgroup::http::ContextLayer;
-    /// use taskgroup::{Context, ContextError};
     /// use tower::{Layer, ServiceExt};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -343,15 +343,15 @@ pin_project! {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     /// let mut service = ContextLayer::new(&Context::background()).layer(tower::service_fn(
     ///     move |req: Request<()>| {
-    ///         let _ = tx.send(req.extensions().get::<Context>().unwrap().clone());
+    ///         tx.send(req.extensions().get::<Context>().unwrap().clone()).unwrap();
     ///         std::future::pending::<Result<Response<String>, Infallible>>()
     ///     },
     /// ));
     /// let future = service.call(Request::new(()));
-    /// let ctx = rx.await.unwrap();
+    /// let ctx = rx.recv().await.unwrap();
     /// drop(future); // the client went away
     /// let cause = ctx.cause().unwrap();
     /// assert_eq!(cause.downcast_ref(), Some(&Disconnected::ResponseDropped));

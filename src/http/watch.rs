@@ -202,16 +202,16 @@ impl ConnectionContext {
 /// # Examples
 ///
 /// Served by hyper directly, with the connection's context as the root of
-/// its requests' contexts:
+/// its requests' contexts. The client sends two pipelined requests and
+/// hangs up while the first runs: hyper, with the second buffered, does not
+/// look at the socket, but the watch sees the FIN.
 ///
 /// ```
-/// use std::convert::Infallible;
-/// use std::time::Duration;
 /// use axum::{Router, routing::get};
 /// use hyper_util::rt::TokioIo;
 /// use hyper_util::service::TowerToHyperService;
 /// use taskgroup::Context;
-/// use taskgroup::http::{ContextLayer, WatchedIo};
+/// use taskgroup::http::{ContextLayer, Disconnected, WatchedIo};
 /// use tokio::io::AsyncWriteExt;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -221,10 +221,8 @@ impl ConnectionContext {
 /// let app = Router::new().route(
 ///     "/",
 ///     get(move |ctx: Context| async move {
-///         tx.send("started").unwrap();
-///         // Runs until the client goes, though nothing reads its body.
-///         ctx.done().await;
-///         tx.send("stopped").unwrap();
+///         tx.send(ctx.clone()).unwrap();
+///         ctx.done().await; // runs until the client goes
 ///     }),
 /// );
 ///
@@ -239,11 +237,13 @@ impl ConnectionContext {
 /// );
 ///
 /// client
-///     .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+///     .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n")
 ///     .await?;
-/// assert_eq!(rx.recv().await, Some("started"));
+/// let request = rx.recv().await.unwrap(); // the first request is running
 /// drop(client);
-/// assert_eq!(rx.recv().await, Some("stopped"));
+/// request.done().await;
+/// let cause = request.cause().unwrap();
+/// assert_eq!(cause.downcast_ref(), Some(&Disconnected::PeerClosed));
 /// # Ok(())
 /// # }
 /// ```
