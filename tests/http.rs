@@ -591,6 +591,20 @@ async fn malformed_grpc_timeouts_get_400_and_a_huge_one_is_capped() {
         );
         println!("grpc-timeout {value:?} -> 400 {}", body.trim_end());
     }
+    // Two of them: which one would be the budget?
+    let mut stream = raw_client(
+        capped.addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\ngrpc-timeout: 1S\r\ngrpc-timeout: 2S\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.ends_with("more than one grpc-timeout header\n"),
+        "{answer}"
+    );
+
     // Legal but huge: accepted, and the server's limit wins.
     assert_eq!(
         call_with_header(capped.addr, "99999999H").await,

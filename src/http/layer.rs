@@ -22,7 +22,7 @@ use crate::{CancelHandle, Context};
 /// - a child of the server's root given to [`new`](ContextLayer::new), so
 ///   cancelling the root (shutting down) cancels every request at once — or,
 ///   on a connection watched by [`WatchedIo`](super::WatchedIo) or
-///   [`DisconnectListener`](super::DisconnectListener), a child of that
+///   `DisconnectListener` (feature `axum`), a child of that
 ///   connection's context, itself a child of the root the listener was
 ///   given: give both the same root;
 /// - in the request's extensions, where a handler finds it

@@ -17,7 +17,8 @@
 //! - [`grpc_timeout`]: the header's codec; [`propagate_deadline`] and
 //!   [`PropagateDeadlineLayer`] stamp outgoing requests with the time left,
 //!   so a chain of services shares one budget, with any gRPC stack.
-//! - [`WatchedIo`] and [`DisconnectListener`]: catch the clients that hang
+//! - [`WatchedIo`] and `DisconnectListener` (feature `axum`): catch the
+//!   clients that hang
 //!   up while hyper is not looking (below).
 //!
 //! # The handler pattern
@@ -91,7 +92,7 @@
 //! context, which the request's descends from ([`Disconnected::PeerClosed`],
 //! [`Disconnected::PeerReset`]).
 //!
-//! | the client… | hyper alone | with [`DisconnectListener`] / [`WatchedIo`] |
+//! | the client… | hyper alone | with `DisconnectListener` / [`WatchedIo`] |
 //! |---|---|---|
 //! | HTTP/1.1: hangs up after the handler read the body to the end | caught: hyper reads on, sees the end, drops the response future | caught (by both) |
 //! | HTTP/1.1: hangs up while the handler leaves the body unread (more of it than the one chunk hyper takes in ahead: a large or unfinished upload) | **missed**: nothing reads the socket; the handler and its tasks run on | caught: FIN seen by the watch |

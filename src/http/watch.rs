@@ -40,6 +40,27 @@ use crate::{CancelHandle, Context};
 ///
 /// Sealed: the watch relies on the socket's readiness as the reactor reports
 /// it, which this crate knows only for these types.
+///
+/// # Examples
+///
+/// ```
+/// use taskgroup::Context;
+/// use taskgroup::http::{Watchable, WatchedIo};
+///
+/// fn serve_watched<T: Watchable>(io: T, root: &Context) -> WatchedIo<T> {
+///     WatchedIo::new(io, root)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let _client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+/// let (stream, _) = listener.accept().await?;
+/// let io = serve_watched(stream, &Context::background());
+/// assert!(!io.context().is_cancelled());
+/// # Ok(())
+/// # }
+/// ```
 pub trait Watchable: sealed::Socket + AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl Watchable for tokio::net::TcpStream {}
@@ -119,7 +140,7 @@ mod sealed {
 ///
 /// [`ContextLayer`](super::ContextLayer) finds it in a request's extensions,
 /// as is or, with the `axum` feature, inside axum's `ConnectInfo` (which
-/// [`DisconnectListener`](super::DisconnectListener) fills in). Its cause
+/// `DisconnectListener` (feature `axum`) fills in). Its cause
 /// says why it ended: [`Disconnected::PeerClosed`] or
 /// [`Disconnected::PeerReset`], or plain
 /// [`ContextError::Cancelled`](crate::ContextError::Cancelled) when the
@@ -169,7 +190,7 @@ impl ConnectionContext {
 ///
 /// Use it directly with hyper (serve `TokioIo::new(io)` and give the
 /// connection's context to [`ContextLayer::new`](super::ContextLayer::new)),
-/// or through [`DisconnectListener`](super::DisconnectListener) with
+/// or through `DisconnectListener` (feature `axum`) with
 /// `axum::serve`.
 ///
 /// The connection's context is a child of the `parent` given to
