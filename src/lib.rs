@@ -94,6 +94,26 @@
 //! | `g.Go(f)`, `g.TryGo(f)`, `g.SetLimit(n)` | [`spawn`](TaskGroup::spawn), [`try_spawn`](TaskGroup::try_spawn), [`builder().limit(n)`](TaskGroupBuilder::limit) |
 //! | `g.Wait()` | [`wait().await`](TaskGroup::wait) (also returns the values) |
 //!
+//! # HTTP (features `http` and `axum`)
+//!
+//! The `http` module gives every request of a tower, hyper or axum server
+//! its own `Context` — cancelled when the response is over, when the client
+//! goes away, at the request's deadline (its `grpc-timeout` header or the
+//! server's limit), or when the server shuts down — and stamps outgoing
+//! requests with the time left, so a chain of services shares one budget.
+//! A handler (`async fn handler(ctx: Context)` in axum) hands its context to
+//! a `TaskGroup`, and the fan-out dies with the request.
+//!
+//! | feature | what it adds | dependencies |
+//! |---|---|---|
+//! | `http` | `ContextLayer`, the `grpc_timeout` codec, `propagate_deadline`, `PropagateDeadlineLayer`, `WatchedIo` | `http`, `http-body`, `bytes`, `tower-layer`, `tower-service`, tokio's `net` |
+//! | `axum` | all of `http`, plus `Context` as an axum extractor and `DisconnectListener` for `axum::serve` | `axum` without its default features (with `tokio` and `http1`, which `axum::serve` needs) |
+//!
+#![cfg_attr(
+    feature = "http",
+    doc = "The handler pattern, and what each protocol does when a client goes away, are in [`http`]."
+)]
+#![cfg_attr(feature = "http", doc = "")]
 //! # Names
 //!
 //! [`Context`] shares its name with [`std::task::Context`], which only
@@ -113,6 +133,8 @@ mod context;
 mod error;
 mod group;
 mod loom;
+#[cfg(feature = "http")]
+pub mod http;
 
 pub use context::{AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextRunFuture};
 pub use error::{ContextError, GroupError, TaskFailed};

@@ -1,0 +1,572 @@
+//! The README's main job: fetch 1,000 URLs through one `TaskGroup` with a
+//! limit, from a real HTTP server, with a real HTTP client.
+//!
+//! It starts an origin server on 127.0.0.1 (a random port): axum, with
+//! taskgroup's `ContextLayer` and `DisconnectListener`, so every request has
+//! a `Context` that ends with its deadline (sent by the client as
+//! `grpc-timeout`) or when its client hangs up. `/item/{id}` answers after a
+//! latency that depends on the id — most in tens of milliseconds, a long
+//! tail past 100 ms — and about 1 in 100 ids answer `503`; `/poison` always
+//! fails. The handler waits out its latency with `ctx.sleep`, so it stops
+//! the moment its request is over, and counts the times it did.
+//!
+//! The client is hyper-util's pooled HTTP/1.1 client behind taskgroup's
+//! `PropagateDeadlineLayer`: a request that carries a `Context` is stamped
+//! with its deadline and given up when it ends.
+//!
+//! Three runs over the same URLs:
+//!
+//! 1. **Fetch them all**, `--limit` at a time, with a progress bar, then a
+//!    summary: how many, p50/p99 latency, wall time against the sum of the
+//!    latencies (what fetching one by one would take). A `503` is an
+//!    answer here, counted, not an error.
+//! 2. **Fail fast**: one URL is poisoned, and an error status other than
+//!    `503` is an error. The first error cancels the group: the fetches in flight are
+//!    dropped (the origin sees those clients hang up and stops their
+//!    handlers), and the queued ones are never sent.
+//! 3. **A deadline per request**: each fetch gets its own budget
+//!    (`--deadline-ms`). Slow items give up at it, on both sides: the
+//!    client drops the call, and the origin, which got the budget as
+//!    `grpc-timeout`, stops its handler.
+//!
+//! ```text
+//! cargo run --release --example fanout_fetch
+//! cargo run --release --example fanout_fetch -- --urls 5000 --limit 128 --poison-at 1000 --deadline-ms 30
+//! ```
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use taskgroup::http::{
+    ConnectionContext, ContextLayer, DisconnectListener, PropagateDeadline, PropagateDeadlineLayer,
+};
+use taskgroup::{Context, ContextError, GroupError, Outcome, TaskGroup};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+#[tokio::main]
+async fn main() {
+    let args = match Args::parse() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}\n{}", Args::USAGE);
+            std::process::exit(2);
+        }
+    };
+
+    let (root, _shutdown) = Context::background().with_cancel();
+    let origin = Origin::start(&root).await;
+    let client = http_client();
+    let urls: Vec<String> = (0..args.urls)
+        .map(|id| format!("http://{}/item/{id}", origin.addr))
+        .collect();
+    println!(
+        "origin on http://{}: {} URLs, fetched {} at a time\n",
+        origin.addr, args.urls, args.limit
+    );
+
+    // Run 1: everything.
+    println!("1. fetch them all");
+    let before = origin.stats.snapshot();
+    let run = fetch_all(&client, &urls, args.limit).await;
+    run.report();
+    let after = origin.stats.snapshot();
+    println!(
+        "   the origin received {} requests\n",
+        after.received - before.received
+    );
+
+    // Run 2: fail fast on a poisoned URL.
+    println!("2. fail fast: URL {} is poisoned", args.poison_at);
+    let mut poisoned = urls.clone();
+    poisoned[args.poison_at] = format!("http://{}/poison", origin.addr);
+    let before = origin.stats.snapshot();
+    fail_fast(&client, &poisoned, args.limit).await;
+    origin.settle().await;
+    let after = origin.stats.snapshot();
+    println!(
+        "   the origin received {} requests and stopped {} handlers whose client hung up\n",
+        after.received - before.received,
+        after.stopped - before.stopped,
+    );
+
+    // Run 3: a deadline per request.
+    let deadline = Duration::from_millis(args.deadline_ms);
+    println!("3. a deadline of {deadline:?} per request");
+    let before = origin.stats.snapshot();
+    with_deadline(&client, &urls, args.limit, deadline).await;
+    origin.settle().await;
+    let after = origin.stats.snapshot();
+    println!(
+        "   the origin stopped {} handlers at their deadline (sent as grpc-timeout) or hang-up",
+        after.stopped - before.stopped,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The client side
+
+type HttpClient = PropagateDeadline<Client<HttpConnector, Empty<Bytes>>>;
+
+fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    tower::ServiceBuilder::new()
+        .layer(PropagateDeadlineLayer::new())
+        .service(client)
+}
+
+/// One answer.
+#[derive(Debug)]
+struct Fetched {
+    status: StatusCode,
+    latency: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error("{0}")]
+    Http(String),
+    #[error("{url} answered {status}")]
+    Status { url: String, status: StatusCode },
+}
+
+/// Counts requests handed to the HTTP client.
+static SENT: AtomicUsize = AtomicUsize::new(0);
+
+/// GETs `url` under `ctx`: the request carries the context, so the client
+/// layer stamps its deadline and gives up when it ends.
+async fn fetch(ctx: &Context, client: &HttpClient, url: &str) -> Result<Fetched, FetchError> {
+    ctx.check()?;
+    let mut request = Request::get(url)
+        .body(Empty::new())
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    request.extensions_mut().insert(ctx.clone());
+    let start = Instant::now();
+    SENT.fetch_add(1, Ordering::Relaxed);
+    let response = client.clone().oneshot(request).await.map_err(|e| {
+        match e.downcast_ref::<ContextError>() {
+            Some(&e) => FetchError::Context(e),
+            None => FetchError::Http(e.to_string()),
+        }
+    })?;
+    let status = response.status();
+    ctx.run(response.into_body().collect())
+        .await?
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    Ok(Fetched {
+        status,
+        latency: start.elapsed(),
+    })
+}
+
+/// Run 1.
+struct Run {
+    fetched: Vec<Fetched>,
+    wall: Duration,
+}
+
+async fn fetch_all(client: &HttpClient, urls: &[String], limit: usize) -> Run {
+    let start = Instant::now();
+    let mut group = TaskGroup::<Fetched, FetchError>::builder()
+        .limit(limit)
+        .name("fetch")
+        .build();
+    for url in urls {
+        let (client, url) = (client.clone(), url.clone());
+        group.spawn(move |ctx| async move { fetch(&ctx, &client, &url).await });
+    }
+    let mut progress = Progress::new(urls.len());
+    let mut fetched = Vec::with_capacity(urls.len());
+    while let Some((_id, outcome)) = group.next().await {
+        match outcome {
+            Outcome::Ok(f) => {
+                progress.tick(!f.status.is_success());
+                fetched.push(f);
+            }
+            Outcome::Err(e) => panic!("fetch failed: {e}"),
+            other => panic!("fetch did not finish: {other:?}"),
+        }
+    }
+    progress.finish();
+    Run {
+        fetched,
+        wall: start.elapsed(),
+    }
+}
+
+impl Run {
+    fn report(&self) {
+        let mut latencies: Vec<Duration> = self.fetched.iter().map(|f| f.latency).collect();
+        latencies.sort();
+        let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+        let sum: Duration = latencies.iter().sum();
+        let failed = self
+            .fetched
+            .iter()
+            .filter(|f| !f.status.is_success())
+            .count();
+        println!(
+            "   {} fetched: {} ok, {} answered 503 (the origin's ~1% failures)",
+            self.fetched.len(),
+            self.fetched.len() - failed,
+            failed
+        );
+        println!(
+            "   latency p50 {:.1} ms, p99 {:.1} ms",
+            ms(pct(50)),
+            ms(pct(99))
+        );
+        println!(
+            "   wall {:.0} ms vs {:.0} ms one by one (the sum of the latencies): {:.0}x",
+            ms(self.wall),
+            ms(sum),
+            sum.as_secs_f64() / self.wall.as_secs_f64()
+        );
+    }
+}
+
+/// Run 2.
+async fn fail_fast(client: &HttpClient, urls: &[String], limit: usize) {
+    let start = Instant::now();
+    let sent_before = SENT.load(Ordering::Relaxed);
+    let mut group = TaskGroup::<Fetched, FetchError>::builder()
+        .limit(limit)
+        .name("fetch")
+        .build();
+    let group_ctx = group.context().clone();
+    for url in urls {
+        let (client, url) = (client.clone(), url.clone());
+        group.spawn(move |ctx| async move {
+            let fetched = fetch(&ctx, &client, &url).await?;
+            // 503 is an answer (overloaded: retry later); any other error
+            // status is fatal.
+            if !fetched.status.is_success() && fetched.status != StatusCode::SERVICE_UNAVAILABLE {
+                return Err(FetchError::Status {
+                    url,
+                    status: fetched.status,
+                });
+            }
+            Ok(fetched)
+        });
+    }
+    let outcomes = group.wait_outcomes().await;
+    let wall = start.elapsed();
+    let sent = SENT.load(Ordering::Relaxed) - sent_before;
+    let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+    let cancelled = outcomes.iter().filter(|o| o.is_cancelled()).count();
+    match group_ctx.cause() {
+        Some(cause) => println!("   stopped after {:.0} ms: {cause}", ms(wall)),
+        None => println!("   nothing failed ({:.0} ms)", ms(wall)),
+    }
+    println!(
+        "   {ok} fetched, {failed} failed, {cancelled} cancelled: {} dropped in flight, {} never sent",
+        sent - ok - failed,
+        urls.len() - sent
+    );
+}
+
+/// Run 3.
+async fn with_deadline(client: &HttpClient, urls: &[String], limit: usize, deadline: Duration) {
+    let start = Instant::now();
+    let mut group = TaskGroup::<Option<Fetched>, FetchError>::builder()
+        .limit(limit)
+        .name("fetch")
+        .build();
+    for url in urls {
+        let (client, url) = (client.clone(), url.clone());
+        group.spawn(move |ctx| async move {
+            // This request's own budget, under the group's context.
+            let (ctx, _cancel) = ctx.with_timeout(deadline);
+            match fetch(&ctx, &client, &url).await {
+                Ok(fetched) => Ok(Some(fetched)),
+                Err(FetchError::Context(ContextError::DeadlineExceeded)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+    }
+    match group.wait().await {
+        Ok(results) => {
+            let in_time = results.iter().filter(|r| r.is_some()).count();
+            println!(
+                "   {in_time} answered within {deadline:?}, {} gave up at it ({:.0} ms in all)",
+                results.len() - in_time,
+                ms(start.elapsed())
+            );
+        }
+        Err(GroupError::Failed(e)) => println!("   failed: {e}"),
+        Err(GroupError::Cancelled(e)) => println!("   cancelled: {e}"),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A progress bar on stderr, redrawn in place with `\r` when stderr is a
+/// terminal.
+struct Progress {
+    total: usize,
+    done: usize,
+    failed: usize,
+    drawn: Option<Instant>,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            done: 0,
+            failed: 0,
+            drawn: None,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn tick(&mut self, failed: bool) {
+        self.done += 1;
+        self.failed += usize::from(failed);
+        if self
+            .drawn
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(50))
+        {
+            self.draw();
+        }
+    }
+
+    fn draw(&mut self) {
+        if !self.terminal {
+            return;
+        }
+        const WIDTH: usize = 40;
+        let filled = WIDTH * self.done / self.total.max(1);
+        let bar = format!("{}{}", "#".repeat(filled), ".".repeat(WIDTH - filled));
+        eprint!(
+            "\r   [{bar}] {}/{} ({} failed)",
+            self.done, self.total, self.failed
+        );
+        let _ = std::io::stderr().flush();
+        self.drawn = Some(Instant::now());
+    }
+
+    fn finish(&mut self) {
+        self.draw();
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The origin server
+
+#[derive(Default)]
+struct Stats {
+    received: AtomicUsize,
+    in_flight: AtomicUsize,
+    stopped: AtomicUsize,
+}
+
+#[derive(Clone, Copy)]
+struct Snapshot {
+    received: usize,
+    stopped: usize,
+}
+
+impl Stats {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            received: self.received.load(Ordering::Relaxed),
+            stopped: self.stopped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Origin {
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+}
+
+impl Origin {
+    async fn start(root: &Context) -> Origin {
+        let stats = Arc::new(Stats::default());
+        let app = Router::new()
+            .route("/item/{id}", get(item))
+            .route("/poison", get(poison))
+            .with_state(stats.clone())
+            .layer(ContextLayer::new(root).max_timeout(Duration::from_secs(5)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("local address");
+        let listener = DisconnectListener::new(listener, root);
+        let root = root.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<ConnectionContext>(),
+            )
+            .with_graceful_shutdown(async move { root.done().await })
+            .await
+            .expect("origin server")
+        });
+        Origin { addr, stats }
+    }
+
+    /// Waits (briefly) for handlers still finishing after their clients
+    /// gave up, so the counts are complete.
+    async fn settle(&self) {
+        let start = Instant::now();
+        while self.stats.in_flight.load(Ordering::Relaxed) > 0
+            && start.elapsed() < Duration::from_secs(2)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// `/item/{id}`: answers after the item's latency, or stops when its
+/// request is over.
+async fn item(
+    State(stats): State<Arc<Stats>>,
+    Path(id): Path<u64>,
+    ctx: Context,
+) -> (StatusCode, String) {
+    let mut handling = Handling::start(stats);
+    let (latency, fails) = item_profile(id);
+    match ctx.sleep(latency).await {
+        Ok(()) if fails => {
+            handling.finished = true;
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "origin overloaded".to_string(),
+            )
+        }
+        Ok(()) => {
+            handling.finished = true;
+            (StatusCode::OK, format!("item {id}"))
+        }
+        // The deadline passed, or the client went away: stop the work.
+        Err(e) => (StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+    }
+}
+
+/// Counts a handler in flight, and as stopped if it ends (or hyper drops
+/// it, on seeing its client go) before finishing its work.
+struct Handling {
+    stats: Arc<Stats>,
+    finished: bool,
+}
+
+impl Handling {
+    fn start(stats: Arc<Stats>) -> Handling {
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Handling {
+            stats,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.stats.stopped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `/poison`: fails after a moment.
+async fn poison(State(stats): State<Arc<Stats>>) -> (StatusCode, &'static str) {
+    stats.received.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    (StatusCode::INTERNAL_SERVER_ERROR, "poisoned")
+}
+
+/// An item's latency and whether it fails, from its id: 3 ms plus a cubed
+/// uniform draw of up to 150 ms (median about 22 ms, p99 about 148 ms),
+/// and about 1 in 100 ids fail.
+fn item_profile(id: u64) -> (Duration, bool) {
+    // splitmix64: a well-mixed hash of the id.
+    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+    let latency = Duration::from_secs_f64(0.003 + 0.150 * u * u * u);
+    (latency, z % 100 == 7)
+}
+
+// ---------------------------------------------------------------------------
+// Options
+
+struct Args {
+    urls: usize,
+    limit: usize,
+    poison_at: usize,
+    deadline_ms: u64,
+}
+
+impl Args {
+    const USAGE: &str =
+        "usage: fanout_fetch [--urls N] [--limit N] [--poison-at I] [--deadline-ms MS]";
+
+    fn parse() -> Result<Args, String> {
+        let mut args = Args {
+            urls: 1000,
+            limit: 64,
+            poison_at: 300,
+            deadline_ms: 40,
+        };
+        let mut rest = std::env::args().skip(1);
+        while let Some(flag) = rest.next() {
+            let mut number = || -> Result<u64, String> {
+                let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                value
+                    .parse()
+                    .map_err(|_| format!("{flag}: not a number: {value:?}"))
+            };
+            let size = |n: u64| usize::try_from(n).map_err(|_| "too large".to_string());
+            match flag.as_str() {
+                "--urls" => args.urls = size(number()?)?,
+                "--limit" => args.limit = size(number()?)?,
+                "--poison-at" => args.poison_at = size(number()?)?,
+                "--deadline-ms" => args.deadline_ms = number()?,
+                _ => return Err(format!("unknown option {flag:?}")),
+            }
+        }
+        if args.urls == 0 {
+            return Err("--urls must be at least 1".to_string());
+        }
+        if args.limit == 0 {
+            return Err("--limit must be at least 1".to_string());
+        }
+        if args.poison_at >= args.urls {
+            return Err(format!(
+                "--poison-at {}: there are only {} URLs",
+                args.poison_at, args.urls
+            ));
+        }
+        Ok(args)
+    }
+}

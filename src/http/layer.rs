@@ -1,0 +1,435 @@
+//! [`ContextLayer`]: a [`Context`] for every request.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{self, Poll};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, header};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{ConnectionContext, ContextBody, Disconnected, grpc_timeout};
+use crate::{CancelHandle, Context};
+
+/// A tower [`Layer`] that gives every request its own [`Context`]: Go's
+/// `r.Context()`, for tower, hyper and axum servers.
+///
+/// The context of a request is
+///
+/// - a child of the server's root given to [`new`](ContextLayer::new), so
+///   cancelling the root (shutting down) cancels every request at once — or,
+///   on a connection watched by [`WatchedIo`](super::WatchedIo) or
+///   `DisconnectListener` (feature `axum`), a child of that
+///   connection's context, itself a child of the root the listener was
+///   given: give both the same root;
+/// - in the request's extensions, where a handler finds it
+///   (`req.extensions().get::<Context>()`, or with the `axum` feature simply
+///   a `ctx: Context` argument);
+/// - given a deadline: the earlier of the request's `grpc-timeout` header
+///   and [`max_timeout`](ContextLayer::max_timeout), if either is there;
+/// - cancelled when the response is over: its body has been sent to the end
+///   or dropped ([`ContextBody`]), so a streamed body keeps its context live
+///   while it streams; or when the response future is dropped before the
+///   response is ready — hyper drops it when it sees the client go
+///   (cause [`Disconnected::ResponseDropped`]).
+///
+/// The layer only cancels the context; it never cuts a handler short by
+/// itself. As in Go, the handler decides what to answer when its context
+/// ends (tower's `Timeout` layer is there for a hard cut).
+///
+/// A malformed `grpc-timeout` (empty, a sign, a fraction, more than 8
+/// digits, an unknown unit) is answered `400 Bad Request` with a text body
+/// saying what is wrong ([`grpc_timeout::DecodeError`]), and the inner
+/// service is not called. So is a request with more than one
+/// `grpc-timeout`.
+///
+/// # Examples
+///
+/// An axum server whose handler fans out under its request's context
+/// (feature `axum`):
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Router, routing::get};
+/// use taskgroup::http::ContextLayer;
+/// use taskgroup::{Context, TaskGroup};
+///
+/// async fn handler(ctx: Context) -> String {
+///     let mut group = TaskGroup::<u32, String>::with_context(&ctx);
+///     for backend in 0..3 {
+///         group.spawn(move |ctx| async move {
+///             ctx.sleep(Duration::from_millis(5)).await.map_err(|e| e.to_string())?;
+///             Ok(backend)
+///         });
+///     }
+///     match group.wait().await {
+///         Ok(replies) => format!("{} replies", replies.len()),
+///         Err(e) => format!("gave up: {e}"),
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (root, shutdown) = Context::background().with_cancel();
+/// let app = Router::new()
+///     .route("/", get(handler))
+///     .layer(ContextLayer::new(&root).max_timeout(Duration::from_secs(10)));
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let server = tokio::spawn(
+///     axum::serve(listener, app)
+///         .with_graceful_shutdown(async move { root.done().await })
+///         .into_future(),
+/// );
+///
+/// // A real client on loopback.
+/// let stream = tokio::net::TcpStream::connect(addr).await?;
+/// let (mut sender, conn) =
+///     hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+/// tokio::spawn(conn);
+/// let request = http::Request::get("/")
+///     .header("host", "localhost")
+///     .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+/// let response = sender.send_request(request).await?;
+/// let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+/// assert_eq!(body, "3 replies");
+///
+/// drop(sender);
+/// shutdown.cancel(); // every request context is cancelled; the server drains
+/// server.await??;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ContextLayer {
+    root: Context,
+    max_timeout: Option<Duration>,
+}
+
+impl ContextLayer {
+    /// A layer whose request contexts are children of `root`.
+    ///
+    /// Cancel `root` to cancel every request in flight (and any request that
+    /// comes after: its context is born cancelled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    /// use taskgroup::http::ContextLayer;
+    ///
+    /// let (root, _shutdown) = Context::background().with_cancel();
+    /// let layer = ContextLayer::new(&root);
+    /// # let _ = layer;
+    /// ```
+    pub fn new(root: &Context) -> ContextLayer {
+        ContextLayer {
+            root: root.clone(),
+            max_timeout: None,
+        }
+    }
+
+    /// Gives every request at most `timeout`: its deadline is the earlier
+    /// of `timeout` from its arrival and its `grpc-timeout` header.
+    ///
+    /// `Duration::MAX` (or any timeout too large to add to now) means no
+    /// limit. The limit only cancels the context; the handler still
+    /// answers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use http::{Request, Response};
+    /// use taskgroup::Context;
+    /// use taskgroup::http::ContextLayer;
+    /// use tower::{Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = ContextLayer::new(&Context::background()).max_timeout(Duration::from_millis(50));
+    /// let service = layer.layer(tower::service_fn(|req: Request<()>| async move {
+    ///     let ctx = req.extensions().get::<Context>().unwrap().clone();
+    ///     let waited = ctx.sleep(Duration::from_secs(60)).await;
+    ///     Ok::<_, Infallible>(Response::new(format!("{waited:?}")))
+    /// }));
+    /// let response = service.oneshot(Request::new(())).await.unwrap();
+    /// assert_eq!(response.body().get_ref().unwrap(), "Err(DeadlineExceeded)");
+    /// # }
+    /// ```
+    pub fn max_timeout(mut self, timeout: Duration) -> ContextLayer {
+        self.max_timeout = Some(timeout);
+        self
+    }
+}
+
+impl<S> Layer<S> for ContextLayer {
+    type Service = ContextService<S>;
+
+    fn layer(&self, inner: S) -> ContextService<S> {
+        ContextService {
+            inner,
+            root: self.root.clone(),
+            max_timeout: self.max_timeout,
+        }
+    }
+}
+
+impl fmt::Debug for ContextLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextLayer")
+            .field("root", &self.root)
+            .field("max_timeout", &self.max_timeout)
+            .finish()
+    }
+}
+
+/// The service made by [`ContextLayer`]: gives each request its own
+/// [`Context`] and calls the inner service with it in the request's
+/// extensions.
+///
+/// See [`ContextLayer`] for what the context is and when it ends.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use taskgroup::Context;
+/// use taskgroup::http::ContextLayer;
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let service = ContextLayer::new(&Context::background()).layer(tower::service_fn(
+///     |req: Request<()>| async move {
+///         let live = !req.extensions().get::<Context>().unwrap().is_cancelled();
+///         Ok::<_, Infallible>(Response::new(format!("live: {live}")))
+///     },
+/// ));
+/// let response = service.oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(response.body().get_ref().unwrap(), "live: true");
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ContextService<S> {
+    inner: S,
+    root: Context,
+    max_timeout: Option<Duration>,
+}
+
+impl<S> ContextService<S> {
+    /// The wrapped service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    /// use taskgroup::http::ContextLayer;
+    /// use tower::Layer;
+    ///
+    /// let service = ContextLayer::new(&Context::background()).layer(7u8);
+    /// assert_eq!(*service.get_ref(), 7);
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The parent of a request's context: its connection's, if it came on
+    /// a watched connection, else the root.
+    fn parent<'a, B>(&'a self, req: &'a Request<B>) -> &'a Context {
+        let extensions = req.extensions();
+        if let Some(connection) = extensions.get::<ConnectionContext>() {
+            return connection.context();
+        }
+        #[cfg(feature = "axum")]
+        if let Some(info) = extensions.get::<axum::extract::ConnectInfo<ConnectionContext>>() {
+            return info.0.context();
+        }
+        &self.root
+    }
+}
+
+/// The request's own timeout: its `grpc-timeout` header, if any.
+fn header_timeout<B>(req: &Request<B>) -> Result<Option<Duration>, String> {
+    let mut values = req.headers().get_all(grpc_timeout::HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("more than one grpc-timeout header".to_string());
+    }
+    grpc_timeout::decode(value)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ContextService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ContextBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ContextResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    /// Derives the request's context and calls the inner service.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime when the request has a deadline, as
+    /// [`Context::with_timeout`] does.
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let header = match header_timeout(&req) {
+            Ok(timeout) => timeout,
+            Err(message) => return ContextResponseFuture::reject(message),
+        };
+        let timeout = match (header, self.max_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let parent = self.parent(&req);
+        let (ctx, cancel) = match timeout {
+            Some(timeout) => parent.with_timeout(timeout),
+            None => parent.with_cancel(),
+        };
+        req.extensions_mut().insert(ctx);
+        ContextResponseFuture {
+            state: State::Called {
+                future: self.inner.call(req),
+            },
+            request: Some(cancel),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ContextService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextService")
+            .field("inner", &self.inner)
+            .field("root", &self.root)
+            .field("max_timeout", &self.max_timeout)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// Future returned by [`ContextService`]: the inner service's response
+    /// with its body wrapped in a [`ContextBody`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it before it is ready drops the inner service's future and
+    /// cancels the request's context with the cause
+    /// [`Disconnected::ResponseDropped`]: this is how a client that went
+    /// away reaches the handler's tasks when hyper notices it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response};
+    /// use taskgroup::Context;
+    /// use taskgroup::http::{ContextLayer, Disconnected};
+    /// use tower::{Layer, Service};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    /// let mut service = ContextLayer::new(&Context::background()).layer(tower::service_fn(
+    ///     move |req: Request<()>| {
+    ///         tx.send(req.extensions().get::<Context>().unwrap().clone()).unwrap();
+    ///         std::future::pending::<Result<Response<String>, Infallible>>()
+    ///     },
+    /// ));
+    /// let future = service.call(Request::new(()));
+    /// let ctx = rx.recv().await.unwrap();
+    /// drop(future); // the client went away
+    /// let cause = ctx.cause().unwrap();
+    /// assert_eq!(cause.downcast_ref(), Some(&Disconnected::ResponseDropped));
+    /// # }
+    /// ```
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ContextResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+        request: Option<CancelHandle>,
+    }
+
+    impl<F, B> PinnedDrop for ContextResponseFuture<F, B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(request) = this.project().request.take() {
+                request.cancel_with(Disconnected::ResponseDropped);
+            }
+        }
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Called { #[pin] future: F },
+        Rejected { response: Option<Response<ContextBody<B>>> },
+    }
+}
+
+impl<F, B> ContextResponseFuture<F, B> {
+    fn reject(message: String) -> ContextResponseFuture<F, B> {
+        let mut response = Response::new(ContextBody::message(message + "\n"));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        ContextResponseFuture {
+            state: State::Rejected {
+                response: Some(response),
+            },
+            request: None,
+        }
+    }
+}
+
+impl<F, B, E> Future for ContextResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ContextBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.state.project() {
+            StateProj::Called { future } => {
+                let result = std::task::ready!(future.poll(cx));
+                // On an error the request is over: dropping the handle
+                // cancels with no special cause. On a response the body
+                // takes the handle.
+                let request = this.request.take();
+                Poll::Ready(result.map(|response| response.map(|b| ContextBody::new(b, request))))
+            }
+            StateProj::Rejected { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ContextResponseFuture polled after completion"))),
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for ContextResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { .. } => "called",
+            State::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ContextResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
