@@ -132,9 +132,9 @@
 mod context;
 mod error;
 mod group;
-mod loom;
 #[cfg(feature = "http")]
 pub mod http;
+mod loom;
 
 pub use context::{AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextRunFuture};
 pub use error::{ContextError, GroupError, TaskFailed};
