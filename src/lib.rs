@@ -120,6 +120,41 @@
 //! hand-written futures use, and with the `anyhow::Context` trait: import
 //! that one as `use anyhow::Context as _;` to keep its methods without its
 //! name.
+//!
+//! # Errors and misuse
+//!
+//! Every misuse gets a clear error or a documented panic whose message names
+//! the mistake; nothing hangs that the crate can see coming, and every
+//! task's result, error or panic is accounted for. Each row is proved by the
+//! test of the same name in `tests/misuse.rs`.
+//!
+//! | Misuse | What you get | Test |
+//! |---|---|---|
+//! | [`limit(0)`](TaskGroupBuilder::limit) | a panic at once: "TaskGroup limit must be at least 1: ..." | `limit_zero_panics_naming_the_limit` |
+//! | a deadline in the past ([`with_deadline`](Context::with_deadline) before now, `with_timeout(Duration::ZERO)`) | a context born expired: `err()` is `DeadlineExceeded`, no panic, no timer | `deadline_in_the_past_is_born_expired` |
+//! | a timeout that overflows (`with_timeout(Duration::MAX)`, `ctx.sleep(Duration::MAX)`) | no deadline of its own (the parent's stays); the sleep lasts until the context ends | `timeouts_that_overflow_mean_no_deadline` |
+//! | [`spawn`](TaskGroup::spawn) or [`spawn_blocking`](TaskGroup::spawn_blocking) after the group is cancelled | the closure is never called; the task counts as [`Outcome::Cancelled`] and `wait` returns [`GroupError::Cancelled`]; [`try_spawn`](TaskGroup::try_spawn) hands the closure back | `spawn_after_cancel_never_runs_and_counts_as_cancelled` |
+//! | [`after_cancel`](Context::after_cancel) outside a tokio runtime | a panic: "Context::after_cancel must be called within a tokio runtime ..." | `after_cancel_outside_a_runtime_panics_naming_it` |
+//! | [`with_timeout`](Context::with_timeout) or [`with_deadline`](Context::with_deadline) outside a runtime | the same panic, naming the method | `with_timeout_or_with_deadline_outside_a_runtime_panics_naming_it` |
+//! | `spawn` or `spawn_blocking` outside a runtime | tokio's panic ("... must be called from the context of a Tokio 1.x runtime"); the task is recorded as cancelled (an async task's closure has been called, its future is dropped), so the group still joins | `spawn_outside_a_runtime_panics_and_the_task_counts_as_cancelled` |
+//! | an async task that never checks its context | dropped at its next await point once the group is cancelled: [`Outcome::Cancelled`], its destructors run | `a_task_that_never_checks_its_context_is_dropped_at_its_next_await` |
+//! | an async task that never yields (a busy loop) | it cannot be dropped in the middle of a poll: `wait` joins it, and its late `Ok` never hides the failure | `an_async_task_that_never_yields_is_joined_not_dropped` |
+//! | a blocking task that never checks its context | it runs to its end: `wait` waits for it; dropping the group does not (the task is dropped when it returns) | `a_blocking_task_that_never_checks_its_context_is_joined_by_wait` |
+//! | a panic inside an `after_cancel` callback | it stays on the callback's own task (tokio's panic hook reports it): `cancel()` returns normally, the other callbacks run | `a_panic_inside_after_cancel_stays_on_its_task` |
+//! | dropping the group inside one of its own tasks (the group behind `Arc<Mutex<Option<TaskGroup>>>`, taken and dropped) | an ordinary drop, no deadlock: the group is cancelled and its other tasks dropped; the dropping task goes on to its next await point, where it is dropped too; the outcomes go with the group | `dropping_the_group_inside_one_of_its_own_tasks_cancels_it_and_drops_the_rest` |
+//! | [`wait`](TaskGroup::wait) or [`wait_outcomes`](TaskGroup::wait_outcomes) inside one of the group's own tasks | a panic, "TaskGroup::wait called from one of the group's own tasks: it would wait for itself forever", instead of a hang | `waiting_on_the_group_inside_one_of_its_own_tasks_panics_instead_of_hanging` |
+//! | [`next`](TaskGroup::next) from the group's last running task | the same panic, naming `next`, instead of a hang | `next_from_the_groups_last_running_task_panics_instead_of_hanging` |
+//! | a panic in a task error's `Display` | caught: the group is still cancelled and `wait` still returns [`GroupError::Failed`]; the cause's message says the `Display` panicked | `a_panic_in_an_errors_display_still_cancels_and_returns_the_error` |
+//! | a closure whose destructor panics | that panic is the task's: [`Outcome::Panicked`], re-raised by `wait`, whether the closure was called, queued and discarded by a cancel, or spawned into a cancelled group | `a_closure_whose_destructor_panics_is_its_tasks_panic` |
+//! | a task future whose destructor panics | also the task's panic, whether the future is dropped by a cancel or after it completed (the panic outranks its value) | `a_task_future_whose_destructor_panics_is_its_tasks_panic` |
+//! | the `wait` future dropped halfway (a `select!` or a timeout) | the group is dropped: cancelled, queued closures dropped at once, running tasks aborted; the results are gone (`wait` is not cancel safe, by design) | `dropping_the_wait_future_halfway_cancels_and_drops_every_task` |
+//! | several `next` calls at once (it takes `&self`) | each task is handed to one of them, and every one of them sees the end | `concurrent_next_calls_both_see_the_end` |
+//! | several [`ready`](TaskGroup::ready) calls at once | every one returns once there is room | `concurrent_ready_calls_all_see_the_room` |
+//! | the runtime shut down under a group | its tasks are dropped and recorded as cancelled, queued ones too; `wait_outcomes` is ready at its first poll, no runtime needed | `the_runtime_shutting_down_under_a_group_cancels_its_tasks` |
+//! | cancelling twice, with or without causes | the first cancellation and cause win; later ones are no-ops | `cancelling_twice_keeps_the_first_cause` |
+//! | [`done`](Context::done) on a context that can never be cancelled ([`Context::background`], [`without_cancel`](Context::without_cancel)) | it never resolves, by design (Go's `Done()` is `nil` there); [`run`](Context::run) simply runs the future | `done_on_a_context_that_can_never_be_cancelled_never_resolves` |
+//! | `ready` on a group whose limit is full of tasks that never finish | it waits (that is the backpressure) and returns as soon as the group is cancelled | `ready_on_a_full_group_returns_once_cancelled` |
+//! | a [`ContextRunFuture`] polled after it completed | a panic: "ContextRunFuture polled after completion" | `a_run_future_polled_after_completion_panics` |
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

@@ -1,6 +1,7 @@
 //! `TaskGroup` under load: thousands of randomized rounds on a multi-thread
-//! runtime, each checked against what its tasks actually did, and a cancel
-//! racing spawns and completions across threads.
+//! runtime, each checked against what its tasks actually did, a cancel
+//! racing spawns and completions across threads, and several `next` and
+//! `ready` callers sharing one group across threads.
 //!
 //! The seed is printed when a round fails; rerun it with
 //! `TASKGROUP_STRESS_SEED=<seed>`. `TASKGROUP_STRESS_ROUNDS` changes the
@@ -790,4 +791,104 @@ async fn cancel_races_spawn_and_completion_across_threads() {
         late_total <= rounds / 20,
         "{late_total} closures started after a cancel in {rounds} rounds"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Several `next` and `ready` callers at once
+
+/// `next` and `ready` take `&self`: several consumers drain one group from
+/// tokio tasks on four workers while its tasks complete (and a cancel from
+/// an OS thread races them). Every task is handed to exactly one consumer,
+/// every consumer sees the end, and every `ready` caller returns: a
+/// completion wakes one waiter, which must pass the wake-up on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_next_and_ready_callers_across_threads_all_finish() {
+    let seed = seed_from_env_or_clock();
+    let mut rng = Rng::new(seed ^ 0x5851_f42d_4c95_7f2d);
+    let mut report = SeedReport {
+        test: "concurrent_next_and_ready_callers_across_threads_all_finish",
+        seed,
+        round: 0,
+    };
+    let baseline = alive_tasks();
+    for round in 0..rounds(3_000) / 6 {
+        report.round = round;
+        let limit = 1 + rng.below(4) as usize;
+        let (parent, cancel) = Context::background().with_cancel();
+        let mut group = Group::builder().context(&parent).limit(limit).build();
+        let count = 1 + rng.below(30) as usize;
+        for index in 0..count {
+            let steps = rng.below(3);
+            match rng.below(10) {
+                0 => group.spawn(move |_ctx| async move {
+                    yields(steps).await;
+                    Err(index)
+                }),
+                1 => group.spawn_blocking(move |ctx| {
+                    for _ in 0..steps {
+                        if ctx.is_cancelled() {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                    Ok(index)
+                }),
+                _ => group.spawn(move |_ctx| async move {
+                    yields(steps).await;
+                    Ok(index)
+                }),
+            };
+        }
+        let canceller = rng.chance(30).then(|| {
+            let spin = rng.below(20_000);
+            std::thread::spawn(move || {
+                for _ in 0..spin {
+                    std::hint::spin_loop();
+                }
+                cancel.cancel();
+            })
+        });
+        let group = Arc::new(group);
+        let consumers: Vec<_> = (0..2 + rng.below(3))
+            .map(|_| {
+                let group = group.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Some((id, _outcome)) = group.next().await {
+                        got.push(id.index() as usize);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let producers: Vec<_> = (0..rng.below(4))
+            .map(|_| {
+                let group = group.clone();
+                tokio::spawn(async move { group.ready().await })
+            })
+            .collect();
+        let mut seen = vec![false; count];
+        for consumer in consumers {
+            let got = tokio::time::timeout(Duration::from_secs(10), consumer)
+                .await
+                .expect("a next() caller hung")
+                .unwrap();
+            for id in got {
+                assert!(!std::mem::replace(&mut seen[id], true), "task {id} twice");
+            }
+        }
+        assert!(seen.iter().all(|&s| s), "every task handed out");
+        for producer in producers {
+            tokio::time::timeout(Duration::from_secs(10), producer)
+                .await
+                .expect("a ready() caller hung")
+                .unwrap();
+        }
+        if let Some(canceller) = canceller {
+            canceller.join().unwrap();
+        }
+        let group = Arc::into_inner(group).expect("every caller is done");
+        assert!(group.wait_outcomes().await.is_empty());
+        eventually("back to baseline", || alive_tasks() == baseline).await;
+    }
 }

@@ -8,7 +8,7 @@ mod shared;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 pub use builder::TaskGroupBuilder;
 pub use outcome::{Outcome, TaskId};
@@ -170,7 +170,8 @@ where
     /// waits in the group, and is called when a slot frees; if the group is
     /// cancelled first it is never called. In a group already cancelled it is
     /// never called either, and the task counts as
-    /// [`Outcome::Cancelled`]. A panic in `f` itself is the task's panic.
+    /// [`Outcome::Cancelled`] (or [`Outcome::Panicked`] if dropping `f`
+    /// panics). A panic in `f` itself is the task's panic.
     ///
     /// # Panics
     ///
@@ -202,7 +203,7 @@ where
         let id = self.next_id();
         let mut state = self.shared.lock();
         if self.shared.ctx.is_cancelled() {
-            self.shared.record_unstarted(state, id);
+            self.shared.record_unstarted(state, id, f);
         } else if self.shared.has_room(&state) {
             let key = state.reserve(id);
             drop(state);
@@ -306,7 +307,7 @@ where
         let id = self.next_id();
         let mut state = self.shared.lock();
         if self.shared.ctx.is_cancelled() {
-            self.shared.record_unstarted(state, id);
+            self.shared.record_unstarted(state, id, f);
         } else if self.shared.has_room(&state) {
             let key = state.reserve(id);
             drop(state);
@@ -349,12 +350,23 @@ where
         if self.shared.limit.is_none() {
             return;
         }
+        let mut woken = false;
         loop {
             let freed = self.shared.slot_freed.notified();
-            if self.shared.ctx.is_cancelled() || self.shared.has_room(&self.shared.lock()) {
+            if self.shared.ctx.is_cancelled() {
+                return;
+            }
+            if self.shared.has_room(&self.shared.lock()) {
+                // A freed slot wakes one waiter, and this call reserves
+                // nothing: pass the wake-up on to any other `ready` caller,
+                // or it would wait on while there is room.
+                if woken {
+                    self.shared.slot_freed.notify_one();
+                }
                 return;
             }
             freed.await;
+            woken = true;
         }
     }
 
@@ -443,7 +455,13 @@ where
     /// page yields. [`wait`](TaskGroup::wait) and
     /// [`wait_outcomes`](TaskGroup::wait_outcomes) later report only on the
     /// tasks `next` did not hand out. A failure handed out here has already
-    /// cancelled the group, as always.
+    /// cancelled the group, as always. Several `next` calls may wait at
+    /// once; each task is handed to one of them, and all see the end.
+    ///
+    /// # Panics
+    ///
+    /// When called from the group's last running task, which would wait
+    /// for itself forever.
     ///
     /// # Cancel safety
     ///
@@ -475,18 +493,34 @@ where
     /// # }
     /// ```
     pub async fn next(&self) -> Option<(TaskId, Outcome<T, E>)> {
+        let mut woken = false;
         loop {
             let progress = self.shared.progress.notified();
             {
                 let mut state = self.shared.lock();
-                if let Some(done) = state.pop_done() {
-                    return Some(done);
+                let found = state.pop_done();
+                // `next` takes `&self`, so several calls may wait at once,
+                // and a task's completion wakes only one of them: a call
+                // that was woken passes the wake-up on when another caller
+                // has something to see (a further result, or the end), or
+                // that caller would wait forever.
+                let joined = state.is_joined();
+                if found.is_some() || joined {
+                    let pass_on = woken && (!state.done.is_empty() || joined);
+                    drop(state);
+                    if pass_on {
+                        self.shared.progress.notify_one();
+                    }
+                    return found;
                 }
-                if state.is_joined() {
-                    return None;
+                // All that is left is one running task: if it is the caller,
+                // it would wait for itself forever.
+                if state.outstanding() == 1 && state.running == 1 {
+                    self.refuse_own_task(state, "next");
                 }
             }
             progress.await;
+            woken = true;
         }
     }
 
@@ -536,6 +570,9 @@ where
     /// the first panic, with its payload, in the caller. A panic outranks any
     /// error. [`wait_outcomes`](TaskGroup::wait_outcomes) reports panics
     /// instead.
+    ///
+    /// Also panics when called from one of the group's own tasks (the group
+    /// moved into it), which would wait for itself forever.
     ///
     /// # Cancel safety
     ///
@@ -598,6 +635,11 @@ where
     ///
     /// When it returns, the group context is cancelled.
     ///
+    /// # Panics
+    ///
+    /// When called from one of the group's own tasks, as
+    /// [`wait`](TaskGroup::wait) does.
+    ///
     /// # Cancel safety
     ///
     /// Not cancel safe: dropping the future drops the group, as for
@@ -624,6 +666,7 @@ where
 
     /// Waits until every task has finished and takes what they left.
     async fn join(&self) -> Joined<T, E> {
+        self.refuse_own_task(self.shared.lock(), "wait");
         loop {
             let progress = self.shared.progress.notified();
             {
@@ -638,6 +681,21 @@ where
             }
             progress.await;
         }
+    }
+
+    /// Panics if called from one of the group's own tasks, which would wait
+    /// for itself forever: a clear panic instead of a hang.
+    fn refuse_own_task(&self, state: MutexGuard<'_, shared::State<T, E>>, what: &str) {
+        let Some(me) = tokio::task::try_id() else {
+            return;
+        };
+        let own = self.shared.runs_task(&state, me);
+        drop(state);
+        assert!(
+            !own,
+            "TaskGroup::{what} called from one of the group's own tasks: \
+             it would wait for itself forever"
+        );
     }
 
     fn next_id(&mut self) -> TaskId {

@@ -10,8 +10,9 @@
 //!    dropped.
 //! 2. `running` counts started task bodies not yet completed; `queue` holds
 //!    closures waiting for a slot and is non-empty only while `running`
-//!    fills the limit; `discarding` counts queued closures taken out to be
-//!    dropped unstarted. The group is joined when all three are zero/empty,
+//!    fills the limit; `discarding` counts closures taken out to be
+//!    dropped unstarted (queued ones, or ones spawned into a cancelled
+//!    group). The group is joined when all three are zero/empty,
 //!    so `wait` returns only after every task's user code is dropped.
 //! 3. Nothing is queued or started once the group context is cancelled:
 //!    `spawn` checks under the state lock, the hook empties the queue under
@@ -40,8 +41,9 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{self, Poll};
 
-use futures::FutureExt as _;
+use pin_project_lite::pin_project;
 use slab::Slab;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -164,11 +166,32 @@ where
         self.limit.is_none_or(|limit| state.outstanding() < limit)
     }
 
-    /// Records a task that will never start (the group was cancelled).
-    pub(super) fn record_unstarted(&self, mut state: MutexGuard<'_, State<T, E>>, id: TaskId) {
-        state.done.push_back((id, Outcome::Cancelled));
+    /// Records a task that will never start (the group was cancelled): drops
+    /// its closure `f` without the state lock (user code), and records it as
+    /// cancelled, or as panicked if the closure's destructor panics, as
+    /// [`Shared::discard`] does for queued ones (invariants 1 and 2).
+    pub(super) fn record_unstarted<X>(
+        &self,
+        mut state: MutexGuard<'_, State<T, E>>,
+        id: TaskId,
+        f: X,
+    ) {
+        state.discarding += 1;
+        drop(state);
+        let outcome = drop_catching(f).map_or(Outcome::Cancelled, Outcome::Panicked);
+        let mut state = self.lock();
+        state.discarding -= 1;
+        state.done.push_back((id, outcome));
         drop(state);
         self.progress.notify_one();
+    }
+
+    /// Whether the tokio task `task` is one of this group's started tasks.
+    pub(super) fn runs_task(&self, state: &State<T, E>, task: tokio::task::Id) -> bool {
+        state
+            .tasks
+            .iter()
+            .any(|(_, (_, handle))| handle.as_ref().is_some_and(|h| h.id() == task))
     }
 
     /// Starts a task whose slot was reserved under `key`.
@@ -205,12 +228,9 @@ where
             Ok(fut) => fut,
             Err(payload) => return completion.finish(Outcome::Panicked(payload)),
         };
-        let task = tokio::spawn(async move {
-            let outcome = match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(result) => Outcome::from_result(result),
-                Err(payload) => Outcome::Panicked(payload),
-            };
-            completion.finish(outcome);
+        let task = tokio::spawn(TaskFuture {
+            fut: Some(fut),
+            completion: Some(completion),
         });
         self.track(key, id, task.abort_handle());
     }
@@ -441,6 +461,88 @@ where
     fn finish(mut self, outcome: Outcome<T, E>) {
         self.finished = true;
         self.shared.complete(self.id, self.key, outcome, true);
+    }
+
+    /// Reports a task dropped before it finished, as `Drop` does, but with
+    /// an outcome: the panic of the task future's destructor.
+    fn abandon(mut self, outcome: Outcome<T, E>) {
+        self.finished = true;
+        self.shared.complete(self.id, self.key, outcome, false);
+    }
+}
+
+pin_project! {
+    /// What a started async task runs: the user's future, polled and
+    /// dropped inside `catch_unwind`, then its [`Completion`]. Its
+    /// destructor runs when it completes, or when tokio drops the task
+    /// (aborted by a cancel, or its runtime shutting down): either way a
+    /// panic there is the task's panic, reported by the group, never a
+    /// panic tokio swallows while the task reads as cancelled.
+    struct TaskFuture<Fut, T, E>
+    where
+        T: Send,
+        T: 'static,
+        E: std::fmt::Display,
+        E: Send,
+        E: 'static,
+    {
+        #[pin]
+        fut: Option<Fut>,
+        completion: Option<Completion<T, E>>,
+    }
+
+    impl<Fut, T, E> PinnedDrop for TaskFuture<Fut, T, E>
+    where
+        T: Send,
+        T: 'static,
+        E: std::fmt::Display,
+        E: Send,
+        E: 'static,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // Dropped unfinished: the user's future first, so that its
+            // code is gone before the group counts the task as done.
+            let dropped = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
+            if let Some(completion) = this.completion.take() {
+                match dropped {
+                    Ok(()) => drop(completion), // reports it cancelled
+                    Err(payload) => completion.abandon(Outcome::Panicked(payload)),
+                }
+            }
+        }
+    }
+}
+
+impl<Fut, T, E> Future for TaskFuture<Fut, T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let mut outcome = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => Outcome::from_result(result),
+            Err(payload) => Outcome::Panicked(payload),
+        };
+        // Drop the user's future now, before reporting: a panic in its
+        // destructor is the task's panic (the first one wins).
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)))
+            && !outcome.is_panicked()
+        {
+            outcome = Outcome::Panicked(payload);
+        }
+        if let Some(completion) = this.completion.take() {
+            completion.finish(outcome);
+        }
+        Poll::Ready(())
     }
 }
 
