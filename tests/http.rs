@@ -852,3 +852,73 @@ async fn request_contexts_descend_from_their_connection_context() {
         Disconnected::PeerClosed
     );
 }
+
+// ---------------------------------------------------------------------------
+// Responses hyper finishes without polling the body to its end (trailers, a
+// length met, HEAD, 204): the request is over, not abandoned by the client.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_hyper_ends_early_are_not_taken_for_a_client_that_went_away() {
+    use axum::response::IntoResponse;
+    use http::HeaderMap;
+    use http_body::Frame;
+
+    let (contexts, mut seen) = mpsc::unbounded_channel::<Context>();
+    let with_trailers = {
+        let contexts = contexts.clone();
+        move |ctx: Context| async move {
+            contexts.send(ctx).unwrap();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let frames = vec![
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"hi"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)))
+        }
+    };
+    let exact = {
+        let contexts = contexts.clone();
+        move |ctx: Context| async move {
+            contexts.send(ctx).unwrap();
+            "exactly this long"
+        }
+    };
+    let no_content = move |ctx: Context| async move {
+        contexts.send(ctx).unwrap();
+        StatusCode::NO_CONTENT.into_response()
+    };
+    let app = Router::new()
+        .route("/trailers", get(with_trailers))
+        .route("/exact", get(exact))
+        .route("/no-content", get(no_content));
+    let (root, shutdown) = Context::background().with_cancel();
+    let server = Server::start_on(app, ContextLayer::new(&root), false, root, shutdown).await;
+
+    for (method, path) in [
+        ("GET", "/trailers"),
+        ("GET", "/exact"),
+        ("HEAD", "/exact"),
+        ("GET", "/no-content"),
+    ] {
+        let stream = TcpStream::connect(server.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://localhost{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        let cause = next_cause(&mut seen).await;
+        assert!(
+            cause.downcast_ref::<Disconnected>().is_none(),
+            "{method} {path}: the request ended with {cause}"
+        );
+        // The connection stays open: the end came from the response itself.
+        drop(sender);
+    }
+}

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{self, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -68,6 +68,10 @@ pin_project! {
         // Set when `is_end_stream` said the body has nothing more to send:
         // hyper then drops it without polling it to the end.
         ended: AtomicBool,
+        // Bytes still to hand out when the body announced its exact size
+        // (read at the first poll; `None` until then): hyper drops a body
+        // whose length is met without polling for the end.
+        remaining: Option<Option<u64>>,
     }
 
     impl<B> PinnedDrop for ContextBody<B> {
@@ -96,8 +100,10 @@ impl<B> ContextBody<B> {
             kind: Kind::Wrapped { body },
             request,
             ended: AtomicBool::new(false),
+            remaining: None,
         }
     }
+
 
     pub(super) fn message(text: String) -> ContextBody<B> {
         ContextBody {
@@ -106,6 +112,7 @@ impl<B> ContextBody<B> {
             },
             request: None,
             ended: AtomicBool::new(false),
+            remaining: None,
         }
     }
 
@@ -152,10 +159,26 @@ where
         let this = self.project();
         match this.kind.project() {
             KindProj::Wrapped { body } => {
+                let remaining = this
+                    .remaining
+                    .get_or_insert_with(|| body.size_hint().exact());
                 let frame = std::task::ready!(body.poll_frame(cx));
-                if !matches!(frame, Some(Ok(_))) {
-                    // The last frame, or an error: the response is over.
-                    // Dropping the handle cancels with no special cause.
+                let last = match &frame {
+                    // Trailers come last; hyper sends them and drops the body.
+                    Some(Ok(frame)) if frame.is_trailers() => true,
+                    Some(Ok(frame)) => match (remaining.as_mut(), frame.data_ref()) {
+                        (Some(remaining), Some(data)) => {
+                            *remaining = remaining.saturating_sub(data.remaining() as u64);
+                            *remaining == 0
+                        }
+                        _ => false,
+                    },
+                    // The end, or an error.
+                    None | Some(Err(_)) => true,
+                };
+                if last {
+                    // The response is over. Dropping the handle cancels
+                    // with no special cause.
                     this.request.take();
                 }
                 Poll::Ready(frame)

@@ -302,9 +302,11 @@ where
             None => parent.with_cancel(),
         };
         req.extensions_mut().insert(ctx);
+        let head = req.method() == http::Method::HEAD;
         ContextResponseFuture {
             state: State::Called {
                 future: self.inner.call(req),
+                head,
             },
             request: Some(cancel),
         }
@@ -376,7 +378,8 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, B> {
-        Called { #[pin] future: F },
+        // `head`: a response to HEAD has no body to send.
+        Called { #[pin] future: F, head: bool },
         Rejected { response: Option<Response<ContextBody<B>>> },
     }
 }
@@ -407,13 +410,23 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.state.project() {
-            StateProj::Called { future } => {
+            StateProj::Called { future, head } => {
                 let result = std::task::ready!(future.poll(cx));
                 // On an error the request is over: dropping the handle
                 // cancels with no special cause. On a response the body
-                // takes the handle.
+                // takes the handle, unless it is one hyper never sends
+                // (HEAD, 1xx, 204, 304): then the response is over with its
+                // head, and the handle goes now.
                 let request = this.request.take();
-                Poll::Ready(result.map(|response| response.map(|b| ContextBody::new(b, request))))
+                Poll::Ready(result.map(|response| {
+                    let status = response.status();
+                    let bodiless = *head
+                        || status.is_informational()
+                        || status == StatusCode::NO_CONTENT
+                        || status == StatusCode::NOT_MODIFIED;
+                    let request = if bodiless { None } else { request };
+                    response.map(|body| ContextBody::new(body, request))
+                }))
             }
             StateProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()
