@@ -1761,3 +1761,40 @@ async fn context_futures_can_be_spawned() {
     assert_eq!(slept, Err(ContextError::Cancelled));
     assert_eq!(ran, Err(ContextError::Cancelled));
 }
+
+/// A registration whose context can no longer be cancelled (its handle
+/// given up, no deadline, no cancellable parent) costs nothing: the callback
+/// is dropped, even one that holds a clone of its own context.
+#[tokio::test]
+async fn after_cancel_is_dropped_once_its_context_can_never_end() {
+    let probe = Arc::new(());
+    let (ctx, handle) = Context::background().with_cancel();
+    let registration = {
+        let (probe, keep) = (probe.clone(), ctx.clone());
+        ctx.after_cancel(move || drop((probe, keep)))
+    };
+    drop(registration); // stays registered
+    assert_eq!(Arc::strong_count(&probe), 2);
+    handle.disarm();
+    assert_eq!(Arc::strong_count(&probe), 1, "the callback was dropped");
+
+    // Registered afterwards: never stored, dropped with its handle.
+    let late = {
+        let probe = probe.clone();
+        ctx.after_cancel(move || drop(probe))
+    };
+    assert!(late.stop(), "it could never have run");
+    assert_eq!(Arc::strong_count(&probe), 1);
+
+    // With a cancellable parent, disarming keeps the callback: the parent
+    // can still cancel it.
+    let (parent, cancel_parent) = Context::background().with_cancel();
+    let (child, child_handle) = parent.with_cancel();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _kept = child.after_cancel(move || {
+        let _ = tx.send(());
+    });
+    child_handle.disarm();
+    cancel_parent.cancel();
+    rx.await.expect("the callback ran");
+}

@@ -874,7 +874,9 @@ async fn responses_hyper_ends_early_are_not_taken_for_a_client_that_went_away() 
                 Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"hi"))),
                 Ok(Frame::trailers(trailers)),
             ];
-            Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)))
+            Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+                frames,
+            )))
         }
     };
     let exact = {

@@ -17,6 +17,20 @@ pin_project! {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping it loses nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, ContextDoneFuture};
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let done: ContextDoneFuture<'_> = ctx.done();
+    /// let mut done = tokio_test::task::spawn(done);
+    /// assert!(done.poll().is_pending());
+    /// cancel.cancel();
+    /// assert!(done.is_woken()); // the cancel wakes the waiting task
+    /// assert!(done.poll().is_ready());
+    /// ```
     #[must_use = "futures do nothing unless polled"]
     pub struct ContextDoneFuture<'a> {
         node: &'a Node,
@@ -74,6 +88,20 @@ pin_project! {
     /// # Cancel safety
     ///
     /// As cancel safe as the inner future, which dropping this drops.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, ContextError, ContextRunFuture};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let run: ContextRunFuture<'_, _> = ctx.run(std::future::pending::<()>());
+    /// cancel.cancel();
+    /// assert_eq!(run.await, Err(ContextError::Cancelled));
+    /// # }
+    /// ```
     #[must_use = "futures do nothing unless polled"]
     pub struct ContextRunFuture<'a, F> {
         #[pin]

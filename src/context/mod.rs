@@ -751,7 +751,9 @@ impl CancelHandle {
     }
 
     /// Gives up the handle without cancelling: the context then ends only
-    /// through its parent or its deadline.
+    /// through its parent or its deadline. If it has neither, it can never
+    /// end, and its [`after_cancel`](Context::after_cancel) callbacks are
+    /// dropped (they could never run).
     ///
     /// # Examples
     ///
@@ -764,6 +766,7 @@ impl CancelHandle {
     /// ```
     pub fn disarm(mut self) {
         self.armed = false;
+        self.node.disarmed();
     }
 }
 

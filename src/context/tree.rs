@@ -235,6 +235,13 @@ pub(crate) struct Node {
     slot: AtomicUsize,
     /// Whether anything can ever cancel this node.
     cancellable: bool,
+    /// Whether a cancellable ancestor can cancel it (it is linked).
+    inherits: bool,
+    /// Its only canceller, its handle, was given up (`disarm`) and it has
+    /// no deadline and no cancellable ancestor: it can never be cancelled
+    /// now, so after-cancel callbacks are dropped, not kept. Written under
+    /// `inner`.
+    abandoned: AtomicBool,
     /// Whether this node or an ancestor it can reach carries a value.
     has_values: bool,
     stripe: u8,
@@ -266,6 +273,8 @@ impl Node {
             parent: parent.filter(|p| p.has_values || (p.cancellable && !detach)),
             slot: AtomicUsize::new(UNLINKED),
             cancellable: spec.own_cancel || deadline.is_some() || parent_cancellable,
+            inherits: parent_cancellable,
+            abandoned: AtomicBool::new(false),
             has_values,
             stripe,
             deadline,
@@ -399,12 +408,37 @@ impl Node {
             return None;
         }
         let mut inner = lock(&self.inner);
+        if self.abandoned.load(Ordering::Relaxed) {
+            return None;
+        }
         if self.is_cancelled() {
             drop(inner);
             callback.fire();
             return None;
         }
         Some(inner.extras().callbacks.insert(callback.clone()))
+    }
+
+    /// The node's handle was given up without cancelling. If nothing else
+    /// can cancel it (no deadline, no cancellable ancestor), its after-cancel
+    /// callbacks can never run: drop them now (outside the lock: they are
+    /// user code), and refuse new ones, so a callback that holds its own
+    /// context does not keep both alive forever.
+    pub(crate) fn disarmed(&self) {
+        if self.inherits || self.deadline.is_some() || self.hook.is_some() {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        if self.is_cancelled() {
+            return;
+        }
+        self.abandoned.store(true, Ordering::Relaxed);
+        let callbacks = inner
+            .extras
+            .as_mut()
+            .map(|extras| std::mem::take(&mut extras.callbacks));
+        drop(inner);
+        drop(callbacks);
     }
 
     /// Forgets a registration made by [`Node::register`]. A no-op once the

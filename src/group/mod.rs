@@ -524,21 +524,29 @@ where
         }
     }
 
-    /// Hands out a task that has already finished, if any, without waiting.
+    /// Hands out a task that has already finished, if any, without waiting:
+    /// for a producer loop that drains results as it spawns, so they do not
+    /// pile up until `wait`.
     ///
     /// # Examples
     ///
     /// ```
-    /// use taskgroup::TaskGroup;
+    /// use taskgroup::{Outcome, TaskGroup};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let mut group = TaskGroup::<(), String>::new();
+    /// let mut group = TaskGroup::<u8, String>::new();
     /// assert!(group.try_next().is_none());
-    /// group.spawn(|_ctx| async { Ok(()) });
-    /// tokio::task::yield_now().await; // let it run
-    /// # while group.len() > 0 && group.try_next().is_none() { tokio::task::yield_now().await; }
-    /// # return;
+    /// let (started, running) = tokio::sync::oneshot::channel();
+    /// let id = group.spawn(|_ctx| async move {
+    ///     started.send(()).unwrap();
+    ///     Ok(7)
+    /// });
+    /// // On this single-threaded runtime the task runs, and finishes, while
+    /// // this one waits.
+    /// running.await.unwrap();
+    /// assert!(matches!(group.try_next(), Some((done, Outcome::Ok(7))) if done == id));
+    /// assert!(group.try_next().is_none());
     /// # }
     /// ```
     pub fn try_next(&self) -> Option<(TaskId, Outcome<T, E>)> {
@@ -714,8 +722,9 @@ struct Joined<T, E> {
     ok_after_cancel: bool,
 }
 
-/// Puts finished tasks in spawn order, each mapped by `keep`, in linear
-/// time: ids are dense, but for the ones `next` handed out. `keep` maps
+/// Puts finished tasks in spawn order, each mapped by `keep`: in linear
+/// time when ids are dense (all but the ones `next` handed out), by sorting
+/// when they are sparse. `keep` maps
 /// before the reorder so that `wait` reorders bare values (for `T = ()`, a
 /// byte a task) rather than whole outcomes.
 fn in_spawn_order<T, E, X>(
@@ -726,7 +735,17 @@ fn in_spawn_order<T, E, X>(
         return Vec::new();
     };
     let last = done.iter().map(|(id, _)| id.0).max().unwrap_or(first);
-    let span = usize::try_from(last - first + 1).expect("task ids span the address space");
+    let span = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
+    if span / 2 > done.len() {
+        // Sparse (`next` handed out most of a long run): sort what is left
+        // rather than allocate a slot for every id in between.
+        let mut done = Vec::from(done);
+        done.sort_unstable_by_key(|(id, _)| *id);
+        return done
+            .into_iter()
+            .filter_map(|(_, outcome)| keep(outcome))
+            .collect();
+    }
     let mut slots: Vec<Option<X>> = std::iter::repeat_with(|| None).take(span).collect();
     for (id, outcome) in done {
         slots[(id.0 - first) as usize] = keep(outcome);

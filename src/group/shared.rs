@@ -334,10 +334,20 @@ where
         }
         state.done.push_back((id, outcome));
 
+        let mut escaped = None;
         if let Some(cause) = cause {
             drop(state);
             let error = cancellation(ContextError::Cancelled, Some(Cause::new(cause)));
-            let won = self.ctx.cancel_internal(error);
+            // The cancel finishes every node, then resumes a panic from user
+            // code it ran (a value's destructor): finish the bookkeeping
+            // first, or `wait` and `next` would wait for this task forever.
+            let won = match catch_unwind(AssertUnwindSafe(|| self.ctx.cancel_internal(error))) {
+                Ok(won) => won,
+                Err(payload) => {
+                    escaped = Some(payload);
+                    true
+                }
+            };
             state = self.lock();
             state.cancelling = false;
             if !won {
@@ -364,6 +374,9 @@ where
         self.discard(unstarted);
         if let Some((id, key, work)) = next {
             self.start(id, key, work);
+        }
+        if let Some(payload) = escaped {
+            std::panic::resume_unwind(payload);
         }
     }
 }

@@ -104,7 +104,6 @@ impl<B> ContextBody<B> {
         }
     }
 
-
     pub(super) fn message(text: String) -> ContextBody<B> {
         ContextBody {
             kind: Kind::Message {

@@ -218,7 +218,11 @@ impl ConnectionContext {
 /// unwatched: its context ends only when a read sees the end or a reset, or
 /// when it is dropped ([`is_watched`](WatchedIo::is_watched) says which).
 /// Costs per connection: one `dup`, one reactor registration, and one task
-/// that wakes when data or a FIN arrives.
+/// that wakes when data or a FIN arrives. Two consequences of the second
+/// handle: a server hits its file-descriptor limit at half as many
+/// connections, and when the connection is dropped the socket closes (and
+/// its FIN or RST goes out) only once the aborted watch task has been
+/// dropped too, a scheduler turn later.
 ///
 /// # Examples
 ///
