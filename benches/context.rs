@@ -111,6 +111,15 @@ fn is_cancelled(c: &mut Criterion) {
     });
     hammer.stop("is_cancelled/token/contended");
 
+    // The second thread busy on a context of its own: what two busy cores
+    // cost when nothing is shared.
+    let (other, _other_cancel) = Context::background().with_cancel();
+    let hammer = Hammer::start(move || other.is_cancelled());
+    group.bench_function(BenchmarkId::new("context_unshared", "contended"), |b| {
+        b.iter(|| black_box(&ctx).is_cancelled())
+    });
+    hammer.stop("is_cancelled/context_unshared/contended");
+
     let other = flag.clone();
     let hammer = Hammer::start(move || other.load(Ordering::Acquire) != 0);
     group.bench_function(BenchmarkId::new("atomic_load", "contended"), |b| {
