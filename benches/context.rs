@@ -1,0 +1,217 @@
+//! `Context` against tokio-util's `CancellationToken`, each bench beside its
+//! baseline in the same criterion group. No runtime is needed: nothing here
+//! awaits.
+//!
+//! Function ids: `context*` is the crate, everything else a baseline.
+//!
+//! - `child_create_drop`: derive a child of a cancellable parent and drop
+//!   it. For the crate that is `with_cancel()` and dropping both halves
+//!   (dropping the `CancelHandle` cancels the child, as Go's `defer
+//!   cancel()` does); for the token, `child_token()` and dropping it.
+//! - `is_cancelled/uncontended`: one thread asks a live context.
+//! - `is_cancelled/contended`: the same while a second thread asks the same
+//!   context (the same token) in a loop. `atomic_load` is the floor: a bare
+//!   `AtomicU8` read, with the second thread reading it too. It shows what
+//!   the machine does to any loop when both cores are busy (on a loaded
+//!   2-core machine the measured thread then gets preempted more), apart
+//!   from any contention on the context itself.
+//! - `value/D`: look up a value set D contexts up the chain (D = 1: on the
+//!   context itself). There is no tokio counterpart, so no baseline.
+//! - `deep_chain_cancel/N`: cancel the root of a chain N contexts deep
+//!   (every `CancelHandle` kept alive); building and dropping the chain are
+//!   untimed.
+//!
+//! `cargo bench --bench context` runs them.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use taskgroup::{CancelHandle, Context};
+use tokio_util::sync::CancellationToken;
+
+fn child_create_drop(c: &mut Criterion) {
+    let mut group = c.benchmark_group("child_create_drop");
+    let (parent, _cancel) = Context::background().with_cancel();
+    group.bench_function("context", |b| b.iter(|| black_box(parent.with_cancel())));
+    let token = CancellationToken::new();
+    group.bench_function("child_token", |b| b.iter(|| black_box(token.child_token())));
+    group.finish();
+}
+
+/// A second thread calling `check` in a loop until stopped.
+struct Hammer {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<u64>,
+    since: Instant,
+}
+
+impl Hammer {
+    fn start(check: impl Fn() -> bool + Send + 'static) -> Hammer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut calls = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                black_box(check());
+                calls += 1;
+            }
+            calls
+        });
+        Hammer {
+            stop,
+            thread,
+            since: Instant::now(),
+        }
+    }
+
+    /// Stops the thread and says how hard it hammered, so a run on a
+    /// loaded machine shows whether the two threads really overlapped.
+    fn stop(self, what: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        let calls = self.thread.join().expect("the hammer does not panic");
+        let rate = calls as f64 / self.since.elapsed().as_secs_f64();
+        eprintln!("{what}: the second thread made {:.0} M calls/s", rate / 1e6);
+    }
+}
+
+fn is_cancelled(c: &mut Criterion) {
+    let mut group = c.benchmark_group("is_cancelled");
+    let (ctx, _cancel) = Context::background().with_cancel();
+    let token = CancellationToken::new();
+    // The floor: what a flag costs to read, under the same conditions.
+    let flag = Arc::new(AtomicU8::new(0));
+
+    group.bench_function(BenchmarkId::new("context", "uncontended"), |b| {
+        b.iter(|| black_box(&ctx).is_cancelled())
+    });
+    group.bench_function(BenchmarkId::new("token", "uncontended"), |b| {
+        b.iter(|| black_box(&token).is_cancelled())
+    });
+    group.bench_function(BenchmarkId::new("atomic_load", "uncontended"), |b| {
+        b.iter(|| black_box(&*flag).load(Ordering::Acquire))
+    });
+
+    let other = ctx.clone();
+    let hammer = Hammer::start(move || other.is_cancelled());
+    group.bench_function(BenchmarkId::new("context", "contended"), |b| {
+        b.iter(|| black_box(&ctx).is_cancelled())
+    });
+    hammer.stop("is_cancelled/context/contended");
+
+    let other = token.clone();
+    let hammer = Hammer::start(move || other.is_cancelled());
+    group.bench_function(BenchmarkId::new("token", "contended"), |b| {
+        b.iter(|| black_box(&token).is_cancelled())
+    });
+    hammer.stop("is_cancelled/token/contended");
+
+    // The second thread busy on a context of its own: what two busy cores
+    // cost when nothing is shared.
+    let (other, _other_cancel) = Context::background().with_cancel();
+    let hammer = Hammer::start(move || other.is_cancelled());
+    group.bench_function(BenchmarkId::new("context_unshared", "contended"), |b| {
+        b.iter(|| black_box(&ctx).is_cancelled())
+    });
+    hammer.stop("is_cancelled/context_unshared/contended");
+
+    let other = flag.clone();
+    let hammer = Hammer::start(move || other.load(Ordering::Acquire) != 0);
+    group.bench_function(BenchmarkId::new("atomic_load", "contended"), |b| {
+        b.iter(|| black_box(&*flag).load(Ordering::Acquire))
+    });
+    hammer.stop("is_cancelled/atomic_load/contended");
+    group.finish();
+}
+
+#[derive(Debug, PartialEq)]
+struct Needle(u64);
+#[allow(dead_code)] // only its type matters
+struct Filler(u64);
+
+fn value(c: &mut Criterion) {
+    let mut group = c.benchmark_group("value");
+    for depth in [1u64, 10, 100] {
+        let mut ctx = Context::background().with_value(Needle(depth));
+        for i in 1..depth {
+            ctx = ctx.with_value(Filler(i));
+        }
+        assert_eq!(ctx.value::<Needle>(), Some(&Needle(depth)));
+        group.bench_function(BenchmarkId::new("context", depth), |b| {
+            b.iter(|| black_box(black_box(&ctx).value::<Needle>()).is_some())
+        });
+    }
+    group.finish();
+}
+
+fn deep_chain_cancel(c: &mut Criterion) {
+    let n: usize = 100_000;
+    let mut group = c.benchmark_group("deep_chain_cancel");
+    group
+        .throughput(Throughput::Elements(n as u64))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+
+    group.bench_function(BenchmarkId::new("context", n), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (root, cancel) = Context::background().with_cancel();
+                let mut handles: Vec<CancelHandle> = Vec::with_capacity(n);
+                let mut leaf = root.clone();
+                for _ in 0..n {
+                    let (child, handle) = leaf.with_cancel();
+                    handles.push(handle);
+                    leaf = child;
+                }
+                let t0 = Instant::now();
+                cancel.cancel();
+                total += t0.elapsed();
+                assert!(leaf.is_cancelled());
+                drop((handles, leaf, root));
+            }
+            total
+        })
+    });
+    group.bench_function(BenchmarkId::new("child_token", n), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let root = CancellationToken::new();
+                let mut chain: Vec<CancellationToken> = Vec::with_capacity(n);
+                let mut leaf = root.clone();
+                for _ in 0..n {
+                    let child = leaf.child_token();
+                    chain.push(std::mem::replace(&mut leaf, child));
+                }
+                let t0 = Instant::now();
+                root.cancel();
+                total += t0.elapsed();
+                assert!(leaf.is_cancelled());
+                drop((chain, leaf, root));
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+fn quick() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = quick();
+    targets = child_create_drop, is_cancelled, value, deep_chain_cancel
+}
+criterion_main!(benches);

@@ -1,0 +1,427 @@
+//! `TaskGroup` against the tokio code one would write by hand, each bench
+//! beside its baselines in the same criterion group.
+//!
+//! Every measurement runs inside one tokio task on a multi-thread runtime
+//! with the default worker count (2 on the reference machine), as the peer
+//! harness in `shared/peers/` does: the fan-out is driven from a worker
+//! thread, not from `block_on`. `iter_custom` times only the part named in
+//! each group; setup (spawning parked siblings) and teardown are untimed.
+//! Throughput is set to N, so criterion prints tasks per second, and
+//! `scripts/ratios.py` reports ns per task and taskgroup/baseline ratios.
+//!
+//! Function ids: `taskgroup*` is the crate, everything else a baseline.
+//!
+//! - `spawn_wait/N`: spawn N no-op tasks, then wait for all of them.
+//! - `first_error/N`: N siblings parked (each in a 1 h sleep cut short by
+//!   cancellation); timed from spawning one failing task until the
+//!   errgroup-style wait returns that error with every sibling joined.
+//! - `cancel/N`: N tasks parked on their context (or token); timed from
+//!   `cancel()` until every task is joined.
+//! - `limit/N`: N no-op tasks through a limit of 64 with backpressure
+//!   (`ready()` + `spawn`, or a semaphore permit per task), then wait.
+//!
+//! `cargo bench --bench group` runs them; `cargo bench --bench group --
+//! spawn_wait` runs one group.
+
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
+    criterion_main, measurement::WallTime,
+};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use taskgroup::{GroupError, TaskGroup};
+use tokio::runtime::Runtime;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const LIMIT: usize = 64;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a multi-thread runtime")
+}
+
+/// Runs `iters` repetitions of `one` inside a single spawned task and adds
+/// up the durations each returns.
+fn timed<F, Fut>(rt: &Runtime, iters: u64, one: F) -> Duration
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Duration> + Send,
+{
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += one().await;
+            }
+            total
+        })
+        .await
+        .expect("the bench task does not panic")
+    })
+}
+
+/// "Every task has registered as a waiter": counted down by N tasks.
+struct Latch {
+    n: usize,
+    arrived: AtomicUsize,
+    all: Notify,
+}
+
+impl Latch {
+    fn new(n: usize) -> Arc<Latch> {
+        Arc::new(Latch {
+            n,
+            arrived: AtomicUsize::new(0),
+            all: Notify::new(),
+        })
+    }
+
+    fn arrive(&self) {
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+            self.all.notify_one(); // stores a permit if nobody waits yet
+        }
+    }
+
+    async fn wait(&self) {
+        if self.n > 0 {
+            self.all.notified().await;
+        }
+    }
+}
+
+/// Polls `fut` once (so it registers its waker), tells `latch`, then
+/// finishes it.
+async fn park<F: Future>(fut: F, latch: &Latch) -> F::Output {
+    let mut fut = pin!(fut);
+    let first = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    latch.arrive();
+    match first {
+        Poll::Ready(out) => out,
+        Poll::Pending => fut.await,
+    }
+}
+
+/// A group of benches over N, with sampling suited to N.
+fn sized<'a>(c: &'a mut Criterion, name: &str, big: bool) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    if big {
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(4));
+    }
+    group
+}
+
+// ------------------------------------------------------------ spawn_wait ----
+
+async fn spawn_wait_taskgroup(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut group = TaskGroup::<(), Infallible>::new();
+    for _ in 0..n {
+        group.spawn(|_ctx| async { Ok(()) });
+    }
+    let values = group.wait().await.expect("no task fails");
+    let elapsed = t0.elapsed();
+    assert_eq!(values.len(), n);
+    elapsed
+}
+
+async fn spawn_wait_joinset(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        set.spawn(async {});
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.expect("no task panics");
+    }
+    t0.elapsed()
+}
+
+async fn spawn_wait_vec(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let handles: Vec<JoinHandle<()>> = (0..n).map(|_| tokio::spawn(async {})).collect();
+    for handle in handles {
+        handle.await.expect("no task panics");
+    }
+    t0.elapsed()
+}
+
+/// One task polling every future: no parallelism, no per-task spawn. A
+/// floor for the fast-path designs of `shared/notes/fast-path.md`, not a
+/// like-for-like baseline.
+async fn spawn_wait_futures_unordered(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut futures: FuturesUnordered<_> = (0..n).map(|_| async {}).collect();
+    let mut done = 0;
+    while futures.next().await.is_some() {
+        done += 1;
+    }
+    let elapsed = t0.elapsed();
+    assert_eq!(done, n);
+    elapsed
+}
+
+fn spawn_wait(c: &mut Criterion) {
+    let rt = runtime();
+    for n in [1_000, 100_000] {
+        let mut group = sized(c, "spawn_wait", n > 10_000);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("taskgroup", n), |b| {
+            b.iter_custom(|iters| timed(&rt, iters, move || spawn_wait_taskgroup(n)))
+        });
+        group.bench_function(BenchmarkId::new("joinset", n), |b| {
+            b.iter_custom(|iters| timed(&rt, iters, move || spawn_wait_joinset(n)))
+        });
+        group.bench_function(BenchmarkId::new("vec_joinhandle", n), |b| {
+            b.iter_custom(|iters| timed(&rt, iters, move || spawn_wait_vec(n)))
+        });
+        group.bench_function(BenchmarkId::new("futures_unordered", n), |b| {
+            b.iter_custom(|iters| timed(&rt, iters, move || spawn_wait_futures_unordered(n)))
+        });
+        group.finish();
+    }
+}
+
+// ----------------------------------------------------------- first_error ----
+
+async fn first_error_taskgroup(n: usize) -> Duration {
+    let latch = Latch::new(n);
+    let mut group = TaskGroup::<(), usize>::new();
+    for _ in 0..n {
+        let latch = latch.clone();
+        group.spawn(move |ctx| async move {
+            let _ = park(ctx.sleep(HOUR), &latch).await;
+            Ok(())
+        });
+    }
+    latch.wait().await;
+    let t0 = Instant::now();
+    group.spawn(move |_ctx| async move { Err(n) });
+    let result = group.wait().await;
+    let elapsed = t0.elapsed();
+    assert_eq!(result, Err(GroupError::Failed(n)));
+    elapsed
+}
+
+/// Go's errgroup by hand: a token every task selects on, the first error
+/// kept in a `OnceLock` and cancelling the token from the failing task,
+/// every task joined.
+async fn first_error_joinset_token(n: usize) -> Duration {
+    struct Shared {
+        token: CancellationToken,
+        error: OnceLock<usize>,
+    }
+    let shared = Arc::new(Shared {
+        token: CancellationToken::new(),
+        error: OnceLock::new(),
+    });
+    let latch = Latch::new(n);
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let shared = shared.clone();
+        let latch = latch.clone();
+        set.spawn(async move {
+            let parked = async {
+                tokio::select! {
+                    biased;
+                    _ = shared.token.cancelled() => {}
+                    _ = tokio::time::sleep(HOUR) => {}
+                }
+            };
+            park(parked, &latch).await;
+            Ok::<(), usize>(())
+        });
+    }
+    latch.wait().await;
+    let t0 = Instant::now();
+    let failing = shared.clone();
+    set.spawn(async move {
+        if failing.error.set(n).is_ok() {
+            failing.token.cancel();
+        }
+        Err(n)
+    });
+    while let Some(joined) = set.join_next().await {
+        let _ = joined.expect("no task panics");
+    }
+    let first = *shared.error.get().expect("the failing task ran");
+    let elapsed = t0.elapsed();
+    assert_eq!(first, n);
+    elapsed
+}
+
+fn first_error(c: &mut Criterion) {
+    let rt = runtime();
+    for n in [1_000, 100_000] {
+        let mut group = sized(c, "first_error", n > 10_000);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("taskgroup", n), |b| {
+            b.iter_custom(|iters| timed(&rt, iters, move || first_error_taskgroup(n)))
+        });
+        group.bench_function(BenchmarkId::new("joinset_token", n), |b| {
+            b.iter_custom(|iters| timed(&rt, iters, move || first_error_joinset_token(n)))
+        });
+        group.finish();
+    }
+}
+
+// ---------------------------------------------------------------- cancel ----
+
+async fn cancel_taskgroup(n: usize) -> Duration {
+    let latch = Latch::new(n);
+    let mut group = TaskGroup::<(), Infallible>::new();
+    for _ in 0..n {
+        let latch = latch.clone();
+        group.spawn(move |ctx| async move {
+            park(ctx.done(), &latch).await;
+            Ok(())
+        });
+    }
+    latch.wait().await;
+    let t0 = Instant::now();
+    group.cancel();
+    let result = group.wait().await;
+    let elapsed = t0.elapsed();
+    // `Ok` is allowed: a task may see the cancel and return before the
+    // group's abort reaches it (the peer binary counts those).
+    assert!(matches!(result, Err(GroupError::Cancelled(_)) | Ok(_)));
+    elapsed
+}
+
+async fn cancel_joinset_token(n: usize) -> Duration {
+    let token = CancellationToken::new();
+    let latch = Latch::new(n);
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let token = token.clone();
+        let latch = latch.clone();
+        set.spawn(async move { park(token.cancelled(), &latch).await });
+    }
+    latch.wait().await;
+    let t0 = Instant::now();
+    token.cancel();
+    while let Some(joined) = set.join_next().await {
+        joined.expect("no task panics");
+    }
+    t0.elapsed()
+}
+
+/// What `TaskGroup` does underneath (besides waking the waiters): abort
+/// every task, then join them.
+async fn cancel_joinset_abort_all(n: usize) -> Duration {
+    let latch = Latch::new(n);
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let latch = latch.clone();
+        set.spawn(async move { park(std::future::pending::<()>(), &latch).await });
+    }
+    latch.wait().await;
+    let t0 = Instant::now();
+    set.abort_all();
+    while let Some(joined) = set.join_next().await {
+        assert!(joined.is_err_and(|e| e.is_cancelled()));
+    }
+    t0.elapsed()
+}
+
+fn cancel(c: &mut Criterion) {
+    let rt = runtime();
+    for n in [1_000, 100_000] {
+        let mut group = sized(c, "cancel", n > 10_000);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("taskgroup", n), |b| {
+            b.iter_custom(|iters| timed(&rt, iters, move || cancel_taskgroup(n)))
+        });
+        group.bench_function(BenchmarkId::new("joinset_token", n), |b| {
+            b.iter_custom(|iters| timed(&rt, iters, move || cancel_joinset_token(n)))
+        });
+        group.bench_function(BenchmarkId::new("joinset_abort_all", n), |b| {
+            b.iter_custom(|iters| timed(&rt, iters, move || cancel_joinset_abort_all(n)))
+        });
+        group.finish();
+    }
+}
+
+// ----------------------------------------------------------------- limit ----
+
+/// `drain`: hand finished tasks out with `try_next` in the loop, so results
+/// do not pile up until `wait`.
+async fn limit_taskgroup(n: usize, drain: bool) -> Duration {
+    let t0 = Instant::now();
+    let mut group = TaskGroup::<(), Infallible>::builder().limit(LIMIT).build();
+    let mut drained = 0;
+    for _ in 0..n {
+        group.ready().await;
+        group.spawn(|_ctx| async { Ok(()) });
+        if drain {
+            while group.try_next().is_some() {
+                drained += 1;
+            }
+        }
+    }
+    let values = group.wait().await.expect("no task fails");
+    let elapsed = t0.elapsed();
+    assert_eq!(values.len() + drained, n);
+    elapsed
+}
+
+/// A permit per task, held by the task; finished tasks reaped as we go.
+async fn limit_semaphore_joinset(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let permits = Arc::new(Semaphore::new(LIMIT));
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let permit = permits.clone().acquire_owned().await.expect("never closed");
+        set.spawn(async move { drop(permit) });
+        while let Some(joined) = set.try_join_next() {
+            joined.expect("no task panics");
+        }
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.expect("no task panics");
+    }
+    t0.elapsed()
+}
+
+fn limit(c: &mut Criterion) {
+    let rt = runtime();
+    let n = 100_000;
+    let mut group = sized(c, "limit", true);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::new("taskgroup", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || limit_taskgroup(n, false)))
+    });
+    group.bench_function(BenchmarkId::new("taskgroup_drain", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || limit_taskgroup(n, true)))
+    });
+    group.bench_function(BenchmarkId::new("semaphore_joinset", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || limit_semaphore_joinset(n)))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    targets = spawn_wait, first_error, cancel, limit
+}
+criterion_main!(benches);
