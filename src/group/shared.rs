@@ -370,7 +370,11 @@ where
         drop(state);
 
         self.progress.notify_one();
-        self.slot_freed.notify_one();
+        if self.limit.is_some() {
+            // Only `ready` waits for a slot, and without a limit it never
+            // waits.
+            self.slot_freed.notify_one();
+        }
         self.discard(unstarted);
         if let Some((id, key, work)) = next {
             self.start(id, key, work);
