@@ -479,12 +479,21 @@ fn after_cancel_racing_cancel_runs_each_callback_exactly_once() {
                 }
             }
             let expected = prevented.iter().filter(|p| !**p).count();
+            // Every callback runs on a task of its own: wait until every one
+            // has run and no callback task is left alive, so a wrongly
+            // doubled callback has run too before the counts are read.
             let deadline = Instant::now() + Duration::from_secs(20);
-            while total_runs.load(Ordering::SeqCst) < expected && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(1));
+            while (total_runs.load(Ordering::SeqCst) < expected
+                || rt.metrics().num_alive_tasks() > 0)
+                && Instant::now() < deadline
+            {
+                thread::yield_now();
             }
-            // Give a wrongly doubled callback a chance to show itself.
-            thread::sleep(Duration::from_millis(20));
+            assert_eq!(
+                rt.metrics().num_alive_tasks(),
+                0,
+                "callback tasks never ended"
+            );
             rt.shutdown_timeout(Duration::from_secs(5));
             assert!(
                 !early.load(Ordering::SeqCst),
