@@ -1110,7 +1110,9 @@ async fn dropping_the_wait_future_stops_everything() {
             ctx.sleep(ms(1_000)).await.map_err(|e| e.to_string())
         });
         run_until_idle().await;
-        assert_eq!(alive_tasks(), baseline + 3);
+        // The three tasks are parked inside the group's runner tasks.
+        assert!(alive_tasks() > baseline);
+        assert!(!a_dropped.load(SeqCst) && !b_dropped.load(SeqCst) && !c_dropped.load(SeqCst));
 
         if use_select {
             tokio::select! {

@@ -3,6 +3,7 @@
 
 mod builder;
 mod outcome;
+mod runner;
 mod shared;
 
 use std::collections::VecDeque;
@@ -694,10 +695,7 @@ where
     /// Panics if called from one of the group's own tasks, which would wait
     /// for itself forever: a clear panic instead of a hang.
     fn refuse_own_task(&self, state: MutexGuard<'_, shared::State<T, E>>, what: &str) {
-        let Some(me) = tokio::task::try_id() else {
-            return;
-        };
-        let own = self.shared.runs_task(&state, me);
+        let own = self.shared.runs_caller(&state);
         drop(state);
         assert!(
             !own,

@@ -19,10 +19,11 @@
 //!    it after the context's state is set, and a queued closure re-checks
 //!    just before it is called (a blocking one on its pool thread, since the
 //!    pool may start it long after).
-//! 4. A started task's abort handle is stored in `tasks` (matched by task
-//!    id, since keys are reused), or, if the group was cancelled first,
-//!    aborted by the code that stores it. So every task is aborted on
-//!    cancel, by the hook or by `track`.
+//! 4. A started task's handle (its runner cell, or a blocking task's abort
+//!    handle) is stored in `tasks` (matched by task id, since keys are
+//!    reused), or, if the group was cancelled first, aborted by the code
+//!    that stores it. So every task is aborted on cancel, by the hook or by
+//!    `track`.
 //! 5. The first failure is pushed to `done` before the group is cancelled
 //!    for it, and `cancelling` hides `done` from `next` until the cancel
 //!    has returned: outcomes the cancel causes (queued tasks, siblings that
@@ -49,6 +50,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::outcome::{Outcome, TaskId};
+use super::runner::{Cell, Runner};
 use crate::context::{CancelHook, cancellation};
 use crate::error::panic_message;
 use crate::{Cause, Context, ContextError, TaskFailed};
@@ -64,8 +66,8 @@ pub(super) enum Work<T, E> {
 pub(super) struct State<T, E> {
     pub(super) running: usize,
     pub(super) queue: VecDeque<(TaskId, Work<T, E>)>,
-    /// Abort handles of started tasks, `None` until spawned.
-    tasks: Slab<(TaskId, Option<AbortHandle>)>,
+    /// Handles of started tasks, `Starting` until stored (invariant 4).
+    tasks: Slab<(TaskId, Started)>,
     /// Queued closures being dropped unstarted (invariant 2).
     discarding: usize,
     /// Finished, not yet handed out, in completion order.
@@ -113,7 +115,41 @@ impl<T, E> State<T, E> {
     /// Takes a slot for a task about to start; returns its key in `tasks`.
     pub(super) fn reserve(&mut self, id: TaskId) -> usize {
         self.running += 1;
-        self.tasks.insert((id, None))
+        self.tasks.insert((id, Started::Starting))
+    }
+}
+
+/// How to stop a started task.
+pub(super) enum Started {
+    /// Reserved; its handle is not stored yet.
+    Starting,
+    /// An async task: its cell in the group's runner.
+    Async(Arc<Cell>),
+    /// A blocking task on tokio's pool.
+    Blocking(AbortHandle),
+}
+
+impl Started {
+    /// Stops the tasks behind `handles`: aborts blocking ones not yet
+    /// started, and has the runner drop the async ones unpolled.
+    fn abort_all(runner: &Arc<Runner>, handles: impl IntoIterator<Item = Started>) {
+        let mut cells = Vec::new();
+        for handle in handles {
+            match handle {
+                Started::Starting => {}
+                Started::Async(cell) => cells.push(cell),
+                Started::Blocking(task) => task.abort(),
+            }
+        }
+        runner.abort(cells);
+    }
+
+    fn clone_handle(&self) -> Started {
+        match self {
+            Started::Starting => Started::Starting,
+            Started::Async(cell) => Started::Async(cell.clone()),
+            Started::Blocking(task) => Started::Blocking(task.clone()),
+        }
     }
 }
 
@@ -121,6 +157,8 @@ pub(super) struct Shared<T, E> {
     pub(super) ctx: Context,
     pub(super) name: Option<Arc<str>>,
     pub(super) limit: Option<usize>,
+    /// Runs the async tasks.
+    runner: Arc<Runner>,
     state: Mutex<State<T, E>>,
     /// A task finished (or the group was cancelled): for `next` and `wait`.
     pub(super) progress: Notify,
@@ -137,9 +175,10 @@ where
         Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
             let hook: std::sync::Weak<dyn CancelHook> = me.clone();
             Shared {
-                ctx: parent.with_hook(hook),
+                ctx: parent.with_hook(hook.clone()),
                 name,
                 limit,
+                runner: Runner::new(hook.clone()),
                 state: Mutex::new(State {
                     running: 0,
                     queue: VecDeque::new(),
@@ -186,12 +225,19 @@ where
         self.progress.notify_one();
     }
 
-    /// Whether the tokio task `task` is one of this group's started tasks.
-    pub(super) fn runs_task(&self, state: &State<T, E>, task: tokio::task::Id) -> bool {
-        state
-            .tasks
-            .iter()
-            .any(|(_, (_, handle))| handle.as_ref().is_some_and(|h| h.id() == task))
+    /// Whether the caller is one of this group's started tasks: polled by
+    /// its runner, or a blocking task of it.
+    pub(super) fn runs_caller(&self, state: &State<T, E>) -> bool {
+        if self.runner.is_running_here() {
+            return true;
+        }
+        let Some(me) = tokio::task::try_id() else {
+            return false;
+        };
+        state.tasks.iter().any(|(_, (_, handle))| match handle {
+            Started::Blocking(task) => task.id() == me,
+            Started::Starting | Started::Async(_) => false,
+        })
     }
 
     /// Starts a task whose slot was reserved under `key`.
@@ -202,12 +248,13 @@ where
         }
     }
 
-    /// Calls `f` for its future and spawns that on the current runtime.
+    /// Calls `f` for its future and hands that to the group's runner.
     ///
     /// # Panics
     ///
-    /// Outside a tokio runtime, as `tokio::spawn` does; the task is then
-    /// recorded as cancelled first.
+    /// Outside a tokio runtime, with tokio's message, unless an earlier
+    /// task bound the group to one; the task is then recorded as
+    /// cancelled.
     #[track_caller]
     pub(super) fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, key: usize, f: F)
     where
@@ -215,6 +262,7 @@ where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let completion = Completion::new(self, id, key);
+        self.runner.bind();
         // Invariant 3: the last look before user code runs.
         if self.ctx.is_cancelled() {
             // Dropped before `completion` reports the task cancelled.
@@ -228,11 +276,13 @@ where
             Ok(fut) => fut,
             Err(payload) => return completion.finish(Outcome::Panicked(payload)),
         };
-        let task = tokio::spawn(TaskFuture {
+        let body = Box::pin(TaskFuture {
             fut: Some(fut),
             completion: Some(completion),
         });
-        self.track(key, id, task.abort_handle());
+        let cell = Cell::new(&self.runner, body);
+        self.track(key, id, Started::Async(cell.clone()));
+        cell.start();
     }
 
     /// Runs `f` on tokio's blocking pool.
@@ -268,21 +318,21 @@ where
             };
             completion.finish(outcome);
         });
-        self.track(key, id, task.abort_handle());
+        self.track(key, id, Started::Blocking(task.abort_handle()));
     }
 
-    /// Invariant 4: stores a started task's abort handle, or aborts the task
-    /// if the group was cancelled before the handle could be stored.
-    fn track(&self, key: usize, id: TaskId, handle: AbortHandle) {
+    /// Invariant 4: stores a started task's handle, or aborts the task if
+    /// the group was cancelled before the handle could be stored.
+    fn track(&self, key: usize, id: TaskId, handle: Started) {
         let mut state = self.lock();
         match state.tasks.get_mut(key) {
-            Some((owner, slot)) if *owner == id => *slot = Some(handle.clone()),
+            Some((owner, slot)) if *owner == id => *slot = handle.clone_handle(),
             // Already finished: its entry is gone (and maybe reused).
             _ => return,
         }
         drop(state);
         if self.ctx.is_cancelled() {
-            handle.abort();
+            Started::abort_all(&self.runner, [handle]);
         }
     }
 
@@ -312,7 +362,9 @@ where
             }
         };
         let mut state = self.lock();
-        state.tasks.try_remove(key);
+        // Dropped after the lock: never the last reference to a cell, but
+        // its destructor is not this lock's business.
+        let _handle = state.tasks.try_remove(key);
         let mut cause = None;
         if let Some((panic, message)) = failure
             && state.first_failure.is_none()
@@ -393,16 +445,14 @@ where
     /// Aborts every running task and records the queued ones as cancelled.
     fn on_cancel(&self) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let running: Vec<AbortHandle> = state
+        let running: Vec<Started> = state
             .tasks
             .iter()
-            .filter_map(|(_, (_, handle))| handle.clone())
+            .map(|(_, (_, handle))| handle.clone_handle())
             .collect();
         let queued = state.take_queue();
         drop(state);
-        for task in running {
-            task.abort();
-        }
+        Started::abort_all(&self.runner, running);
         // Every producer waiting in `ready` returns now, not only one.
         self.slot_freed.notify_waiters();
         self.discard(queued);
