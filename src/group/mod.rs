@@ -206,9 +206,9 @@ where
         if self.shared.ctx.is_cancelled() {
             self.shared.record_unstarted(state, id, f);
         } else if self.shared.has_room(&state) {
-            let key = state.reserve(id);
+            state.reserve();
             drop(state);
-            self.shared.start_async(id, key, f);
+            self.shared.start_async(id, f);
         } else {
             let work = Work::Async(Box::new(move |ctx| Box::pin(f(ctx))));
             state.queue.push_back((id, work));
@@ -262,9 +262,9 @@ where
         // Not `self.next_id()`: `state` borrows `self.shared`.
         let id = TaskId(self.next_id);
         self.next_id += 1;
-        let key = state.reserve(id);
+        state.reserve();
         drop(state);
-        self.shared.start_async(id, key, f);
+        self.shared.start_async(id, f);
         Ok(id)
     }
 
@@ -310,7 +310,7 @@ where
         if self.shared.ctx.is_cancelled() {
             self.shared.record_unstarted(state, id, f);
         } else if self.shared.has_room(&state) {
-            let key = state.reserve(id);
+            let key = state.reserve_blocking(id);
             drop(state);
             self.shared.start_blocking(id, key, f);
         } else {

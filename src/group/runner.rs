@@ -4,65 +4,77 @@
 //! A tokio task costs a spawn, a join handle, a wake-up of a parked worker
 //! and a free on another thread: most of what a fan-out of small tasks
 //! spends. Here a task is a [`Cell`]: its future (boxed), a small state
-//! machine and a [`Waker`] built from the cell itself. Cells ready to run
+//! machine, and a [`Waker`] made from the cell itself. Cells ready to run
 //! wait in one queue per group; up to one shard per runtime worker takes
 //! them out in small batches and polls them. So the group keeps tokio's
-//! parallelism, and a task costs about a tenth of a tokio task.
+//! parallelism at a fraction of a tokio task's cost.
 //!
 //! What each task keeps, compared with a tokio task of its own:
 //!
 //! - Its panic: a cell's future is the group's `TaskFuture`, which catches
-//!   a panic in every poll and in its destructor, and reports it as the
+//!   a panic in every poll and in its destructor and reports it as the
 //!   task's outcome. Nothing unwinds into a shard.
-//! - Its cancel: [`Cell::abort`] marks the cell and queues it if idle; the
-//!   shard that takes it drops its future unpolled, as tokio's abort does.
+//! - Its cancel: [`Runner::cancel`] marks the runner cancelled and aborts
+//!   every parked cell, which queues it; a shard drops the future of every
+//!   cell it takes from then on, unpolled, as tokio's abort does.
 //! - Its progress when a sibling blocks its thread: a shard takes at most
 //!   [`BATCH`] cells at a time, so a task that blocks holds back at most
-//!   `BATCH - 1` others; every other ready cell stays in the shared queue,
-//!   and an idle shard takes it. A task woken later goes back to the shared
-//!   queue too, never to the shard that polled it last.
+//!   `BATCH - 1` others. Every other ready cell stays in the shared queue
+//!   for an idle shard, and a task woken later goes back to that queue,
+//!   never to the shard that polled it last.
 //! - Its fairness: a shard polls at most [`TURN`] cells, or fewer when
-//!   tokio's cooperative budget runs out, and then yields to tokio with
-//!   its unpolled cells back at the head of the queue.
+//!   tokio's cooperative budget runs out, and then yields to tokio with its
+//!   unpolled cells back at the head of the queue.
 //!
 //! # Invariants
 //!
 //! 1. A cell is in the queue (or a shard's batch) at most once: only the
 //!    caller that moves its state to `SCHEDULED` pushes it ([`TaskState`]).
+//!    Whoever holds that queue entry alone may poll or end the cell.
 //! 2. A wake-up is never lost: a wake while the cell is being polled sets
 //!    `NOTIFIED`, and the shard queues the cell again after the poll.
-//! 3. A shard parks (leaves its waker in `idle`) or exits only under the
-//!    queue lock and after seeing the queue empty; a push under the same
-//!    lock wakes an idle shard, or spawns one when fewer than the limit
-//!    exist. So a queued cell always has a shard coming for it.
-//! 4. Shards exit once no cell is live (`live`, counted from
-//!    [`Cell::new`] to its end), so a finished group leaves no tokio task.
-//!    While cells are live and parked, idle shards stay parked.
-//! 5. A shard dropped unfinished means its runtime is shutting down: the
-//!    runner closes, drops every queued cell's future, has its owner (the
-//!    group) abort every other cell, and from then on drops each cell's
-//!    future where it is scheduled, as tokio drops its tasks at shutdown.
+//! 3. A cell that has ever returned `Pending` is in `parked` until it ends:
+//!    registered by its shard while still `RUNNING`, so before anyone else
+//!    can run or end it. A live cell is always queued, in a shard's hands,
+//!    or in `parked`; so `cancel` and `close` reach every one.
+//! 4. `cancel` sets `cancelled` before it takes the queue lock to abort
+//!    the parked cells; a shard that registers a cell reads `cancelled`
+//!    after releasing that lock. So either `cancel` aborts the cell, or the
+//!    shard sees the flag and ends it. Once `cancelled` is set, no future
+//!    is polled again.
+//! 5. A shard parks (leaves its waker in `idle`) or exits only under the
+//!    queue lock and after seeing the queue empty: it exits when `parked`
+//!    is empty too, else parks. A push under the same lock wakes an idle
+//!    shard, or spawns one while fewer than one per worker exist. The end
+//!    of the last parked cell with nothing queued, and every shard that
+//!    exits, wakes all idle shards, to exit. So a queued cell always has a
+//!    shard coming for it, and a group with no live task leaves no tokio
+//!    task behind.
+//! 6. A shard dropped unfinished means its runtime is shutting down: the
+//!    runner closes, ends every queued and parked cell, and from then on
+//!    ends each cell where it would be queued, as tokio drops its tasks at
+//!    shutdown.
 //!
 //! # Lock order
 //!
 //! The queue lock is never held while polling or dropping a cell's future
-//! (user code), waking a waker or spawning a shard. A cell's body lock is
-//! held only by the shard running it, and never while taking the queue
-//! lock.
+//! (user code), waking a waker, or spawning a shard. A cell's body lock is
+//! held only by whoever holds its queue entry, and never while taking the
+//! queue lock.
 
 use std::cell::Cell as ThreadCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::Ordering::{AcqRel, Acquire};
-use std::sync::{Arc, OnceLock, PoisonError, Weak};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::task::{self, Poll, Wake, Waker};
 
+use slab::Slab;
 use tokio::runtime::Handle;
 
-use crate::context::CancelHook;
-use crate::loom::{AtomicU8, AtomicUsize, Mutex, MutexGuard};
+use crate::loom::{AtomicBool, AtomicU8, AtomicUsize, Mutex, MutexGuard};
 
 /// What a cell runs: the group's `TaskFuture` around the user's future.
 pub(super) type Body = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -74,40 +86,44 @@ const BATCH: usize = 16;
 /// How many cells a shard polls before it yields to tokio.
 const TURN: usize = 128;
 
+/// `Cell::parked_key` of a cell not in `parked`.
+const NOT_PARKED: usize = usize::MAX;
+
 /// A group's shards and their shared queue of cells ready to run.
 pub(super) struct Runner {
     queue: Mutex<Queue>,
-    /// Cells created and not yet ended (invariant 4).
-    live: AtomicUsize,
-    /// The runtime the group's first task was spawned on: its shards run
-    /// there.
+    /// The group was cancelled: no future is polled again (invariant 4).
+    cancelled: AtomicBool,
+    /// The runtime the group's first task was spawned on, and its number
+    /// of workers: the group's shards run there, at most one per worker.
     runtime: OnceLock<(Handle, usize)>,
-    /// The group: it aborts every cell when the runtime shuts down.
-    owner: Weak<dyn CancelHook>,
 }
 
 struct Queue {
     ready: VecDeque<Arc<Cell>>,
+    /// Every cell that has ever returned `Pending` and not ended
+    /// (invariant 3).
+    parked: Slab<Arc<Cell>>,
     /// Shards spawned and not exited.
     shards: usize,
     /// Wakers of parked shards.
     idle: Vec<Waker>,
-    /// The runtime is shutting down (invariant 5).
+    /// The runtime is shutting down (invariant 6).
     closed: bool,
 }
 
 impl Runner {
-    pub(super) fn new(owner: Weak<dyn CancelHook>) -> Arc<Runner> {
+    pub(super) fn new() -> Arc<Runner> {
         Arc::new(Runner {
             queue: Mutex::new(Queue {
                 ready: VecDeque::new(),
+                parked: Slab::new(),
                 shards: 0,
                 idle: Vec::new(),
                 closed: false,
             }),
-            live: AtomicUsize::new(0),
+            cancelled: AtomicBool::new(false),
             runtime: OnceLock::new(),
-            owner,
         })
     }
 
@@ -130,9 +146,31 @@ impl Runner {
         }
     }
 
+    /// Runs `body` as a new task.
+    pub(super) fn spawn(self: &Arc<Self>, body: Body) {
+        let cell = Arc::new(Cell {
+            state: TaskState::new(),
+            body: Mutex::new(Some(body)),
+            runner: self.clone(),
+            parked_key: AtomicUsize::new(NOT_PARKED),
+        });
+        if cell.state.schedule() {
+            self.push(cell);
+        }
+    }
+
     /// Whether the caller is polling one of this runner's cells.
     pub(super) fn is_running_here(self: &Arc<Self>) -> bool {
-        POLLING.with(|running| running.get() == Arc::as_ptr(self) as usize)
+        POLLING.with(|polling| polling.get() == Arc::as_ptr(self) as usize)
+    }
+
+    /// Cancels every task: none is polled again, and each one's future is
+    /// dropped by a shard (invariant 4).
+    pub(super) fn cancel(self: &Arc<Self>) {
+        self.cancelled.store(true, SeqCst);
+        let parked: Vec<Arc<Cell>> = self.lock().parked.iter().map(|(_, c)| c.clone()).collect();
+        let idle: Vec<Arc<Cell>> = parked.into_iter().filter(|c| c.state.abort()).collect();
+        self.push_all(idle);
     }
 
     /// Queues a cell whose state says it must be pushed (invariant 1).
@@ -140,8 +178,7 @@ impl Runner {
         let mut queue = self.lock();
         if queue.closed {
             drop(queue);
-            cell.end();
-            return;
+            return cell.end();
         }
         queue.ready.push_back(cell);
         let wake = queue.idle.pop();
@@ -157,8 +194,8 @@ impl Runner {
         }
     }
 
-    /// Queues many cells at once (a cancel): one lock, and every idle
-    /// shard woken.
+    /// Queues many cells at once (a cancel): one lock, every idle shard
+    /// woken.
     fn push_all(self: &Arc<Self>, cells: Vec<Arc<Cell>>) {
         if cells.is_empty() {
             return;
@@ -166,8 +203,7 @@ impl Runner {
         let mut queue = self.lock();
         if queue.closed {
             drop(queue);
-            cells.into_iter().for_each(|cell| cell.end());
-            return;
+            return cells.into_iter().for_each(|cell| cell.end());
         }
         queue.ready.extend(cells);
         let idle = std::mem::take(&mut queue.idle);
@@ -193,14 +229,14 @@ impl Runner {
             finished: false,
         };
         match self.runtime.get() {
-            // A runtime shutting down drops the shard unpolled: it closes
-            // the runner (invariant 5).
+            // A runtime shutting down drops the shard unpolled, which
+            // closes the runner (invariant 6).
             Some((handle, _)) => drop(handle.spawn(shard)),
             None => drop(shard),
         }
     }
 
-    /// A shard's next batch, or why it has none.
+    /// A shard's next batch, or why it has none (invariant 5).
     fn take(&self, batch: &mut VecDeque<Arc<Cell>>, waker: &Waker) -> Take {
         let mut queue = self.lock();
         if queue.closed {
@@ -208,8 +244,12 @@ impl Runner {
             return Take::Exit;
         }
         if queue.ready.is_empty() {
-            if self.live.load(Acquire) == 0 {
+            if queue.parked.is_empty() {
+                // Nothing left to run: the idle shards exit too.
                 queue.shards -= 1;
+                let idle = std::mem::take(&mut queue.idle);
+                drop(queue);
+                idle.into_iter().for_each(Waker::wake);
                 return Take::Exit;
             }
             if !queue.idle.iter().any(|idle| idle.will_wake(waker)) {
@@ -219,7 +259,7 @@ impl Runner {
         }
         let n = queue.ready.len().min(BATCH);
         batch.extend(queue.ready.drain(..n));
-        // More left than this shard takes: bring a parked one in.
+        // More left than this shard takes: bring an idle one in.
         let wake = if queue.ready.is_empty() {
             None
         } else {
@@ -234,15 +274,14 @@ impl Runner {
 
     /// Puts a yielding shard's unpolled cells back at the head of the
     /// queue, for any shard to take.
-    fn give_back(self: &Arc<Self>, batch: &mut VecDeque<Arc<Cell>>) {
+    fn give_back(&self, batch: &mut VecDeque<Arc<Cell>>) {
         if batch.is_empty() {
             return;
         }
         let mut queue = self.lock();
         if queue.closed {
             drop(queue);
-            batch.drain(..).for_each(|cell| cell.end());
-            return;
+            return batch.drain(..).for_each(|cell| cell.end());
         }
         while let Some(cell) = batch.pop_back() {
             queue.ready.push_front(cell);
@@ -254,38 +293,52 @@ impl Runner {
         }
     }
 
-    /// A cell ended: when it was the last, parked shards exit
-    /// (invariant 4).
-    fn ended(&self) {
-        if self.live.fetch_sub(1, AcqRel) == 1 {
-            let idle = std::mem::take(&mut self.lock().idle);
-            idle.into_iter().for_each(Waker::wake);
-        }
+    /// Registers a cell that returned `Pending` for the first time
+    /// (invariant 3). Returns whether the runner was cancelled meanwhile
+    /// (invariant 4): then the caller ends it.
+    fn park(&self, cell: &Arc<Cell>) -> bool {
+        let mut queue = self.lock();
+        let key = queue.parked.insert(cell.clone());
+        cell.parked_key.store(key, Relaxed);
+        drop(queue);
+        self.cancelled.load(SeqCst)
     }
 
-    /// A shard was dropped unfinished: the runtime is shutting down
-    /// (invariant 5).
+    /// A registered cell ended: out of `parked`. The last one out, with
+    /// nothing queued, wakes the idle shards, to exit; with cells queued,
+    /// the shard that runs the last of them does (invariant 5).
+    fn unpark(&self, key: usize) {
+        let mut queue = self.lock();
+        let cell = queue.parked.try_remove(key);
+        let idle = if queue.parked.is_empty() && queue.ready.is_empty() {
+            std::mem::take(&mut queue.idle)
+        } else {
+            Vec::new()
+        };
+        drop(queue);
+        drop(cell);
+        idle.into_iter().for_each(Waker::wake);
+    }
+
+    /// A shard was dropped unfinished: its runtime is shutting down
+    /// (invariant 6).
     fn close(&self, batch: &mut VecDeque<Arc<Cell>>) {
         let mut queue = self.lock();
         queue.closed = true;
         queue.shards -= 1;
         let ready = std::mem::take(&mut queue.ready);
+        let parked: Vec<Arc<Cell>> = queue.parked.iter().map(|(_, c)| c.clone()).collect();
         let idle = std::mem::take(&mut queue.idle);
         drop(queue);
         idle.into_iter().for_each(Waker::wake);
         batch.drain(..).chain(ready).for_each(|cell| cell.end());
-        // Parked cells: the group aborts them, and the closed runner drops
-        // them where they are scheduled.
-        if let Some(owner) = self.owner.upgrade() {
-            owner.on_cancel();
+        // A parked cell whose abort queues it is ours to end; any other is
+        // queued or polled elsewhere, and ends where it would be queued.
+        for cell in parked {
+            if cell.state.abort() {
+                cell.end();
+            }
         }
-    }
-
-    /// Marks `cells` cancelled and queues the idle ones, so that shards drop
-    /// their futures unpolled (tokio's abort, for many at once).
-    pub(super) fn abort(self: &Arc<Self>, cells: Vec<Arc<Cell>>) {
-        let idle: Vec<Arc<Cell>> = cells.into_iter().filter(|cell| cell.state.abort()).collect();
-        self.push_all(idle);
     }
 }
 
@@ -302,20 +355,20 @@ thread_local! {
 }
 
 /// Marks the thread as polling a runner's cell, until dropped.
-struct Running {
+struct Polling {
     outer: usize,
 }
 
-impl Running {
-    fn enter(runner: &Arc<Runner>) -> Running {
-        let outer = POLLING.with(|running| running.replace(Arc::as_ptr(runner) as usize));
-        Running { outer }
+impl Polling {
+    fn enter(runner: &Arc<Runner>) -> Polling {
+        let outer = POLLING.with(|polling| polling.replace(Arc::as_ptr(runner) as usize));
+        Polling { outer }
     }
 }
 
-impl Drop for Running {
+impl Drop for Polling {
     fn drop(&mut self) {
-        POLLING.with(|running| running.set(self.outer));
+        POLLING.with(|polling| polling.set(self.outer));
     }
 }
 
@@ -331,6 +384,7 @@ impl Future for Shard {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
         let this = &mut *self;
+
         let mut polled = 0;
         loop {
             match this.runner.take(&mut this.batch, cx.waker()) {
@@ -363,32 +417,20 @@ impl Drop for Shard {
 }
 
 /// One task of the group: its future and its scheduling state.
-pub(super) struct Cell {
+struct Cell {
     state: TaskState,
     body: Mutex<Option<Body>>,
     runner: Arc<Runner>,
+    /// Its key in `parked`, once registered (invariant 3). Written and read
+    /// under the queue lock, or by the holder of its queue entry.
+    parked_key: AtomicUsize,
 }
 
 impl Cell {
-    /// A new cell, live (invariant 4) and not yet queued: [`Cell::start`]
-    /// queues it.
-    pub(super) fn new(runner: &Arc<Runner>, body: Body) -> Arc<Cell> {
-        runner.live.fetch_add(1, AcqRel);
-        Arc::new(Cell {
-            state: TaskState::new(),
-            body: Mutex::new(Some(body)),
-            runner: runner.clone(),
-        })
-    }
-
-    /// Queues the cell for its first poll (unless an abort already did).
-    pub(super) fn start(self: Arc<Self>) {
-        self.wake();
-    }
-
-    /// Polls the cell once, or drops its future if it was aborted.
+    /// Polls the cell once, or ends it if aborted or cancelled. The caller
+    /// held its queue entry (invariant 1).
     fn run(self: Arc<Self>) {
-        if self.state.start() {
+        if self.state.start() || self.runner.cancelled.load(SeqCst) {
             return self.end();
         }
         let waker = Waker::from(self.clone());
@@ -396,7 +438,7 @@ impl Cell {
         let mut body = self.body.lock().unwrap_or_else(PoisonError::into_inner);
         let ready = match body.as_mut() {
             Some(fut) => {
-                let _running = Running::enter(&self.runner);
+                let _polling = Polling::enter(&self.runner);
                 // The group's `TaskFuture` catches the user's panics; what
                 // could still unwind here is a panic the group's own
                 // bookkeeping resumes after recording it: the task has
@@ -408,17 +450,20 @@ impl Cell {
         };
         drop(body);
         if ready {
-            self.end();
-        } else if self.state.stop() {
+            return self.end();
+        }
+        if self.parked_key.load(Relaxed) == NOT_PARKED && self.runner.park(&self) {
+            return self.end(); // cancelled before `cancel` could see it
+        }
+        if self.state.stop() {
             let runner = self.runner.clone();
             runner.push(self);
         }
     }
 
     /// Ends the cell: drops its future (if a poll has not finished it) and
-    /// counts it out. Called by the one holder of the cell's queue entry:
-    /// the shard that took it, or, once the runner is closed, whoever
-    /// would have queued it.
+    /// counts it out. Called by the holder of its queue entry (or while it
+    /// runs), once: `ENDED` keeps it from being queued again.
     fn end(&self) {
         self.state.end();
         let body = self
@@ -428,9 +473,11 @@ impl Cell {
             .take();
         // `TaskFuture` catches panics in its own destructor.
         drop(catch_unwind(AssertUnwindSafe(move || drop(body))));
-        self.runner.ended();
+        let key = self.parked_key.load(Relaxed);
+        if key != NOT_PARKED {
+            self.runner.unpark(key);
+        }
     }
-
 }
 
 impl Wake for Cell {
@@ -455,21 +502,21 @@ const CANCELLED: u8 = 8;
 const ENDED: u8 = 16;
 
 /// A cell's scheduling state: whether it is queued, being polled, woken
-/// while polled, aborted, or ended. Each transition that returns `true`
+/// while polled, aborted, or ended. A transition that returns `true`
 /// obliges its caller to push the cell (invariants 1 and 2).
-pub(super) struct TaskState(AtomicU8);
+pub(crate) struct TaskState(AtomicU8);
 
 impl TaskState {
-    pub(super) fn new() -> TaskState {
+    pub(crate) fn new() -> TaskState {
         TaskState(AtomicU8::new(0))
     }
 
-    fn update(&self, f: impl Fn(u8) -> Option<u8>) -> Option<u8> {
-        self.0.fetch_update(AcqRel, Acquire, f).ok()
+    fn update(&self, f: impl FnMut(u8) -> Option<u8>) -> Result<u8, u8> {
+        self.0.fetch_update(AcqRel, Acquire, f)
     }
 
     /// A wake-up: idle → scheduled (push it); while polled → notified.
-    pub(super) fn schedule(&self) -> bool {
+    pub(crate) fn schedule(&self) -> bool {
         let prev = self.update(|s| {
             if s & (ENDED | SCHEDULED | NOTIFIED) != 0 {
                 None
@@ -479,42 +526,42 @@ impl TaskState {
                 Some(s | SCHEDULED)
             }
         });
-        prev.is_some_and(|s| s & RUNNING == 0)
+        prev.is_ok_and(|s| s & RUNNING == 0)
     }
 
-    /// An abort: marks the cell cancelled, and schedules it if idle.
-    pub(super) fn abort(&self) -> bool {
+    /// An abort: marks the cell cancelled, and schedules it if idle (push
+    /// it); a cell being polled is queued again when the poll returns.
+    pub(crate) fn abort(&self) -> bool {
         self.0.fetch_or(CANCELLED, AcqRel);
         self.schedule()
     }
 
     /// Taken from the queue: scheduled → running. Returns whether it was
-    /// aborted (then it is not polled).
-    pub(super) fn start(&self) -> bool {
-        let prev = self
-            .update(|s| Some((s & !SCHEDULED) | RUNNING))
-            .unwrap_or_default();
-        debug_assert!(prev & SCHEDULED != 0, "a cell ran without being queued");
+    /// aborted; then it must not be polled.
+    pub(crate) fn start(&self) -> bool {
+        let prev = self.0.fetch_xor(SCHEDULED | RUNNING, AcqRel);
+        debug_assert!(
+            prev & (SCHEDULED | RUNNING) == SCHEDULED,
+            "a cell ran without being queued"
+        );
         prev & CANCELLED != 0
     }
 
     /// A poll returned `Pending`: running → idle, or back to scheduled
     /// (push it) when woken or aborted meanwhile.
-    pub(super) fn stop(&self) -> bool {
-        let prev = self
-            .update(|s| {
-                if s & (NOTIFIED | CANCELLED) != 0 {
-                    Some((s & !(RUNNING | NOTIFIED)) | SCHEDULED)
-                } else {
-                    Some(s & !RUNNING)
-                }
-            })
-            .unwrap_or_default();
-        prev & (NOTIFIED | CANCELLED) != 0
+    pub(crate) fn stop(&self) -> bool {
+        let prev = self.update(|s| {
+            if s & (NOTIFIED | CANCELLED) != 0 {
+                Some((s & !(RUNNING | NOTIFIED)) | SCHEDULED)
+            } else {
+                Some(s & !RUNNING)
+            }
+        });
+        prev.is_ok_and(|s| s & (NOTIFIED | CANCELLED) != 0)
     }
 
-    /// Ended: no transition pushes it again.
-    pub(super) fn end(&self) {
+    /// Ended: no transition queues it again.
+    pub(crate) fn end(&self) {
         self.0.fetch_or(ENDED, AcqRel);
     }
 }

@@ -19,11 +19,13 @@
 //!    it after the context's state is set, and a queued closure re-checks
 //!    just before it is called (a blocking one on its pool thread, since the
 //!    pool may start it long after).
-//! 4. A started task's handle (its runner cell, or a blocking task's abort
-//!    handle) is stored in `tasks` (matched by task id, since keys are
+//! 4. Every started task is stopped on cancel. An async task runs in the
+//!    group's [`Runner`], which the hook cancels: it drops every task's
+//!    future, whether queued, running or parked. A started blocking task's
+//!    abort handle is stored in `tasks` (matched by task id, since keys are
 //!    reused), or, if the group was cancelled first, aborted by the code
-//!    that stores it. So every task is aborted on cancel, by the hook or by
-//!    `track`.
+//!    that stores it: so the hook or `track` aborts it (which stops it only
+//!    before its closure starts; after that it must poll its context).
 //! 5. The first failure is pushed to `done` before the group is cancelled
 //!    for it, and `cancelling` hides `done` from `next` until the cancel
 //!    has returned: outcomes the cancel causes (queued tasks, siblings that
@@ -50,7 +52,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::outcome::{Outcome, TaskId};
-use super::runner::{Cell, Runner};
+use super::runner::Runner;
 use crate::context::{CancelHook, cancellation};
 use crate::error::panic_message;
 use crate::{Cause, Context, ContextError, TaskFailed};
@@ -66,8 +68,9 @@ pub(super) enum Work<T, E> {
 pub(super) struct State<T, E> {
     pub(super) running: usize,
     pub(super) queue: VecDeque<(TaskId, Work<T, E>)>,
-    /// Handles of started tasks, `Starting` until stored (invariant 4).
-    tasks: Slab<(TaskId, Started)>,
+    /// Abort handles of started blocking tasks, `None` until spawned
+    /// (invariant 4).
+    tasks: Slab<(TaskId, Option<AbortHandle>)>,
     /// Queued closures being dropped unstarted (invariant 2).
     discarding: usize,
     /// Finished, not yet handed out, in completion order.
@@ -112,44 +115,16 @@ impl<T, E> State<T, E> {
         Some((id, outcome))
     }
 
-    /// Takes a slot for a task about to start; returns its key in `tasks`.
-    pub(super) fn reserve(&mut self, id: TaskId) -> usize {
+    /// Takes a slot for an async task about to start.
+    pub(super) fn reserve(&mut self) {
         self.running += 1;
-        self.tasks.insert((id, Started::Starting))
-    }
-}
-
-/// How to stop a started task.
-pub(super) enum Started {
-    /// Reserved; its handle is not stored yet.
-    Starting,
-    /// An async task: its cell in the group's runner.
-    Async(Arc<Cell>),
-    /// A blocking task on tokio's pool.
-    Blocking(AbortHandle),
-}
-
-impl Started {
-    /// Stops the tasks behind `handles`: aborts blocking ones not yet
-    /// started, and has the runner drop the async ones unpolled.
-    fn abort_all(runner: &Arc<Runner>, handles: impl IntoIterator<Item = Started>) {
-        let mut cells = Vec::new();
-        for handle in handles {
-            match handle {
-                Started::Starting => {}
-                Started::Async(cell) => cells.push(cell),
-                Started::Blocking(task) => task.abort(),
-            }
-        }
-        runner.abort(cells);
     }
 
-    fn clone_handle(&self) -> Started {
-        match self {
-            Started::Starting => Started::Starting,
-            Started::Async(cell) => Started::Async(cell.clone()),
-            Started::Blocking(task) => Started::Blocking(task.clone()),
-        }
+    /// Takes a slot for a blocking task about to start; returns its key in
+    /// `tasks`.
+    pub(super) fn reserve_blocking(&mut self, id: TaskId) -> usize {
+        self.running += 1;
+        self.tasks.insert((id, None))
     }
 }
 
@@ -175,10 +150,10 @@ where
         Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
             let hook: std::sync::Weak<dyn CancelHook> = me.clone();
             Shared {
-                ctx: parent.with_hook(hook.clone()),
+                ctx: parent.with_hook(hook),
                 name,
                 limit,
-                runner: Runner::new(hook.clone()),
+                runner: Runner::new(),
                 state: Mutex::new(State {
                     running: 0,
                     queue: VecDeque::new(),
@@ -234,17 +209,18 @@ where
         let Some(me) = tokio::task::try_id() else {
             return false;
         };
-        state.tasks.iter().any(|(_, (_, handle))| match handle {
-            Started::Blocking(task) => task.id() == me,
-            Started::Starting | Started::Async(_) => false,
-        })
+        state
+            .tasks
+            .iter()
+            .any(|(_, (_, handle))| handle.as_ref().is_some_and(|h| h.id() == me))
     }
 
-    /// Starts a task whose slot was reserved under `key`.
-    pub(super) fn start(self: &Arc<Self>, id: TaskId, key: usize, work: Work<T, E>) {
-        match work {
-            Work::Async(f) => self.start_async(id, key, f),
-            Work::Blocking(f) => self.start_blocking(id, key, f),
+    /// Starts a queued task whose slot was reserved.
+    fn start(self: &Arc<Self>, id: TaskId, key: Option<usize>, work: Work<T, E>) {
+        match (work, key) {
+            (Work::Async(f), _) => self.start_async(id, f),
+            (Work::Blocking(f), Some(key)) => self.start_blocking(id, key, f),
+            (Work::Blocking(_), None) => unreachable!("a blocking task's slot has a key"),
         }
     }
 
@@ -256,12 +232,12 @@ where
     /// task bound the group to one; the task is then recorded as
     /// cancelled.
     #[track_caller]
-    pub(super) fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, key: usize, f: F)
+    pub(super) fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, f: F)
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let completion = Completion::new(self, id, key);
+        let completion = Completion::new(self, id, None);
         self.runner.bind();
         // Invariant 3: the last look before user code runs.
         if self.ctx.is_cancelled() {
@@ -280,9 +256,7 @@ where
             fut: Some(fut),
             completion: Some(completion),
         });
-        let cell = Cell::new(&self.runner, body);
-        self.track(key, id, Started::Async(cell.clone()));
-        cell.start();
+        self.runner.spawn(body);
     }
 
     /// Runs `f` on tokio's blocking pool.
@@ -295,7 +269,7 @@ where
     where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
-        let completion = Completion::new(self, id, key);
+        let completion = Completion::new(self, id, Some(key));
         if self.ctx.is_cancelled() {
             if let Some(payload) = drop_catching(f) {
                 completion.finish(Outcome::Panicked(payload));
@@ -318,21 +292,22 @@ where
             };
             completion.finish(outcome);
         });
-        self.track(key, id, Started::Blocking(task.abort_handle()));
+        self.track(key, id, task.abort_handle());
     }
 
-    /// Invariant 4: stores a started task's handle, or aborts the task if
-    /// the group was cancelled before the handle could be stored.
-    fn track(&self, key: usize, id: TaskId, handle: Started) {
+    /// Invariant 4: stores a started blocking task's abort handle, or
+    /// aborts the task if the group was cancelled before the handle could be
+    /// stored.
+    fn track(&self, key: usize, id: TaskId, handle: AbortHandle) {
         let mut state = self.lock();
         match state.tasks.get_mut(key) {
-            Some((owner, slot)) if *owner == id => *slot = handle.clone_handle(),
+            Some((owner, slot)) if *owner == id => *slot = Some(handle.clone()),
             // Already finished: its entry is gone (and maybe reused).
             _ => return,
         }
         drop(state);
         if self.ctx.is_cancelled() {
-            Started::abort_all(&self.runner, [handle]);
+            handle.abort();
         }
     }
 
@@ -349,7 +324,13 @@ where
     /// of `next` before anything the cancel caused, and only once the group
     /// is cancelled. Its slot is released only after the cancel, so a queued
     /// closure can never take it.
-    fn complete(self: &Arc<Self>, id: TaskId, key: usize, outcome: Outcome<T, E>, ran: bool) {
+    fn complete(
+        self: &Arc<Self>,
+        id: TaskId,
+        key: Option<usize>,
+        outcome: Outcome<T, E>,
+        ran: bool,
+    ) {
         // Described before taking the lock: `Display` is user code. Only a
         // failure while the group is live can be the first.
         let failure = if self.ctx.is_cancelled() {
@@ -362,9 +343,9 @@ where
             }
         };
         let mut state = self.lock();
-        // Dropped after the lock: never the last reference to a cell, but
-        // its destructor is not this lock's business.
-        let _handle = state.tasks.try_remove(key);
+        if let Some(key) = key {
+            state.tasks.try_remove(key);
+        }
         let mut cause = None;
         if let Some((panic, message)) = failure
             && state.first_failure.is_none()
@@ -413,7 +394,13 @@ where
         let mut unstarted = VecDeque::new();
         if ran && !self.ctx.is_cancelled() {
             if let Some((id, work)) = state.queue.pop_front() {
-                let key = state.reserve(id);
+                let key = match work {
+                    Work::Async(_) => {
+                        state.reserve();
+                        None
+                    }
+                    Work::Blocking(_) => Some(state.reserve_blocking(id)),
+                };
                 next = Some((id, key, work));
             }
         } else {
@@ -445,14 +432,17 @@ where
     /// Aborts every running task and records the queued ones as cancelled.
     fn on_cancel(&self) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let running: Vec<Started> = state
+        let blocking: Vec<AbortHandle> = state
             .tasks
             .iter()
-            .map(|(_, (_, handle))| handle.clone_handle())
+            .filter_map(|(_, (_, handle))| handle.clone())
             .collect();
         let queued = state.take_queue();
         drop(state);
-        Started::abort_all(&self.runner, running);
+        self.runner.cancel();
+        for task in blocking {
+            task.abort();
+        }
         // Every producer waiting in `ready` returns now, not only one.
         self.slot_freed.notify_waiters();
         self.discard(queued);
@@ -507,7 +497,8 @@ where
 {
     shared: Arc<Shared<T, E>>,
     id: TaskId,
-    key: usize,
+    /// Its entry in `tasks`, for a blocking task.
+    key: Option<usize>,
     finished: bool,
 }
 
@@ -516,7 +507,7 @@ where
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    fn new(shared: &Arc<Shared<T, E>>, id: TaskId, key: usize) -> Self {
+    fn new(shared: &Arc<Shared<T, E>>, id: TaskId, key: Option<usize>) -> Self {
         Completion {
             shared: shared.clone(),
             id,
