@@ -19,6 +19,10 @@
 //!   `cancel()` until every task is joined.
 //! - `limit/N`: N no-op tasks through a limit of 64 with backpressure
 //!   (`ready()` + `spawn`, or a semaphore permit per task), then wait.
+//! - `cpu_fanout/N`: N tasks of about 10 µs of arithmetic each, then wait:
+//!   whether running a group's tasks inside a few runner tasks keeps the
+//!   parallelism of one tokio task each (`serial` does all the work in one
+//!   task: the speed-up is serial / parallel).
 //!
 //! `cargo bench --bench group` runs them; `cargo bench --bench group --
 //! spawn_wait` runs one group.
@@ -416,12 +420,77 @@ fn limit(c: &mut Criterion) {
     group.finish();
 }
 
+// ------------------------------------------------------------ cpu_fanout ----
+
+/// About 10 µs of arithmetic that the optimiser cannot remove.
+fn crunch(seed: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    std::hint::black_box(x)
+}
+
+async fn cpu_taskgroup(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut group = TaskGroup::<u64, Infallible>::new();
+    for i in 0..n as u64 {
+        group.spawn(move |_ctx| async move { Ok(crunch(i)) });
+    }
+    let values = group.wait().await.expect("no task fails");
+    let elapsed = t0.elapsed();
+    assert_eq!(values.len(), n);
+    elapsed
+}
+
+async fn cpu_joinset(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut set = JoinSet::new();
+    for i in 0..n as u64 {
+        set.spawn(async move { crunch(i) });
+    }
+    let mut done = 0;
+    while let Some(joined) = set.join_next().await {
+        joined.expect("no task panics");
+        done += 1;
+    }
+    let elapsed = t0.elapsed();
+    assert_eq!(done, n);
+    elapsed
+}
+
+async fn cpu_serial(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let sum = (0..n as u64).map(crunch).fold(0u64, u64::wrapping_add);
+    std::hint::black_box(sum);
+    t0.elapsed()
+}
+
+fn cpu_fanout(c: &mut Criterion) {
+    let rt = runtime();
+    let n = 10_000;
+    let mut group = sized(c, "cpu_fanout", true);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::new("taskgroup", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || cpu_taskgroup(n)))
+    });
+    group.bench_function(BenchmarkId::new("joinset", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || cpu_joinset(n)))
+    });
+    group.bench_function(BenchmarkId::new("serial", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || cpu_serial(n)))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .sample_size(30);
-    targets = spawn_wait, first_error, cancel, limit
+    targets = spawn_wait, first_error, cancel, limit, cpu_fanout
 }
 criterion_main!(benches);

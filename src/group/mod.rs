@@ -37,6 +37,29 @@ use crate::{Context, ContextError, GroupError};
 /// every async task at once; only a blocking task still running outlives it,
 /// until it returns.
 ///
+/// # How the tasks run
+///
+/// An async task is not a tokio task of its own. The group runs its tasks
+/// inside a few tokio tasks of its own, at most one per runtime worker,
+/// which take ready tasks from one shared queue in batches of 16 and poll
+/// them. A fan-out keeps tokio's parallelism and pays a fraction of what a
+/// tokio task costs to spawn, join and free (see BENCHMARKS.md). What a task
+/// could rely on as a tokio task still holds:
+///
+/// - a panic in a task is that task's outcome, and never disturbs another;
+/// - a cancel drops every task's future, wherever it is parked;
+/// - a task that blocks its thread holds back at most the 15 others taken
+///   in the same batch: every other ready task is left in the queue for
+///   another worker, and a task woken later rejoins that queue;
+/// - tokio's cooperative budget is kept: the group yields to the rest of
+///   the runtime after 128 polls, or sooner when the budget runs out.
+///
+/// What differs: [`tokio::task::id`] inside a task names the group's
+/// runner task, not the task, and the runtime's task metrics count the
+/// group's runner tasks. A blocking task
+/// ([`spawn_blocking`](TaskGroup::spawn_blocking)) is still a task on
+/// tokio's blocking pool.
+///
 /// # Examples
 ///
 /// ```
@@ -165,7 +188,8 @@ where
     }
 
     /// Spawns a task: calls `f` with the group's context and runs the
-    /// future it returns on the current tokio runtime.
+    /// future it returns on the current tokio runtime, inside the group's
+    /// runner (see [how the tasks run](TaskGroup#how-the-tasks-run)).
     ///
     /// Never blocks. Over the [limit](TaskGroupBuilder::limit) the closure
     /// waits in the group, and is called when a slot frees; if the group is
@@ -176,7 +200,9 @@ where
     ///
     /// # Panics
     ///
-    /// Panics outside a tokio runtime, as [`tokio::spawn`] does.
+    /// Panics outside a tokio runtime, as [`tokio::spawn`] does, when the
+    /// group has not run a task yet. The group's tasks all run on the
+    /// runtime its first task was spawned on.
     ///
     /// # Examples
     ///
@@ -229,7 +255,7 @@ where
     ///
     /// # Panics
     ///
-    /// Panics outside a tokio runtime, as [`tokio::spawn`] does.
+    /// As [`spawn`](TaskGroup::spawn).
     ///
     /// # Examples
     ///
