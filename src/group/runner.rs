@@ -54,6 +54,16 @@
 //!    runner closes, ends every queued and parked cell, and from then on
 //!    ends each cell where it would be queued, as tokio drops its tasks at
 //!    shutdown.
+//! 7. A shard woken or spawned from inside a shard's poll never waits for
+//!    that poll to end. tokio runs a task woken or spawned on one of its
+//!    workers next on that same worker, from a slot no other worker steals
+//!    from (its LIFO slot): there, the new shard would wait behind the
+//!    rest of the current shard's turn, and if a cell polled in it blocks
+//!    its thread, so would every queued cell, not only that cell's batch
+//!    (with tokio tasks only the one task in that slot would). So right
+//!    after it, a no-op tokio task is spawned too ([`Runner::unpin`]): it
+//!    takes the slot, and the shard goes to the worker's run queue, where
+//!    an idle worker is told to steal it.
 //!
 //! # Lock order
 //!
@@ -193,7 +203,10 @@ impl Runner {
             shard.wake();
         } else if spawn {
             self.spawn_shard();
+        } else {
+            return;
         }
+        self.unpin();
     }
 
     /// Queues many cells at once (a cancel): one lock, every idle shard
@@ -214,9 +227,28 @@ impl Runner {
             queue.shards += 1;
         }
         drop(queue);
+        let roused = spawn || !idle.is_empty();
         idle.into_iter().for_each(Waker::wake);
         if spawn {
             self.spawn_shard();
+        }
+        if roused {
+            self.unpin();
+        }
+    }
+
+    /// Called right after waking or spawning a shard: from inside a
+    /// shard's poll, on a runtime with other workers to steal it, spawns a
+    /// no-op tokio task to take this worker's LIFO slot, so that the shard
+    /// just woken goes where an idle worker can steal it instead of waiting
+    /// for this poll (invariant 7). Elsewhere (outside the runtime, or in a
+    /// tokio task of the user's) it does nothing.
+    fn unpin(&self) {
+        if let Some((handle, workers)) = self.runtime.get()
+            && *workers > 1
+            && IN_SHARD.with(ThreadCell::get)
+        {
+            drop(handle.spawn(std::future::ready(())));
         }
     }
 
@@ -270,6 +302,7 @@ impl Runner {
         drop(queue);
         if let Some(shard) = wake {
             shard.wake();
+            self.unpin();
         }
         Take::Batch
     }
@@ -359,6 +392,29 @@ thread_local! {
     /// The runner whose cell this thread is polling, as an address (0:
     /// none): how `wait` knows it was called from its own group's task.
     static POLLING: ThreadCell<usize> = const { ThreadCell::new(0) };
+
+    /// This thread is polling a shard, so it is one of its runtime's
+    /// workers (invariant 7).
+    static IN_SHARD: ThreadCell<bool> = const { ThreadCell::new(false) };
+}
+
+/// Marks the thread as polling a shard, until dropped.
+struct InShard {
+    outer: bool,
+}
+
+impl InShard {
+    fn enter() -> InShard {
+        InShard {
+            outer: IN_SHARD.with(|in_shard| in_shard.replace(true)),
+        }
+    }
+}
+
+impl Drop for InShard {
+    fn drop(&mut self) {
+        IN_SHARD.with(|in_shard| in_shard.set(self.outer));
+    }
 }
 
 /// Marks the thread as polling a runner's cell, until dropped.
@@ -391,6 +447,7 @@ impl Future for Shard {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        let _in_shard = InShard::enter();
 
         let mut polled = 0;
         loop {
