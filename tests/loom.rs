@@ -2,7 +2,9 @@
 //! interleaving of cancel, child creation, waiting and drop, within loom's
 //! bounds. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom`
-//! (`.ci/run` does, with `LOOM_MAX_PREEMPTIONS=3`).
+//! (`.ci/run` does, with `LOOM_MAX_PREEMPTIONS=3`). The models of the
+//! runner's task states are unit tests, in `src/group/runner_loom.rs`:
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib runner_loom`.
 #![cfg(loom)]
 
 use loom::sync::Mutex;

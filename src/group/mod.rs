@@ -4,6 +4,8 @@
 mod builder;
 mod outcome;
 mod runner;
+#[cfg(all(test, loom))]
+mod runner_loom;
 mod shared;
 
 use std::collections::VecDeque;
