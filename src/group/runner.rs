@@ -580,17 +580,26 @@ impl TaskState {
     }
 
     /// A wake-up: idle → scheduled (push it); while polled → notified.
+    ///
+    /// A wake that finds a poll already pending (`SCHEDULED` or `NOTIFIED`)
+    /// still writes the state back unchanged: that write releases what the
+    /// waker did before waking to the pending poll's `start` (std's `Waker`
+    /// contract: a wake happens-before the poll it causes). Giving up
+    /// without a write would let that poll read stale data and park for
+    /// good, the bug tokio fixed in tokio-rs/tokio#7622.
     pub(crate) fn schedule(&self) -> bool {
         let prev = self.update(|s| {
-            if s & (ENDED | SCHEDULED | NOTIFIED) != 0 {
+            if s & ENDED != 0 {
                 None
+            } else if s & (SCHEDULED | NOTIFIED) != 0 {
+                Some(s)
             } else if s & RUNNING != 0 {
                 Some(s | NOTIFIED)
             } else {
                 Some(s | SCHEDULED)
             }
         });
-        prev.is_ok_and(|s| s & RUNNING == 0)
+        prev.is_ok_and(|s| s & (SCHEDULED | NOTIFIED | RUNNING) == 0)
     }
 
     /// An abort: marks the cell cancelled, and schedules it if idle (push

@@ -14,10 +14,9 @@
 //! The data sits under a lock, as a tokio channel's does, except in the
 //! two models named `..._happens_before_the_next_poll`: there it is an
 //! atomic with a release store and an acquire load, so only `TaskState`'s
-//! own orderings carry it from the waker to the poll. One of them is
-//! ignored: a wake coalesced into one already pending (the cell is still
-//! `SCHEDULED`) writes nothing to the state today, so it releases nothing
-//! (tokio-rs/tokio#7622 fixed the same in tokio).
+//! own orderings carry it from the waker to the poll, including a wake
+//! coalesced into one already pending (the cell still `SCHEDULED`), which
+//! must release too (tokio-rs/tokio#7622 fixed the same in tokio).
 //!
 //! Every model checks invariant 1 on the way (a push finds the cell's
 //! entry count at 0, and no two runners hold its entry at once) and that
@@ -260,7 +259,7 @@ fn wake_racing_a_poll_is_never_lost() {
 /// with a release store and an acquire load, so only `TaskState`'s own
 /// orderings carry it to the runner; the waker starts once the cell is
 /// `RUNNING`, so its wake is never coalesced into a pending one (the
-/// ignored model below).
+/// model below covers that case).
 #[test]
 fn wake_during_a_poll_happens_before_the_next_poll() {
     loom::model(|| {
@@ -363,15 +362,13 @@ fn two_aborts_of_an_idle_cell_push_once() {
 /// through a plain release store. Here the data is an atomic, not under a
 /// lock.
 ///
-/// Fails today: when the wake lands while the cell is still `SCHEDULED`,
-/// `schedule` writes nothing (its update gives up), so it releases
-/// nothing, and the poll that follows may read the data from before the
-/// wake and park for good. tokio had the same bug in its task state and
-/// fixed it by storing the unchanged state instead (tokio-rs/tokio#7622);
-/// `schedule` returning `Some(s)` for a pending cell does the same, and
-/// makes this model pass.
+/// This model found a bug, since fixed: when the wake landed while the
+/// cell was still `SCHEDULED`, `schedule` wrote nothing (its update gave
+/// up), so it released nothing, and the poll that followed could read the
+/// data from before the wake and park for good. tokio had the same bug in
+/// its task state and fixed it by storing the unchanged state instead
+/// (tokio-rs/tokio#7622); `schedule` now does the same.
 #[test]
-#[ignore = "schedule() releases nothing when the wake is coalesced (tokio-rs/tokio#7622)"]
 fn wake_happens_before_the_next_poll() {
     loom::model(|| {
         let cell = Cell::spawned_with(Cell::with_atomic_data(1));
