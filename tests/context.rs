@@ -1384,6 +1384,22 @@ async fn after_cancel_runs_on_ancestor_cancel() {
     assert_eq!(recv(&mut rx).await, Some(Some(ContextError::Cancelled)));
 }
 
+/// The registration keeps its context alive: with the context's clones
+/// dropped and its handle disarmed, the parent's deadline still reaches it
+/// and runs the callback (found by `context_model`).
+#[tokio::test(start_paused = true)]
+async fn after_cancel_runs_on_ancestor_deadline_after_its_context_and_handle_are_gone() {
+    let (parent, _parent_cancel) = Context::background().with_timeout(Duration::from_millis(24));
+    let (ctx, cancel) = parent.with_cancel();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let reg = ctx.after_cancel(move || tx.send(()).unwrap());
+    drop(ctx);
+    cancel.disarm();
+    tokio::time::advance(Duration::from_millis(24)).await;
+    assert_eq!(rx.recv().await, Some(()));
+    assert!(!reg.stop(), "the callback ran: too late to prevent it");
+}
+
 #[tokio::test(start_paused = true)]
 async fn after_cancel_runs_at_deadline() {
     let start = Instant::now();

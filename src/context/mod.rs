@@ -559,6 +559,12 @@ impl Context {
     /// the same context, on a context that is never cancelled, keeps both
     /// alive.
     ///
+    /// Unlike Go, a context lives only as long as something holds it: a
+    /// clone, its [`CancelHandle`], or this [`AfterCancel`]. A context whose
+    /// handle was [disarmed](CancelHandle::disarm) and whose clones and
+    /// `AfterCancel` are all dropped is gone, and its callback with it,
+    /// even if its parent is cancelled later.
+    ///
     /// # Panics
     ///
     /// Panics when called outside a tokio runtime: the callback needs a
@@ -589,7 +595,7 @@ impl Context {
         let registration = self
             .node
             .register(&callback)
-            .map(|key| (Arc::downgrade(&self.node), key));
+            .map(|key| (self.node.clone(), key));
         AfterCancel {
             callback,
             registration,
@@ -808,7 +814,10 @@ impl fmt::Debug for CancelHandle {
 /// ```
 pub struct AfterCancel {
     callback: Arc<Callback>,
-    registration: Option<(Weak<Node>, usize)>,
+    /// The context's node, kept alive while this handle lives: a context
+    /// whose clones and handle are all gone can still be cancelled by its
+    /// parent, and the callback must still run then.
+    registration: Option<(Arc<Node>, usize)>,
 }
 
 impl AfterCancel {
@@ -832,7 +841,6 @@ impl AfterCancel {
         let prevented = self.callback.stop();
         if prevented
             && let Some((node, key)) = &self.registration
-            && let Some(node) = node.upgrade()
         {
             node.unregister(*key);
         }
