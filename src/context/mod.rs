@@ -839,9 +839,7 @@ impl AfterCancel {
     /// ```
     pub fn stop(&self) -> bool {
         let prevented = self.callback.stop();
-        if prevented
-            && let Some((node, key)) = &self.registration
-        {
+        if prevented && let Some((node, key)) = &self.registration {
             node.unregister(*key);
         }
         prevented

@@ -495,7 +495,10 @@ impl Future for Shard {
         loop {
             // Dropped when the runner keeps enough.
             this.spare.clear();
-            match this.runner.take(&mut this.batch, &mut this.spare, cx.waker()) {
+            match this
+                .runner
+                .take(&mut this.batch, &mut this.spare, cx.waker())
+            {
                 Take::Batch => {}
                 Take::Park => return Poll::Pending,
                 Take::Exit => {
@@ -564,9 +567,7 @@ impl Cell {
                 None => true,
             }
         };
-        if ready
-            || (self.parked_key.load(Relaxed) == NOT_PARKED && self.runner.park(&self))
-        {
+        if ready || (self.parked_key.load(Relaxed) == NOT_PARKED && self.runner.park(&self)) {
             // Finished, or cancelled before `cancel` could see it.
             self.end();
             return Some(self);

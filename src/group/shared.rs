@@ -232,12 +232,7 @@ where
     /// task bound the group to one; the task is then recorded as
     /// cancelled.
     #[track_caller]
-    pub(super) fn start_async<F, Fut>(
-        self: &Arc<Self>,
-        id: TaskId,
-        f: F,
-        spare: Option<&mut Spare>,
-    )
+    pub(super) fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, f: F, spare: Option<&mut Spare>)
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
