@@ -1229,22 +1229,12 @@ async fn randomized_wakes_cancels_and_drops_across_threads_lose_no_task() {
     let mut rng = Rng::new(seed);
     let mut report = SeedReport { seed, round: 0 };
     let baseline = alive_tasks();
-    let rounds = rounds(2_000);
-    // Bounded in time too: a slow machine runs fewer rounds.
-    let budget = Instant::now() + Duration::from_secs(6);
-    let mut played = 0;
-    for round in 0..rounds {
+    // A fixed count, not a time budget: a loaded machine takes longer, and
+    // never plays fewer rounds (about 2 s on a quiet 2-core machine).
+    for round in 0..rounds(600) {
         report.round = round;
         stress_round(&mut rng, baseline).await;
-        played += 1;
-        if Instant::now() > budget {
-            break;
-        }
     }
-    assert!(
-        played >= rounds.min(200),
-        "only {played} rounds in the time budget"
-    );
 }
 
 async fn stress_round(rng: &mut Rng, baseline: usize) {

@@ -15,7 +15,6 @@ use std::sync::{Arc, MutexGuard};
 
 pub use builder::TaskGroupBuilder;
 pub use outcome::{Outcome, TaskId};
-use runner::Spare;
 use shared::{Shared, Work};
 
 use crate::context::cancellation;
@@ -102,8 +101,6 @@ use crate::{Context, ContextError, GroupError};
 pub struct TaskGroup<T, E> {
     shared: Arc<Shared<T, E>>,
     next_id: u64,
-    /// Ended task cells to reuse for the next spawns.
-    spare: Spare,
 }
 
 impl<T, E> TaskGroup<T, E>
@@ -189,7 +186,6 @@ where
         TaskGroup {
             shared: Shared::new(parent, name, limit),
             next_id: 0,
-            spare: Spare::new(),
         }
     }
 
@@ -240,7 +236,7 @@ where
         } else if self.shared.has_room(&state) {
             state.reserve();
             drop(state);
-            self.shared.start_async(id, f, Some(&mut self.spare));
+            self.shared.start_async(id, f);
         } else {
             let work = Work::Async(Box::new(move |ctx| Box::pin(f(ctx))));
             state.queue.push_back((id, work));
@@ -296,7 +292,7 @@ where
         self.next_id += 1;
         state.reserve();
         drop(state);
-        self.shared.start_async(id, f, Some(&mut self.spare));
+        self.shared.start_async(id, f);
         Ok(id)
     }
 

@@ -9,12 +9,6 @@
 //! them out in small batches and polls them. So the group keeps tokio's
 //! parallelism at a fraction of a tokio task's cost.
 //!
-//! A cell that ended with no one else holding it (no waker left anywhere)
-//! is kept for reuse, up to [`SPARE`] per runner: the shard hands it back
-//! while it holds the queue lock anyway, and the spawner takes a batch of
-//! them back the same way. Allocating on the spawner's thread what a shard
-//! freed on another is the largest single cost of a cell.
-//!
 //! What each task keeps, compared with a tokio task of its own:
 //!
 //! - Its panic: a cell's future is the group's `TaskFuture`, which catches
@@ -102,9 +96,6 @@ const BATCH: usize = 16;
 /// How many cells a shard polls before it yields to tokio.
 const TURN: usize = 128;
 
-/// The most ended cells a runner keeps for reuse.
-const SPARE: usize = 256;
-
 /// `Cell::parked_key` of a cell not in `parked`.
 const NOT_PARKED: usize = usize::MAX;
 
@@ -131,15 +122,7 @@ struct Queue {
     idle: Vec<Waker>,
     /// The runtime is shutting down (invariant 6).
     closed: bool,
-    /// Ended cells no one else holds, for new tasks: freeing a cell on the
-    /// shard that ended it and allocating one on the spawning thread is
-    /// most of what a cell would cost (glibc frees across threads slowly).
-    spare: Vec<Arc<Cell>>,
 }
-
-/// Ended cells kept by a spawner or a shard, handed to and from the
-/// runner's `spare` while it holds the queue lock anyway.
-pub(super) type Spare = Vec<Arc<Cell>>;
 
 impl Runner {
     pub(super) fn new() -> Arc<Runner> {
@@ -150,7 +133,6 @@ impl Runner {
                 shards: 0,
                 idle: Vec::new(),
                 closed: false,
-                spare: Vec::new(),
             })),
             cancelled: AtomicBool::new(false),
             runtime: OnceLock::new(),
@@ -176,26 +158,17 @@ impl Runner {
         }
     }
 
-    /// Runs `body` as a new task, in a spare cell of `spare` if it has
-    /// one; refills `spare` from the runner's when it is empty.
-    pub(super) fn spawn(self: &Arc<Self>, body: Body, mut spare: Option<&mut Spare>) {
-        let cell = match spare.as_deref_mut().and_then(Vec::pop) {
-            Some(mut cell) => {
-                let fresh = Arc::get_mut(&mut cell).expect("a spare cell has no other owner");
-                *fresh.body.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(body);
-                cell.state.reset_scheduled();
-                cell.parked_key.store(NOT_PARKED, Relaxed);
-                cell
-            }
-            None => Arc::new(Cell {
-                state: TaskState::scheduled(),
-                body: std::sync::Mutex::new(Some(body)),
-                runner: self.clone(),
-                parked_key: AtomicUsize::new(NOT_PARKED),
-            }),
-        };
-        let refill = spare.filter(|spare| spare.is_empty());
-        self.push_refill(cell, refill);
+    /// Runs `body` as a new task.
+    pub(super) fn spawn(self: &Arc<Self>, body: Body) {
+        let cell = Arc::new(Cell {
+            state: TaskState::new(),
+            body: Mutex::new(Some(body)),
+            runner: self.clone(),
+            parked_key: AtomicUsize::new(NOT_PARKED),
+        });
+        if cell.state.schedule() {
+            self.push(cell);
+        }
     }
 
     /// Whether the caller is polling one of this runner's cells.
@@ -214,21 +187,12 @@ impl Runner {
 
     /// Queues a cell whose state says it must be pushed (invariant 1).
     fn push(self: &Arc<Self>, cell: Arc<Cell>) {
-        self.push_refill(cell, None);
-    }
-
-    /// [`Runner::push`], and moves spare cells into `refill`.
-    fn push_refill(self: &Arc<Self>, cell: Arc<Cell>, refill: Option<&mut Spare>) {
         let mut queue = self.lock();
         if queue.closed {
             drop(queue);
             return cell.end();
         }
         queue.ready.push_back(cell);
-        if let Some(refill) = refill {
-            let keep = queue.spare.len().saturating_sub(BATCH);
-            refill.extend(queue.spare.drain(keep..));
-        }
         let wake = queue.idle.pop();
         let spawn = wake.is_none() && queue.shards < self.max_shards();
         if spawn {
@@ -296,7 +260,6 @@ impl Runner {
         let shard = Shard {
             runner: self.clone(),
             batch: VecDeque::with_capacity(BATCH),
-            spare: Vec::new(),
             finished: false,
         };
         match self.runtime.get() {
@@ -307,12 +270,9 @@ impl Runner {
         }
     }
 
-    /// A shard's next batch, or why it has none (invariant 5). Hands the
-    /// shard's spare cells over to the runner.
-    fn take(&self, batch: &mut VecDeque<Arc<Cell>>, spare: &mut Spare, waker: &Waker) -> Take {
+    /// A shard's next batch, or why it has none (invariant 5).
+    fn take(&self, batch: &mut VecDeque<Arc<Cell>>, waker: &Waker) -> Take {
         let mut queue = self.lock();
-        let room = SPARE.saturating_sub(queue.spare.len()).min(spare.len());
-        queue.spare.extend(spare.drain(..room));
         if queue.closed {
             queue.shards -= 1;
             return Take::Exit;
@@ -479,8 +439,6 @@ impl Drop for Polling {
 struct Shard {
     runner: Arc<Runner>,
     batch: VecDeque<Arc<Cell>>,
-    /// Cells this shard ended, for reuse.
-    spare: Spare,
     finished: bool,
 }
 
@@ -493,12 +451,7 @@ impl Future for Shard {
 
         let mut polled = 0;
         loop {
-            // Dropped when the runner keeps enough.
-            this.spare.clear();
-            match this
-                .runner
-                .take(&mut this.batch, &mut this.spare, cx.waker())
-            {
+            match this.runner.take(&mut this.batch, cx.waker()) {
                 Take::Batch => {}
                 Take::Park => return Poll::Pending,
                 Take::Exit => {
@@ -507,11 +460,7 @@ impl Future for Shard {
                 }
             }
             while let Some(cell) = this.batch.pop_front() {
-                if let Some(mut ended) = cell.run()
-                    && Arc::get_mut(&mut ended).is_some()
-                {
-                    this.spare.push(ended);
-                }
+                cell.run();
                 polled += 1;
                 if polled >= TURN || !tokio::task::coop::has_budget_remaining() {
                     this.runner.give_back(&mut this.batch);
@@ -532,10 +481,9 @@ impl Drop for Shard {
 }
 
 /// One task of the group: its future and its scheduling state.
-pub(super) struct Cell {
+struct Cell {
     state: TaskState,
-    // std's: loom does not model it.
-    body: std::sync::Mutex<Option<Body>>,
+    body: Mutex<Option<Body>>,
     runner: Arc<Runner>,
     /// Its key in `parked`, once registered (invariant 3). Written and read
     /// under the queue lock, or by the holder of its queue entry.
@@ -544,39 +492,37 @@ pub(super) struct Cell {
 
 impl Cell {
     /// Polls the cell once, or ends it if aborted or cancelled. The caller
-    /// held its queue entry (invariant 1). Returns the cell if it ended.
-    fn run(self: Arc<Self>) -> Option<Arc<Cell>> {
+    /// held its queue entry (invariant 1).
+    fn run(self: Arc<Self>) {
         if self.state.start() || self.runner.cancelled.load(SeqCst) {
-            self.end();
-            return Some(self);
+            return self.end();
         }
-        let ready = {
-            let waker = Waker::from(self.clone());
-            let mut cx = task::Context::from_waker(&waker);
-            let mut body = self.body.lock().unwrap_or_else(PoisonError::into_inner);
-            match body.as_mut() {
-                Some(fut) => {
-                    let _polling = Polling::enter(&self.runner);
-                    // The group's `TaskFuture` catches the user's panics;
-                    // what could still unwind here is a panic the group's
-                    // own bookkeeping resumes after recording it: the task
-                    // has already reported its outcome.
-                    catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
-                        .map_or(true, |poll| poll.is_ready())
-                }
-                None => true,
+        let waker = Waker::from(self.clone());
+        let mut cx = task::Context::from_waker(&waker);
+        let mut body = self.body.lock().unwrap_or_else(PoisonError::into_inner);
+        let ready = match body.as_mut() {
+            Some(fut) => {
+                let _polling = Polling::enter(&self.runner);
+                // The group's `TaskFuture` catches the user's panics; what
+                // could still unwind here is a panic the group's own
+                // bookkeeping resumes after recording it: the task has
+                // already reported its outcome.
+                catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+                    .map_or(true, |poll| poll.is_ready())
             }
+            None => true,
         };
-        if ready || (self.parked_key.load(Relaxed) == NOT_PARKED && self.runner.park(&self)) {
-            // Finished, or cancelled before `cancel` could see it.
-            self.end();
-            return Some(self);
+        drop(body);
+        if ready {
+            return self.end();
+        }
+        if self.parked_key.load(Relaxed) == NOT_PARKED && self.runner.park(&self) {
+            return self.end(); // cancelled before `cancel` could see it
         }
         if self.state.stop() {
             let runner = self.runner.clone();
             runner.push(self);
         }
-        None
     }
 
     /// Ends the cell: drops its future (if a poll has not finished it) and
@@ -625,20 +571,8 @@ const ENDED: u8 = 16;
 pub(crate) struct TaskState(AtomicU8);
 
 impl TaskState {
-    #[cfg(all(test, loom))]
     pub(crate) fn new() -> TaskState {
         TaskState(AtomicU8::new(0))
-    }
-
-    /// A new cell's state: queued by its spawner.
-    pub(crate) fn scheduled() -> TaskState {
-        TaskState(AtomicU8::new(SCHEDULED))
-    }
-
-    /// An ended cell reused for a new task, by its one owner: queued by its
-    /// spawner.
-    fn reset_scheduled(&self) {
-        self.0.store(SCHEDULED, Relaxed);
     }
 
     fn update(&self, f: impl FnMut(u8) -> Option<u8>) -> Result<u8, u8> {

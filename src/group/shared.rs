@@ -52,7 +52,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::outcome::{Outcome, TaskId};
-use super::runner::{Runner, Spare};
+use super::runner::Runner;
 use crate::context::{CancelHook, cancellation};
 use crate::error::panic_message;
 use crate::{Cause, Context, ContextError, TaskFailed};
@@ -218,7 +218,7 @@ where
     /// Starts a queued task whose slot was reserved.
     fn start(self: &Arc<Self>, id: TaskId, key: Option<usize>, work: Work<T, E>) {
         match (work, key) {
-            (Work::Async(f), _) => self.start_async(id, f, None),
+            (Work::Async(f), _) => self.start_async(id, f),
             (Work::Blocking(f), Some(key)) => self.start_blocking(id, key, f),
             (Work::Blocking(_), None) => unreachable!("a blocking task's slot has a key"),
         }
@@ -232,7 +232,7 @@ where
     /// task bound the group to one; the task is then recorded as
     /// cancelled.
     #[track_caller]
-    pub(super) fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, f: F, spare: Option<&mut Spare>)
+    pub(super) fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, f: F)
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
@@ -256,7 +256,7 @@ where
             fut: Some(fut),
             completion: Some(completion),
         });
-        self.runner.spawn(body, spare);
+        self.runner.spawn(body);
     }
 
     /// Runs `f` on tokio's blocking pool.

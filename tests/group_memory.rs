@@ -1,0 +1,72 @@
+//! Memory of finished groups, alone in its own test binary: the resident
+//! set is the whole process's, so no other test may allocate beside it.
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use taskgroup::TaskGroup;
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Waits, bounded, until `done()` holds; never a fixed sleep.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for i in 0..4_000 {
+        if done() {
+            return;
+        }
+        if i < 100 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    panic!("{what} did not happen within about 4 s");
+}
+
+/// The resident set size of this process, from `/proc/self/status`.
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    let kib: usize = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
+}
+
+/// A finished group frees its runner and the ended cells it keeps for
+/// reuse: they must not keep each other alive. 10,000 groups of 64 tasks
+/// leave the resident set flat (a leaked runner with its cells would cost
+/// several KB each, tens of MB in all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_groups_free_their_runners_and_spare_cells() {
+    async fn groups(count: usize) {
+        for _ in 0..count {
+            let mut group = TaskGroup::<u32, String>::new();
+            for i in 0..64 {
+                group.spawn(move |_ctx| async move {
+                    tokio::task::yield_now().await;
+                    Ok(i)
+                });
+            }
+            assert_eq!(group.wait().await.map(|v| v.len()), Ok(64));
+        }
+    }
+    let baseline = alive_tasks();
+    groups(1_000).await; // warm the allocator up
+    eventually("runner tasks gone", || alive_tasks() == baseline).await;
+    let before = rss_bytes();
+    groups(10_000).await;
+    eventually("runner tasks gone", || alive_tasks() == baseline).await;
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 12 << 20,
+        "RSS grew by {} KB over 10,000 finished groups",
+        grown >> 10
+    );
+}
