@@ -65,6 +65,17 @@ pub(super) enum Work<T, E> {
     Blocking(Box<dyn FnOnce(Context) -> Result<T, E> + Send>),
 }
 
+/// A queued closure whose slot was just reserved: a blocking one with its
+/// key in `tasks`.
+enum Start<T, E> {
+    Async(TaskId, Box<dyn FnOnce(Context) -> BoxFuture<T, E> + Send>),
+    Blocking(
+        TaskId,
+        usize,
+        Box<dyn FnOnce(Context) -> Result<T, E> + Send>,
+    ),
+}
+
 pub(super) struct State<T, E> {
     pub(super) running: usize,
     pub(super) queue: VecDeque<(TaskId, Work<T, E>)>,
@@ -213,15 +224,6 @@ where
             .tasks
             .iter()
             .any(|(_, (_, handle))| handle.as_ref().is_some_and(|h| h.id() == me))
-    }
-
-    /// Starts a queued task whose slot was reserved.
-    fn start(self: &Arc<Self>, id: TaskId, key: Option<usize>, work: Work<T, E>) {
-        match (work, key) {
-            (Work::Async(f), _) => self.start_async(id, f),
-            (Work::Blocking(f), Some(key)) => self.start_blocking(id, key, f),
-            (Work::Blocking(_), None) => unreachable!("a blocking task's slot has a key"),
-        }
     }
 
     /// Calls `f` for its future and hands that to the group's runner.
@@ -393,16 +395,13 @@ where
         let mut next = None;
         let mut unstarted = VecDeque::new();
         if ran && !self.ctx.is_cancelled() {
-            if let Some((id, work)) = state.queue.pop_front() {
-                let key = match work {
-                    Work::Async(_) => {
-                        state.reserve();
-                        None
-                    }
-                    Work::Blocking(_) => Some(state.reserve_blocking(id)),
-                };
-                next = Some((id, key, work));
-            }
+            next = state.queue.pop_front().map(|(id, work)| match work {
+                Work::Async(f) => {
+                    state.reserve();
+                    Start::Async(id, f)
+                }
+                Work::Blocking(f) => Start::Blocking(id, state.reserve_blocking(id), f),
+            });
         } else {
             unstarted = state.take_queue();
         }
@@ -415,8 +414,10 @@ where
             self.slot_freed.notify_one();
         }
         self.discard(unstarted);
-        if let Some((id, key, work)) = next {
-            self.start(id, key, work);
+        match next {
+            Some(Start::Async(id, f)) => self.start_async(id, f),
+            Some(Start::Blocking(id, key, f)) => self.start_blocking(id, key, f),
+            None => {}
         }
         if let Some(payload) = escaped {
             std::panic::resume_unwind(payload);
