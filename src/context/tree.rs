@@ -515,6 +515,10 @@ impl Node {
     /// one's release ordered any canceller's write of `slot` before this
     /// read, so a node its parent's canceller already unlinked skips the
     /// parent's lock.
+    ///
+    /// The last child out of a slab grown past [`SLAB_KEPT`] entries frees
+    /// it: a long-lived parent that once held many children at once must
+    /// not keep their peak for as long as it lives.
     fn unlink(&self) {
         if self.slot.load(Ordering::Relaxed) == UNLINKED {
             return;
@@ -522,14 +526,26 @@ impl Node {
         if let Some(parent) = &self.parent {
             let mut inner = lock(&parent.inner);
             let slot = self.slot.swap(UNLINKED, Ordering::Relaxed);
+            let mut emptied = None;
             if slot != UNLINKED
                 && let Some(extras) = &mut inner.extras
             {
                 extras.children.try_remove(slot);
+                if extras.children.is_empty() && extras.children.capacity() > SLAB_KEPT {
+                    emptied = Some(std::mem::take(&mut extras.children));
+                }
             }
+            drop(inner);
+            // Only vacant entries: no node is dropped here.
+            drop(emptied);
         }
     }
 }
+
+/// The most entries an empty children slab keeps: enough for a parent
+/// whose children come and go a few at a time to reuse it without
+/// reallocating.
+const SLAB_KEPT: usize = 64;
 
 /// What a cancelled node leaves to do once the stripe lock is released.
 struct Taken {
