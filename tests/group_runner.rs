@@ -20,7 +20,7 @@ use std::future::{Future, pending};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::task::{self, Poll};
 use std::time::{Duration, Instant};
 
@@ -162,59 +162,98 @@ const QUICK: usize = 200;
 /// batch.
 const HOSTAGES: usize = BATCH - 1;
 
-/// The blocker's body: blocks its thread (deliberately: that is the
-/// subject) for at least 200 ms, and on until all quick tasks but
-/// `HOSTAGES` have finished, or 3 s have passed. So a slow machine never
-/// fails the test by being slow: only a runner that holds more than a batch
-/// back keeps the blocker blocking, and its hostages then finish after it.
-/// Returns when it released its thread.
-fn block_thread(blocking: &AtomicBool, finished: &AtomicUsize) -> Instant {
-    blocking.store(true, SeqCst);
-    let start = Instant::now();
-    loop {
-        std::thread::sleep(ms(2));
-        let elapsed = start.elapsed();
-        let others_done = finished.load(SeqCst) >= QUICK - HOSTAGES;
-        if elapsed >= Duration::from_secs(3) || (elapsed >= ms(200) && others_done) {
-            return Instant::now();
+/// One blocker among `QUICK` quick tasks, and what they report.
+#[derive(Default)]
+struct Hostages {
+    /// The blocker has started blocking its thread.
+    blocking: AtomicBool,
+    /// Quick tasks parked so far (in the tests that park them first).
+    parked: AtomicUsize,
+    /// Quick tasks finished so far; `changed` tells the blocker.
+    finished: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Hostages {
+    /// The blocker's body. Blocks its thread (deliberately: that is the
+    /// subject) for 200 ms, then on until all quick tasks but `HOSTAGES`
+    /// have finished, for 3 s at most. So a slow machine never fails the
+    /// test by being slow: only a runner that holds more than a batch back
+    /// keeps the blocker blocking, and its hostages then finish after it.
+    /// Returns when it releases its thread.
+    fn block_thread(&self) -> Instant {
+        self.blocking.store(true, SeqCst);
+        std::thread::sleep(ms(200));
+        let finished = self.finished.lock().unwrap();
+        let _finished = self
+            .changed
+            .wait_timeout_while(finished, Duration::from_secs(3), |n| *n < QUICK - HOSTAGES)
+            .unwrap();
+        Instant::now()
+    }
+
+    /// A quick task's end: counted, and the blocker told.
+    fn finish(&self) -> Instant {
+        *self.finished.lock().unwrap() += 1;
+        self.changed.notify_all();
+        Instant::now()
+    }
+
+    /// Spawns the quick tasks, each parked on one of `wakes` until it is
+    /// woken, then finishing.
+    fn spawn_parked(
+        self: &Arc<Self>,
+        group: &mut TaskGroup<Instant, String>,
+        wakes: Vec<oneshot::Receiver<()>>,
+    ) {
+        for wake in wakes {
+            let this = self.clone();
+            group.spawn(move |_ctx| async move {
+                this.parked.fetch_add(1, SeqCst);
+                wake.await.map_err(|e| e.to_string())?;
+                Ok(this.finish())
+            });
         }
+    }
+
+    /// Counts the quick tasks that finished after the blocker released its
+    /// thread, and checks there are at most `HOSTAGES`.
+    fn assert_bounded(&self, released: Instant, quick_finished: &[Instant]) {
+        assert!(self.blocking.load(SeqCst), "the blocker blocked");
+        assert_eq!(quick_finished.len(), QUICK);
+        let hostages = quick_finished.iter().filter(|&&at| at > released).count();
+        assert!(
+            hostages <= HOSTAGES,
+            "{hostages} of {QUICK} quick tasks finished only after the blocking task \
+             released its thread; at most {HOSTAGES} (a batch less the blocker) may"
+        );
     }
 }
 
-/// Counts the quick tasks that finished after the blocker released its
-/// thread, and checks there are at most `HOSTAGES`.
-fn assert_hostages_bounded(released: Instant, quick_finished: &[Instant]) {
-    assert_eq!(quick_finished.len(), QUICK);
-    let hostages = quick_finished.iter().filter(|&&at| at > released).count();
-    assert!(
-        hostages <= HOSTAGES,
-        "{hostages} of {QUICK} quick tasks finished only after the blocking task \
-         released its thread; at most {HOSTAGES} (a batch less the blocker) may"
-    );
+/// `QUICK` oneshot channels: their senders, and their receivers.
+fn wakes() -> (Vec<oneshot::Sender<()>>, Vec<oneshot::Receiver<()>>) {
+    (0..QUICK).map(|_| oneshot::channel::<()>()).unzip()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_blocking_its_thread_holds_back_at_most_a_batch() {
-    let blocking = Arc::new(AtomicBool::new(false));
-    let finished = Arc::new(AtomicUsize::new(0));
+    let hostages = Arc::new(Hostages::default());
     let mut group = TaskGroup::<Instant, String>::new();
     // The blocker first: it heads the queue, so the shard that takes it
     // takes up to a batch of quick tasks with it.
-    let (b, f) = (blocking.clone(), finished.clone());
-    group.spawn(move |_ctx| async move { Ok(block_thread(&b, &f)) });
+    let h = hostages.clone();
+    group.spawn(move |_ctx| async move { Ok(h.block_thread()) });
     for _ in 0..QUICK {
-        let finished = finished.clone();
+        let h = hostages.clone();
         group.spawn(move |_ctx| async move {
             // Back to the queue once: a woken task goes to the shared
             // queue, not to the shard that polled it last.
             self_wake().await;
-            finished.fetch_add(1, SeqCst);
-            Ok(Instant::now())
+            Ok(h.finish())
         });
     }
     let times = within("the group", group.wait()).await.unwrap();
-    assert!(blocking.load(SeqCst));
-    assert_hostages_bounded(times[0], &times[1..]);
+    hostages.assert_bounded(times[0], &times[1..]);
 }
 
 /// Tasks parked on channels, then woken by a sibling: the first wake-up
@@ -224,19 +263,16 @@ async fn a_task_blocking_its_thread_holds_back_at_most_a_batch() {
 /// stuck behind a task that then blocks that thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_woken_by_a_sibling_then_blocking_holds_back_at_most_a_batch() {
-    let blocking = Arc::new(AtomicBool::new(false));
-    let finished = Arc::new(AtomicUsize::new(0));
-    let parked = Arc::new(AtomicUsize::new(0));
+    let hostages = Arc::new(Hostages::default());
     let mut group = TaskGroup::<Instant, String>::new();
     let (go_tx, go_rx) = oneshot::channel::<()>();
     let (blocker_tx, blocker_rx) = oneshot::channel::<()>();
-    let (quick_txs, quick_rxs): (Vec<_>, Vec<_>) =
-        (0..QUICK).map(|_| oneshot::channel::<()>()).unzip();
+    let (quick_txs, quick_rxs) = wakes();
 
     // Task 0: the trigger. Wakes the blocker first, then every quick task.
-    let p = parked.clone();
+    let h = hostages.clone();
     group.spawn(move |_ctx| async move {
-        p.fetch_add(1, SeqCst);
+        h.parked.fetch_add(1, SeqCst);
         go_rx.await.map_err(|e| e.to_string())?;
         blocker_tx.send(()).map_err(|()| "blocker gone")?;
         for tx in quick_txs {
@@ -245,26 +281,20 @@ async fn a_task_woken_by_a_sibling_then_blocking_holds_back_at_most_a_batch() {
         Ok(Instant::now())
     });
     // Task 1: the blocker.
-    let (b, f, p) = (blocking.clone(), finished.clone(), parked.clone());
+    let h = hostages.clone();
     group.spawn(move |_ctx| async move {
-        p.fetch_add(1, SeqCst);
+        h.parked.fetch_add(1, SeqCst);
         blocker_rx.await.map_err(|e| e.to_string())?;
-        Ok(block_thread(&b, &f))
+        Ok(h.block_thread())
     });
-    for rx in quick_rxs {
-        let (f, p) = (finished.clone(), parked.clone());
-        group.spawn(move |_ctx| async move {
-            p.fetch_add(1, SeqCst);
-            rx.await.map_err(|e| e.to_string())?;
-            f.fetch_add(1, SeqCst);
-            Ok(Instant::now())
-        });
-    }
-    eventually("every task parked", || parked.load(SeqCst) == QUICK + 2).await;
+    hostages.spawn_parked(&mut group, quick_rxs);
+    eventually("every task parked", || {
+        hostages.parked.load(SeqCst) == QUICK + 2
+    })
+    .await;
     go_tx.send(()).unwrap();
     let times = within("the group", group.wait()).await.unwrap();
-    assert!(blocking.load(SeqCst));
-    assert_hostages_bounded(times[1], &times[2..]);
+    hostages.assert_bounded(times[1], &times[2..]);
 }
 
 /// The waker blocks its own thread right after waking its siblings, in the
@@ -272,68 +302,51 @@ async fn a_task_woken_by_a_sibling_then_blocking_holds_back_at_most_a_batch() {
 /// worker's LIFO slot would wait, at most a batch may wait for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_blocking_right_after_waking_its_siblings_holds_back_at_most_a_batch() {
-    let blocking = Arc::new(AtomicBool::new(false));
-    let finished = Arc::new(AtomicUsize::new(0));
-    let parked = Arc::new(AtomicUsize::new(0));
+    let hostages = Arc::new(Hostages::default());
     let mut group = TaskGroup::<Instant, String>::new();
     let (go_tx, go_rx) = oneshot::channel::<()>();
-    let (quick_txs, quick_rxs): (Vec<_>, Vec<_>) =
-        (0..QUICK).map(|_| oneshot::channel::<()>()).unzip();
-    let (b, f, p) = (blocking.clone(), finished.clone(), parked.clone());
+    let (quick_txs, quick_rxs) = wakes();
+    let h = hostages.clone();
     group.spawn(move |_ctx| async move {
-        p.fetch_add(1, SeqCst);
+        h.parked.fetch_add(1, SeqCst);
         go_rx.await.map_err(|e| e.to_string())?;
         for tx in quick_txs {
             tx.send(()).map_err(|()| "quick task gone")?;
         }
-        Ok(block_thread(&b, &f))
+        Ok(h.block_thread())
     });
-    for rx in quick_rxs {
-        let (f, p) = (finished.clone(), parked.clone());
-        group.spawn(move |_ctx| async move {
-            p.fetch_add(1, SeqCst);
-            rx.await.map_err(|e| e.to_string())?;
-            f.fetch_add(1, SeqCst);
-            Ok(Instant::now())
-        });
-    }
-    eventually("every task parked", || parked.load(SeqCst) == QUICK + 1).await;
+    hostages.spawn_parked(&mut group, quick_rxs);
+    eventually("every task parked", || {
+        hostages.parked.load(SeqCst) == QUICK + 1
+    })
+    .await;
     go_tx.send(()).unwrap();
     let times = within("the group", group.wait()).await.unwrap();
-    assert!(blocking.load(SeqCst));
-    assert_hostages_bounded(times[0], &times[1..]);
+    hostages.assert_bounded(times[0], &times[1..]);
 }
 
 /// The same with the waker's own wake-ups coming from a std thread: every
 /// wake-up reaches the runtime from outside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_woken_from_outside_then_blocking_holds_back_at_most_a_batch() {
-    let blocking = Arc::new(AtomicBool::new(false));
-    let finished = Arc::new(AtomicUsize::new(0));
-    let parked = Arc::new(AtomicUsize::new(0));
+    let hostages = Arc::new(Hostages::default());
     let mut group = TaskGroup::<Instant, String>::new();
     let (blocker_tx, blocker_rx) = oneshot::channel::<()>();
-    let (quick_txs, quick_rxs): (Vec<_>, Vec<_>) =
-        (0..QUICK).map(|_| oneshot::channel::<()>()).unzip();
-    let (b, f, p) = (blocking.clone(), finished.clone(), parked.clone());
+    let (quick_txs, quick_rxs) = wakes();
+    let h = hostages.clone();
     group.spawn(move |_ctx| async move {
-        p.fetch_add(1, SeqCst);
+        h.parked.fetch_add(1, SeqCst);
         blocker_rx.await.map_err(|e| e.to_string())?;
-        Ok(block_thread(&b, &f))
+        Ok(h.block_thread())
     });
-    for rx in quick_rxs {
-        let (f, p) = (finished.clone(), parked.clone());
-        group.spawn(move |_ctx| async move {
-            p.fetch_add(1, SeqCst);
-            rx.await.map_err(|e| e.to_string())?;
-            f.fetch_add(1, SeqCst);
-            Ok(Instant::now())
-        });
-    }
-    eventually("every task parked", || parked.load(SeqCst) == QUICK + 1).await;
+    hostages.spawn_parked(&mut group, quick_rxs);
+    eventually("every task parked", || {
+        hostages.parked.load(SeqCst) == QUICK + 1
+    })
+    .await;
     // The blocker first, and only once it blocks, the others.
     blocker_tx.send(()).unwrap();
-    eventually("the blocker blocking", || blocking.load(SeqCst)).await;
+    eventually("the blocker blocking", || hostages.blocking.load(SeqCst)).await;
     let waker = std::thread::spawn(move || {
         for tx in quick_txs {
             tx.send(()).unwrap();
@@ -341,7 +354,7 @@ async fn a_task_woken_from_outside_then_blocking_holds_back_at_most_a_batch() {
     });
     let times = within("the group", group.wait()).await.unwrap();
     waker.join().unwrap();
-    assert_hostages_bounded(times[0], &times[1..]);
+    hostages.assert_bounded(times[0], &times[1..]);
 }
 
 // ---------------------------------------------------------------------------
