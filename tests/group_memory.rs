@@ -2,30 +2,10 @@
 //! set is the whole process's, so no other test may allocate beside it.
 #![cfg(target_os = "linux")]
 
-use std::time::Duration;
-
 use taskgroup::TaskGroup;
 
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
-
-/// Waits, bounded, until `done()` holds; never a fixed sleep.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for i in 0..4_000 {
-        if done() {
-            return;
-        }
-        if i < 100 {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    panic!("{what} did not happen within about 4 s");
-}
+mod support;
+use support::{alive_tasks, eventually};
 
 /// The resident set size of this process, from `/proc/self/status`.
 fn rss_bytes() -> usize {

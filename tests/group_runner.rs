@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use taskgroup::{Context, ContextError, GroupError, Outcome, TaskFailed, TaskGroup};
+
+mod support;
+use support::{Rng, alive_tasks, eventually, rounds, seed_from_env_or_clock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 // ---------------------------------------------------------------------------
@@ -87,28 +90,6 @@ impl Future for SelfWake {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
-}
-
-/// The number of async tasks alive on this runtime: the shards, here.
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
-
-/// Waits, bounded (about 4 s), until `done()` holds; never a fixed sleep.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for i in 0..4_100 {
-        if done() {
-            return;
-        }
-        if i < 100 {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(ms(1)).await;
-        }
-    }
-    panic!("{what} did not happen within about 4 s");
 }
 
 /// Runs `f` within 10 s, or fails the test instead of hanging it.
@@ -1110,50 +1091,6 @@ async fn panics_while_a_cancel_drops_parked_tasks_are_each_reported() {
 
 // ---------------------------------------------------------------------------
 // 9. Randomized stress across threads
-
-/// xorshift64*: small, seeded, good enough to pick behaviours.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// In `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-fn seed_from_env_or_clock() -> u64 {
-    match std::env::var("TASKGROUP_STRESS_SEED") {
-        Ok(seed) => seed.parse().expect("TASKGROUP_STRESS_SEED is a u64"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    }
-}
-
-fn rounds(default: usize) -> usize {
-    std::env::var("TASKGROUP_STRESS_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Prints the seed if the test panics while it is alive.
 struct SeedReport {

@@ -15,52 +15,11 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use taskgroup::{Context, GroupError, Outcome, TaskFailed, TaskGroup};
 
+mod support;
+use support::{Rng, alive_tasks, eventually, rounds, seed_from_env_or_clock};
+
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// xorshift64*: small, seeded, good enough to pick behaviours.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// In `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-fn seed_from_env_or_clock() -> u64 {
-    match std::env::var("TASKGROUP_STRESS_SEED") {
-        Ok(seed) => seed.parse().expect("TASKGROUP_STRESS_SEED is a u64"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    }
-}
-
-fn rounds(default: usize) -> usize {
-    std::env::var("TASKGROUP_STRESS_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Prints the seed if the test panics while it is alive.
 struct SeedReport {
@@ -122,27 +81,6 @@ impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.now.fetch_sub(1, SeqCst);
     }
-}
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
-
-/// Waits, bounded, until `done()` holds; never a fixed sleep.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for i in 0..4_000 {
-        if done() {
-            return;
-        }
-        if i < 100 {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    panic!("{what} did not happen within about 4 s");
 }
 
 async fn yields(n: u64) {

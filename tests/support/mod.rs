@@ -1,0 +1,74 @@
+//! Helpers shared by the group test binaries: `mod support;` in each. A
+//! binary uses some of them, hence `dead_code` allowed here.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+/// The number of async tasks alive on the current runtime.
+pub fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Waits, bounded, until `done()` holds; never a fixed sleep. Yields to the
+/// scheduler first, then checks every millisecond, for about 4 s.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for i in 0..4_100 {
+        if done() {
+            return;
+        }
+        if i < 100 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    panic!("{what} did not happen within about 4 s");
+}
+
+/// xorshift64*: small, seeded, good enough to pick behaviours.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// In `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// `TASKGROUP_STRESS_SEED` if set (to replay a failure), else the clock.
+pub fn seed_from_env_or_clock() -> u64 {
+    match std::env::var("TASKGROUP_STRESS_SEED") {
+        Ok(seed) => seed.parse().expect("TASKGROUP_STRESS_SEED is a u64"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    }
+}
+
+/// `TASKGROUP_STRESS_ROUNDS` if set, else `default`.
+pub fn rounds(default: usize) -> usize {
+    std::env::var("TASKGROUP_STRESS_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
