@@ -265,6 +265,17 @@ pub struct TaskFailed {
 }
 
 impl TaskFailed {
+    /// A task's failure, as a joiner describes it; the group fills in its
+    /// name when it cancels with it.
+    pub(crate) fn new(task: crate::TaskId, panic: bool, message: String) -> Self {
+        TaskFailed {
+            task,
+            group: None,
+            panic,
+            message,
+        }
+    }
+
     /// The task that failed.
     ///
     /// # Examples

@@ -173,7 +173,10 @@ mod loom;
 
 pub use context::{AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextRunFuture};
 pub use error::{ContextError, GroupError, TaskFailed};
-pub use group::{Outcome, TaskGroup, TaskGroupBuilder, TaskId};
+pub use group::{
+    AllFailed, Decision, FailFast, FirstOk, Joiner, Outcome, Supervise, TaskGroup,
+    TaskGroupBuilder, TaskId, Unread, hedge,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -5,10 +5,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::TaskGroup;
+use super::joiner::{FailFast, Joiner};
 use crate::Context;
 
 /// Configures a [`TaskGroup`]: a limit on concurrent tasks, a name, a parent
-/// context. Made by [`TaskGroup::builder`].
+/// context, a join policy. Made by [`TaskGroup::builder`].
 ///
 /// # Examples
 ///
@@ -29,29 +30,29 @@ use crate::Context;
 /// assert_eq!(group.wait().await, Ok(vec![0, 1, 2, 3, 4]));
 /// # }
 /// ```
-pub struct TaskGroupBuilder<T, E> {
+pub struct TaskGroupBuilder<T, E, J = FailFast> {
     limit: Option<usize>,
     name: Option<Arc<str>>,
     context: Option<Context>,
+    joiner: J,
     // `fn() -> (T, E)`: the builder holds no T or E, so it is Send and Sync
     // whatever they are.
     _types: PhantomData<fn() -> (T, E)>,
 }
 
-impl<T, E> TaskGroupBuilder<T, E>
-where
-    T: Send + 'static,
-    E: fmt::Display + Send + 'static,
-{
+impl<T, E> TaskGroupBuilder<T, E> {
     pub(super) fn new() -> Self {
         TaskGroupBuilder {
             limit: None,
             name: None,
             context: None,
+            joiner: FailFast,
             _types: PhantomData,
         }
     }
+}
 
+impl<T, E, J> TaskGroupBuilder<T, E, J> {
     /// At most `limit` task bodies run at once, blocking ones included.
     /// Tasks spawned beyond it wait in the group (as closures, not as tokio
     /// tasks) and start as slots free.
@@ -112,6 +113,37 @@ where
         self
     }
 
+    /// Sets how the group ends: its join policy. The default is
+    /// [`FailFast`]; [`Supervise`](crate::Supervise) never cancels,
+    /// [`FirstOk`](crate::FirstOk) stops at the first success, and any
+    /// [`Joiner`] of your own works the same way. What
+    /// [`wait`](TaskGroup::wait) returns is the joiner's
+    /// [`Output`](Joiner::Output).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Outcome, Supervise, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::builder().joiner(Supervise).build();
+    /// group.spawn(|_ctx| async { Err::<u8, _>("first") });
+    /// group.spawn(|_ctx| async { Ok(2) }); // not cancelled by the error
+    /// let outcomes: Vec<Outcome<u8, &str>> = group.wait().await;
+    /// assert!(outcomes[0].is_err() && outcomes[1].is_ok());
+    /// # }
+    /// ```
+    pub fn joiner<K: Joiner<T, E>>(self, joiner: K) -> TaskGroupBuilder<T, E, K> {
+        TaskGroupBuilder {
+            limit: self.limit,
+            name: self.name,
+            context: self.context,
+            joiner,
+            _types: PhantomData,
+        }
+    }
+
     /// Creates the group. Needs no runtime; spawning does.
     ///
     /// # Examples
@@ -120,18 +152,24 @@ where
     /// let group = taskgroup::TaskGroup::<(), String>::builder().limit(4).build();
     /// assert!(group.is_empty());
     /// ```
-    pub fn build(self) -> TaskGroup<T, E> {
+    pub fn build(self) -> TaskGroup<T, E, J>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        J: Joiner<T, E>,
+    {
         let parent = self.context.unwrap_or_else(Context::background);
-        TaskGroup::from_builder(&parent, self.name, self.limit)
+        TaskGroup::from_builder(&parent, self.name, self.limit, self.joiner)
     }
 }
 
-impl<T, E> fmt::Debug for TaskGroupBuilder<T, E> {
+impl<T, E, J> fmt::Debug for TaskGroupBuilder<T, E, J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskGroupBuilder")
             .field("limit", &self.limit)
             .field("name", &self.name)
             .field("context", &self.context)
+            .field("joiner", &std::any::type_name::<J>())
             .finish()
     }
 }

@@ -2,23 +2,25 @@
 //! outliving its group.
 
 mod builder;
+mod joiner;
 mod outcome;
 mod runner;
 #[cfg(all(test, loom))]
 mod runner_loom;
 mod shared;
+mod task;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, MutexGuard};
 
 pub use builder::TaskGroupBuilder;
+pub use joiner::{AllFailed, Decision, FailFast, FirstOk, Joiner, Supervise, Unread, hedge};
 pub use outcome::{Outcome, TaskId};
-use shared::{Shared, Work};
+use shared::{AsyncBody, BlockingBody, Shared};
 
 use crate::context::cancellation;
-use crate::{Context, ContextError, GroupError};
+use crate::{Context, ContextError};
 
 /// A set of tasks that share one [`Context`], fail together and are joined
 /// together: Go's `errgroup.WithContext`, done the Rust way.
@@ -98,8 +100,8 @@ use crate::{Context, ContextError, GroupError};
 /// );
 /// # }
 /// ```
-pub struct TaskGroup<T, E> {
-    shared: Arc<Shared<T, E>>,
+pub struct TaskGroup<T, E, J = FailFast> {
+    shared: Arc<Shared<T, E, J>>,
     next_id: u64,
 }
 
@@ -151,9 +153,11 @@ where
     pub fn with_context(ctx: &Context) -> Self {
         TaskGroupBuilder::new().context(ctx).build()
     }
+}
 
-    /// Returns a builder for a group with a limit, a name, or a parent
-    /// context.
+impl<T, E> TaskGroup<T, E> {
+    /// Returns a builder for a group with a limit, a name, a parent
+    /// context, or a [join policy](TaskGroupBuilder::joiner).
     ///
     /// # Examples
     ///
@@ -177,228 +181,9 @@ where
     pub fn builder() -> TaskGroupBuilder<T, E> {
         TaskGroupBuilder::new()
     }
+}
 
-    fn from_builder(
-        parent: &Context,
-        name: Option<Arc<str>>,
-        limit: Option<usize>,
-    ) -> TaskGroup<T, E> {
-        TaskGroup {
-            shared: Shared::new(parent, name, limit),
-            next_id: 0,
-        }
-    }
-
-    /// Spawns a task: calls `f` with the group's context and runs the
-    /// future it returns on the current tokio runtime, inside the group's
-    /// runner (see [how the tasks run](TaskGroup#how-the-tasks-run)).
-    ///
-    /// Never blocks. Over the [limit](TaskGroupBuilder::limit) the closure
-    /// waits in the group, and is called when a slot frees; if the group is
-    /// cancelled first it is never called. In a group already cancelled it is
-    /// never called either, and the task counts as
-    /// [`Outcome::Cancelled`] (or [`Outcome::Panicked`] if dropping `f`
-    /// panics). A panic in `f` itself is the task's panic.
-    ///
-    /// # Panics
-    ///
-    /// Panics outside a tokio runtime, as [`tokio::spawn`] does, when the
-    /// group has not run a task yet. The group's tasks all run on the
-    /// runtime its first task was spawned on.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use taskgroup::TaskGroup;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let mut group = TaskGroup::<String, std::io::Error>::new();
-    /// for name in ["a", "b"] {
-    ///     group.spawn(move |ctx| async move {
-    ///         ctx.check()?; // ContextError converts into io::Error
-    ///         Ok(name.to_uppercase())
-    ///     });
-    /// }
-    /// assert_eq!(group.wait().await.unwrap(), ["A", "B"]);
-    /// # }
-    /// ```
-    #[track_caller]
-    pub fn spawn<F, Fut>(&mut self, f: F) -> TaskId
-    where
-        F: FnOnce(Context) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-    {
-        let id = self.next_id();
-        let mut state = self.shared.lock();
-        if self.shared.ctx.is_cancelled() {
-            self.shared.record_unstarted(state, id, f);
-        } else if self.shared.has_room(&state) {
-            state.reserve();
-            drop(state);
-            self.shared.start_async(id, f);
-        } else {
-            let work = Work::Async(Box::new(move |ctx| Box::pin(f(ctx))));
-            state.queue.push_back((id, work));
-        }
-        id
-    }
-
-    /// Spawns a task unless the group is at its limit or cancelled; then it
-    /// gives the closure back.
-    ///
-    /// "At the limit" counts running and queued tasks, so `try_spawn` never
-    /// queues.
-    ///
-    /// # Errors
-    ///
-    /// `Err(f)`, untouched, when running and queued tasks fill the limit or
-    /// the group is cancelled.
-    ///
-    /// # Panics
-    ///
-    /// As [`spawn`](TaskGroup::spawn).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use taskgroup::TaskGroup;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let mut group = TaskGroup::<(), String>::builder().limit(1).build();
-    /// let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    /// assert!(group.try_spawn(|_ctx| async move { rx.await.map_err(|e| e.to_string()) }).is_ok());
-    /// let refused = group.try_spawn(|_ctx| async { Ok(()) });
-    /// assert!(refused.is_err()); // the closure is handed back
-    /// tx.send(()).unwrap();
-    /// group.ready().await;
-    /// assert!(group.try_spawn(refused.unwrap_err()).is_ok());
-    /// group.wait().await.unwrap();
-    /// # }
-    /// ```
-    #[track_caller]
-    pub fn try_spawn<F, Fut>(&mut self, f: F) -> Result<TaskId, F>
-    where
-        F: FnOnce(Context) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-    {
-        let mut state = self.shared.lock();
-        if self.shared.ctx.is_cancelled() || !self.shared.has_room(&state) {
-            return Err(f);
-        }
-        // Not `self.next_id()`: `state` borrows `self.shared`.
-        let id = TaskId(self.next_id);
-        self.next_id += 1;
-        state.reserve();
-        drop(state);
-        self.shared.start_async(id, f);
-        Ok(id)
-    }
-
-    /// Spawns a blocking task on tokio's blocking thread pool, for CPU-heavy
-    /// or blocking I/O work. It counts against the limit like any task.
-    ///
-    /// A blocking task cannot be dropped halfway: when the group is
-    /// cancelled it goes on until it returns, so it should check its context
-    /// ([`Context::check`]) between steps. `wait` joins it. A blocking task
-    /// that has not started when the group is cancelled never starts.
-    ///
-    /// # Panics
-    ///
-    /// Panics outside a tokio runtime, as [`tokio::task::spawn_blocking`]
-    /// does.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use taskgroup::{ContextError, TaskGroup};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let mut group = TaskGroup::<u64, ContextError>::new();
-    /// group.spawn_blocking(|ctx| {
-    ///     let mut sum = 0;
-    ///     for chunk in 0..1_000u64 {
-    ///         ctx.check()?; // stop between chunks once cancelled
-    ///         sum += chunk;
-    ///     }
-    ///     Ok(sum)
-    /// });
-    /// assert_eq!(group.wait().await, Ok(vec![499_500]));
-    /// # }
-    /// ```
-    #[track_caller]
-    pub fn spawn_blocking<F>(&mut self, f: F) -> TaskId
-    where
-        F: FnOnce(Context) -> Result<T, E> + Send + 'static,
-    {
-        let id = self.next_id();
-        let mut state = self.shared.lock();
-        if self.shared.ctx.is_cancelled() {
-            self.shared.record_unstarted(state, id, f);
-        } else if self.shared.has_room(&state) {
-            let key = state.reserve_blocking(id);
-            drop(state);
-            self.shared.start_blocking(id, key, f);
-        } else {
-            state.queue.push_back((id, Work::Blocking(Box::new(f))));
-        }
-        id
-    }
-
-    /// Waits until the group has room for another task: until running and
-    /// queued tasks no longer fill the limit. Returns at once in a group
-    /// without a limit, and as soon as the group is cancelled.
-    ///
-    /// This is the backpressure point for a producer of many tasks: calling
-    /// `ready().await` before each `spawn` keeps the queue empty, so memory
-    /// stays flat however many tasks go through.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: it reserves nothing.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use taskgroup::TaskGroup;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let mut group = TaskGroup::<u64, String>::builder().limit(4).build();
-    /// for i in 0..1_000 {
-    ///     group.ready().await;
-    ///     assert!(group.len() <= 4 + i as usize); // unread results count too
-    ///     group.spawn(move |_ctx| async move { Ok(i) });
-    /// }
-    /// assert_eq!(group.wait().await.unwrap().len(), 1_000);
-    /// # }
-    /// ```
-    pub async fn ready(&self) {
-        if self.shared.limit.is_none() {
-            return;
-        }
-        let mut woken = false;
-        loop {
-            let freed = self.shared.slot_freed.notified();
-            if self.shared.ctx.is_cancelled() {
-                return;
-            }
-            if self.shared.has_room(&self.shared.lock()) {
-                // A freed slot wakes one waiter, and this call reserves
-                // nothing: pass the wake-up on to any other `ready` caller,
-                // or it would wait on while there is room.
-                if woken {
-                    self.shared.slot_freed.notify_one();
-                }
-                return;
-            }
-            freed.await;
-            woken = true;
-        }
-    }
-
+impl<T, E, J> TaskGroup<T, E, J> {
     /// The group's context: the one every task receives. Derive from it to
     /// nest groups; cancelling the group cancels them too.
     ///
@@ -459,10 +244,7 @@ where
     /// # }
     /// ```
     pub fn len(&self) -> usize {
-        let state = self.shared.lock();
-        // A failure that is cancelling the group is in `done` and still
-        // counted as running (invariant 5): count it once.
-        state.outstanding() + state.done.len() - usize::from(state.cancelling)
+        self.shared.lock().len()
     }
 
     /// Returns `true` if [`len`](TaskGroup::len) is 0.
@@ -475,6 +257,225 @@ where
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl<T, E, J> TaskGroup<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    fn from_builder(
+        parent: &Context,
+        name: Option<Arc<str>>,
+        limit: Option<usize>,
+        joiner: J,
+    ) -> TaskGroup<T, E, J> {
+        TaskGroup {
+            shared: Shared::new(parent, name, limit, joiner),
+            next_id: 0,
+        }
+    }
+
+    /// Spawns a task: calls `f` with the group's context and runs the
+    /// future it returns on the current tokio runtime, inside the group's
+    /// runner (see [how the tasks run](TaskGroup#how-the-tasks-run)).
+    ///
+    /// Never blocks. Over the [limit](TaskGroupBuilder::limit) the closure
+    /// waits in the group, and is called when a slot frees; if the group is
+    /// cancelled first it is never called. In a group already cancelled it is
+    /// never called either, and the task counts as
+    /// [`Outcome::Cancelled`] (or [`Outcome::Panicked`] if dropping `f`
+    /// panics). A panic in `f` itself is the task's panic.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime, as [`tokio::spawn`] does, when the
+    /// group has not run a task yet. The group's tasks all run on the
+    /// runtime its first task was spawned on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<String, std::io::Error>::new();
+    /// for name in ["a", "b"] {
+    ///     group.spawn(move |ctx| async move {
+    ///         ctx.check()?; // ContextError converts into io::Error
+    ///         Ok(name.to_uppercase())
+    ///     });
+    /// }
+    /// assert_eq!(group.wait().await.unwrap(), ["A", "B"]);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn spawn<F, Fut>(&mut self, f: F) -> TaskId
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let id = self.next_id();
+        let admitted = self.shared.admit(id, AsyncBody::new(f), true);
+        debug_assert!(admitted.is_ok(), "spawn always admits");
+        id
+    }
+
+    /// Spawns a task unless the group is at its limit or cancelled; then it
+    /// gives the closure back.
+    ///
+    /// "At the limit" counts running and queued tasks, so `try_spawn` never
+    /// queues.
+    ///
+    /// # Errors
+    ///
+    /// `Err(f)`, untouched, when running and queued tasks fill the limit or
+    /// the group is cancelled.
+    ///
+    /// # Panics
+    ///
+    /// As [`spawn`](TaskGroup::spawn).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<(), String>::builder().limit(1).build();
+    /// let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    /// assert!(group.try_spawn(|_ctx| async move { rx.await.map_err(|e| e.to_string()) }).is_ok());
+    /// let refused = group.try_spawn(|_ctx| async { Ok(()) });
+    /// assert!(refused.is_err()); // the closure is handed back
+    /// tx.send(()).unwrap();
+    /// group.ready().await;
+    /// assert!(group.try_spawn(refused.unwrap_err()).is_ok());
+    /// group.wait().await.unwrap();
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn try_spawn<F, Fut>(&mut self, f: F) -> Result<TaskId, F>
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let id = TaskId(self.next_id);
+        match self.shared.admit(id, AsyncBody::new(f), false) {
+            Ok(()) => {
+                self.next_id += 1;
+                Ok(id)
+            }
+            Err(body) => Err(body.0),
+        }
+    }
+
+    /// Spawns a blocking task on tokio's blocking thread pool, for CPU-heavy
+    /// or blocking I/O work. It counts against the limit like any task.
+    ///
+    /// A blocking task cannot be dropped halfway: when the group is
+    /// cancelled it goes on until it returns, so it should check its context
+    /// ([`Context::check`]) between steps. `wait` joins it. A blocking task
+    /// that has not started when the group is cancelled never starts.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime, as [`tokio::task::spawn_blocking`]
+    /// does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{ContextError, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<u64, ContextError>::new();
+    /// group.spawn_blocking(|ctx| {
+    ///     let mut sum = 0;
+    ///     for chunk in 0..1_000u64 {
+    ///         ctx.check()?; // stop between chunks once cancelled
+    ///         sum += chunk;
+    ///     }
+    ///     Ok(sum)
+    /// });
+    /// assert_eq!(group.wait().await, Ok(vec![499_500]));
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn spawn_blocking<F>(&mut self, f: F) -> TaskId
+    where
+        F: FnOnce(Context) -> Result<T, E> + Send + 'static,
+    {
+        let id = self.next_id();
+        let admitted = self.shared.admit(id, BlockingBody(f), true);
+        debug_assert!(admitted.is_ok(), "spawn_blocking always admits");
+        id
+    }
+
+    /// Waits until the group has room for another task: until running and
+    /// queued tasks no longer fill the limit. Returns at once in a group
+    /// without a limit, and as soon as the group is cancelled.
+    ///
+    /// This is the backpressure point for a producer of many tasks: calling
+    /// `ready().await` before each `spawn` keeps the queue empty, so memory
+    /// stays flat however many tasks go through.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it reserves nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<u64, String>::builder().limit(4).build();
+    /// for i in 0..1_000 {
+    ///     group.ready().await;
+    ///     assert!(group.len() <= 4 + i as usize); // unread results count too
+    ///     group.spawn(move |_ctx| async move { Ok(i) });
+    /// }
+    /// assert_eq!(group.wait().await.unwrap().len(), 1_000);
+    /// # }
+    /// ```
+    pub async fn ready(&self) {
+        if self.shared.limit.is_none() {
+            return;
+        }
+        let mut woken = false;
+        loop {
+            let freed = self.shared.slot_freed.notified();
+            if self.shared.ctx.is_cancelled() {
+                return;
+            }
+            let room = {
+                let state = self.shared.lock();
+                let room = self.shared.has_room(&state);
+                // Full, and the one running task is the caller: no slot can
+                // ever free while it waits.
+                if !room && state.only_one_running() {
+                    self.refuse_own_task(state, "ready");
+                }
+                room
+            };
+            if room {
+                // A freed slot wakes one waiter, and this call reserves
+                // nothing: pass the wake-up on to any other `ready` caller,
+                // or it would wait on while there is room.
+                if woken {
+                    self.shared.slot_freed.notify_one();
+                }
+                return;
+            }
+            freed.await;
+            woken = true;
+        }
     }
 
     /// Waits for the next task to finish and hands it out, in completion
@@ -535,16 +536,17 @@ where
                 // that caller would wait forever.
                 let joined = state.is_joined();
                 if found.is_some() || joined {
-                    let pass_on = woken && (!state.done.is_empty() || joined);
+                    let pass_on = woken && (state.has_done() || joined);
                     drop(state);
                     if pass_on {
                         self.shared.progress.notify_one();
                     }
                     return found;
                 }
-                // All that is left is one running task: if it is the caller,
-                // it would wait for itself forever.
-                if state.outstanding() == 1 && state.running == 1 {
+                // Nothing finished and one task running: if it is the
+                // caller, it would wait for itself forever (closures
+                // queued behind it cannot start while it holds its slot).
+                if state.only_one_running() {
                     self.refuse_own_task(state, "next");
                 }
             }
@@ -582,12 +584,15 @@ where
         self.shared.lock().pop_done()
     }
 
-    /// Joins every task and returns their values in spawn order, or the
-    /// first error.
+    /// Joins every task and returns what the group's
+    /// [joiner](TaskGroupBuilder::joiner) makes of the outcomes
+    /// [`next`](TaskGroup::next) did not hand out.
     ///
-    /// - `Ok(values)` when every task (not handed out by
-    ///   [`next`](TaskGroup::next)) returned `Ok` before the group was
-    ///   cancelled, if it was.
+    /// Under the default, [`FailFast`], that is the values in spawn order,
+    /// or the first error:
+    ///
+    /// - `Ok(values)` when every task (not handed out by `next`) returned
+    ///   `Ok` before the group was cancelled, if it was.
     /// - `Err(GroupError::Failed(e))` with the first error in time: the one
     ///   that cancelled the group. Errors returned after the group was
     ///   cancelled never replace it.
@@ -595,18 +600,25 @@ where
     ///   outside (or by a failure that `next` already handed out) before
     ///   every task finished.
     ///
-    /// When it returns, the group context is cancelled (as Go does).
+    /// Under [`Supervise`] it is every [`Outcome`]; under [`FirstOk`] the
+    /// first success or [`AllFailed`].
+    ///
+    /// When it returns, the group context is cancelled (as Go does); the
+    /// joiner's [`finish`](Joiner::finish) runs just before that.
     ///
     /// # Errors
     ///
-    /// As above: [`GroupError::Failed`] or [`GroupError::Cancelled`].
+    /// As the joiner decides: for `FailFast`, [`GroupError::Failed`] or
+    /// [`GroupError::Cancelled`](crate::GroupError::Cancelled).
     ///
     /// # Panics
     ///
-    /// If a task panicked, `wait` joins every other task and then resumes
-    /// the first panic, with its payload, in the caller. A panic outranks any
-    /// error. [`wait_outcomes`](TaskGroup::wait_outcomes) reports panics
-    /// instead.
+    /// If a task panicked, `FailFast` and `FirstOk` join every other task
+    /// and then resume the first panic, with its payload, in the caller: a
+    /// panic outranks any error. `Supervise` and
+    /// [`wait_outcomes`](TaskGroup::wait_outcomes) report panics instead. A
+    /// panic in the joiner's own `on_complete` is resumed here too, after
+    /// every task was joined.
     ///
     /// Also panics when called from one of the group's own tasks (the group
     /// moved into it), which would wait for itself forever.
@@ -630,45 +642,25 @@ where
     /// assert_eq!(group.wait().await, Ok(vec![0, 10, 20]));
     /// # }
     /// ```
-    pub async fn wait(self) -> Result<Vec<T>, GroupError<E>> {
-        let Joined {
-            mut done,
-            first_failure,
-            ok_after_cancel,
-        } = self.join().await;
-        let error = self.shared.ctx.err();
-        // The panic that cancelled the group, else the first other one: none
-        // is lost.
-        let panic = first_failure
-            .and_then(|first| {
-                done.iter()
-                    .position(|(id, o)| *id == first && o.is_panicked())
-            })
-            .or_else(|| done.iter().position(|(_, outcome)| outcome.is_panicked()));
-        if let Some(at) = panic {
-            let Some((_, Outcome::Panicked(payload))) = done.remove(at) else {
-                unreachable!("the entry at `at` is a panic");
-            };
+    pub async fn wait(self) -> J::Output {
+        let unread = self.join().await;
+        let joiner_panic = self.shared.lock().take_joiner_panic();
+        if let Some(payload) = joiner_panic {
             drop(self); // cancel, as on every return
             std::panic::resume_unwind(payload);
         }
-        if let Some(first) = first_failure
-            && let Some(at) = done.iter().position(|(id, _)| *id == first)
-            && let Some((_, Outcome::Err(error))) = done.remove(at)
-        {
-            return Err(GroupError::Failed(error));
-        }
-        if !ok_after_cancel && done.iter().all(|(_, outcome)| outcome.is_ok()) {
-            return Ok(in_spawn_order(done, Outcome::ok));
-        }
-        Err(GroupError::Cancelled(
-            error.unwrap_or(ContextError::Cancelled),
-        ))
+        let Some(joiner) = self.shared.take_joiner() else {
+            unreachable!("only `wait` takes the joiner, and only a panic drops it");
+        };
+        let output = joiner.finish(unread, &self.shared.ctx);
+        drop(self);
+        output
     }
 
     /// Joins every task and returns each one's [`Outcome`], in spawn order:
-    /// values, errors, cancellations and panics alike. Tasks handed out by
-    /// [`next`](TaskGroup::next) are not repeated.
+    /// values, errors, cancellations and panics alike, whatever the
+    /// joiner. Tasks handed out by [`next`](TaskGroup::next) are not
+    /// repeated.
     ///
     /// When it returns, the group context is cancelled.
     ///
@@ -698,22 +690,20 @@ where
     /// # }
     /// ```
     pub async fn wait_outcomes(self) -> Vec<Outcome<T, E>> {
-        in_spawn_order(self.join().await.done, Some)
+        let unread = self.join().await;
+        unread.collect_in_spawn_order(|_, outcome| Some(outcome))
     }
 
-    /// Waits until every task has finished and takes what they left.
-    async fn join(&self) -> Joined<T, E> {
+    /// Waits until every task has finished and was delivered to the
+    /// joiner, and takes what they left.
+    async fn join(&self) -> Unread<T, E> {
         self.refuse_own_task(self.shared.lock(), "wait");
         loop {
             let progress = self.shared.progress.notified();
             {
                 let mut state = self.shared.lock();
                 if state.is_joined() {
-                    return Joined {
-                        done: std::mem::take(&mut state.done),
-                        first_failure: state.first_failure,
-                        ok_after_cancel: !state.ok_after_cancel.is_empty(),
-                    };
+                    return state.take_unread();
                 }
             }
             progress.await;
@@ -739,46 +729,6 @@ where
     }
 }
 
-/// What a joined group left for `wait` to judge.
-struct Joined<T, E> {
-    /// Finished tasks not handed out, in completion order.
-    done: VecDeque<(TaskId, Outcome<T, E>)>,
-    first_failure: Option<TaskId>,
-    /// Some task in `done` returned `Ok` only after the group was cancelled.
-    ok_after_cancel: bool,
-}
-
-/// Puts finished tasks in spawn order, each mapped by `keep`: in linear
-/// time when ids are dense (all but the ones `next` handed out), by sorting
-/// when they are sparse. `keep` maps
-/// before the reorder so that `wait` reorders bare values (for `T = ()`, a
-/// byte a task) rather than whole outcomes.
-fn in_spawn_order<T, E, X>(
-    done: VecDeque<(TaskId, Outcome<T, E>)>,
-    mut keep: impl FnMut(Outcome<T, E>) -> Option<X>,
-) -> Vec<X> {
-    let Some(first) = done.iter().map(|(id, _)| id.0).min() else {
-        return Vec::new();
-    };
-    let last = done.iter().map(|(id, _)| id.0).max().unwrap_or(first);
-    let span = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
-    if span / 2 > done.len() {
-        // Sparse (`next` handed out most of a long run): sort what is left
-        // rather than allocate a slot for every id in between.
-        let mut done = Vec::from(done);
-        done.sort_unstable_by_key(|(id, _)| *id);
-        return done
-            .into_iter()
-            .filter_map(|(_, outcome)| keep(outcome))
-            .collect();
-    }
-    let mut slots: Vec<Option<X>> = std::iter::repeat_with(|| None).take(span).collect();
-    for (id, outcome) in done {
-        slots[(id.0 - first) as usize] = keep(outcome);
-    }
-    slots.into_iter().flatten().collect()
-}
-
 impl<T, E> Default for TaskGroup<T, E>
 where
     T: Send + 'static,
@@ -789,7 +739,7 @@ where
     }
 }
 
-impl<T, E> Drop for TaskGroup<T, E> {
+impl<T, E, J> Drop for TaskGroup<T, E, J> {
     fn drop(&mut self) {
         self.shared
             .ctx
@@ -797,7 +747,7 @@ impl<T, E> Drop for TaskGroup<T, E> {
     }
 }
 
-impl<T, E> fmt::Debug for TaskGroup<T, E> {
+impl<T, E, J> fmt::Debug for TaskGroup<T, E, J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskGroup")
             .field("name", &self.shared.name)

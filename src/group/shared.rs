@@ -1,24 +1,29 @@
-//! The state a task group shares with its tasks, and how a task starts and
-//! finishes.
+//! The bookkeeping a task group shares with its tasks, the same for every
+//! join policy: admitting a task (start it, queue it, or record it as never
+//! started), delivering each ending to the group's [`Joiner`], recording
+//! it, applying the joiner's decision, and handing the freed slot on.
 //!
 //! # Invariants
 //!
-//! 1. Every task spawned ends in exactly one entry of `State::done`: pushed
-//!    by [`Shared::complete`] (run to the end, or its [`Completion`] dropped
-//!    unfinished), by [`Shared::record_unstarted`] for a task never started,
-//!    or by [`Shared::discard`] for queued tasks, once their closures are
-//!    dropped.
-//! 2. `running` counts started task bodies not yet completed; `queue` holds
+//! 1. Every task spawned ends in exactly one [`Ended`], passed to
+//!    [`Shared::complete`] once: by its [`Completion`] (run to the end, or
+//!    dropped unfinished), by [`Shared::record_unstarted`] for a task never
+//!    started, or by [`Shared::discard`] for queued tasks, once their
+//!    closures are dropped. `complete` hands it to the joiner, then pushes
+//!    its outcome to `done`.
+//! 2. `running` counts started task bodies not yet recorded; `queue` holds
 //!    closures waiting for a slot and is non-empty only while `running`
-//!    fills the limit; `discarding` counts closures taken out to be
-//!    dropped unstarted (queued ones, or ones spawned into a cancelled
-//!    group). The group is joined when all three are zero/empty,
-//!    so `wait` returns only after every task's user code is dropped.
-//! 3. Nothing is queued or started once the group context is cancelled:
-//!    `spawn` checks under the state lock, the hook empties the queue under
-//!    it after the context's state is set, and a queued closure re-checks
-//!    just before it is called (a blocking one on its pool thread, since the
-//!    pool may start it long after).
+//!    fills the limit or a starter (below) is about to take from it;
+//!    `discarding` counts closures taken out to be dropped unstarted. The
+//!    group is joined when all three are zero/empty, so `wait` returns
+//!    only after every task's user code is dropped and every ending was
+//!    delivered to the joiner.
+//! 3. Nothing is queued or started once the group context is cancelled, or
+//!    while a joiner's decision is cancelling it: `admit` checks under the
+//!    state lock, the hook empties the queue under it after the context's
+//!    state is set, a starter checks `cancelling` and the context under it,
+//!    and a queued closure re-checks just before it is called (a blocking
+//!    one on its pool thread, since the pool may start it long after).
 //! 4. Every started task is stopped on cancel. An async task runs in the
 //!    group's [`Runner`], which the hook cancels: it drops every task's
 //!    future, whether queued, running or parked. A started blocking task's
@@ -26,33 +31,47 @@
 //!    reused), or, if the group was cancelled first, aborted by the code
 //!    that stores it: so the hook or `track` aborts it (which stops it only
 //!    before its closure starts; after that it must poll its context).
-//! 5. The first failure is pushed to `done` before the group is cancelled
-//!    for it, and `cancelling` hides `done` from `next` until the cancel
-//!    has returned: outcomes the cancel causes (queued tasks, siblings that
-//!    noticed) always come after it, and a failure is never handed out
-//!    before the group is cancelled. `running` keeps counting the failing
-//!    task until then, so `wait` sees `first_failure` settled.
+//! 5. The joiner is called one ending at a time, under the joiner lock, and
+//!    the ending is pushed to `done` before that lock is released: `done`
+//!    is in the order of the calls. An ending that arrives on the thread
+//!    already inside the joiner (user code there dropped or cancelled
+//!    something) is queued in `deferred` and delivered by that thread right
+//!    after, never by taking the lock again.
+//! 6. The first [`Decision::Cancel`] while the group is live makes its task
+//!    `cancelled_by` and sets `cancelling` before its outcome is in `done`;
+//!    `cancelling` hides `done` from `next` until the cancel has returned,
+//!    so outcomes the cancel causes always come after it. `running` keeps
+//!    counting that task until then: its slot cannot go to a queued
+//!    closure, and `wait` sees `cancelled_by` settled.
+//! 7. At most one thread starts queued closures at a time (`starting`):
+//!    calling one is user code that may panic, and its failure must cancel
+//!    the group before a later closure starts. A slot freed meanwhile is
+//!    taken by that starter, which looks again once its closure returned.
 //!
 //! # Lock order
 //!
-//! The state lock is never held while cancelling the context (whose hook
-//! takes it), spawning, aborting, or running or dropping user code.
+//! The joiner lock may be held while taking the state lock, never the
+//! other way. The state lock is never held while cancelling the context
+//! (whose hook takes it), spawning, aborting, or running or dropping user
+//! code; the joiner lock only while running the joiner.
 
 use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{self, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use pin_project_lite::pin_project;
 use slab::Slab;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use super::joiner::{Decision, Joiner, Unread};
 use super::outcome::{Outcome, TaskId};
 use super::runner::Runner;
+use super::task::{Completion, TaskFuture};
 use crate::context::{CancelHook, cancellation};
 use crate::error::panic_message;
 use crate::{Cause, Context, ContextError, TaskFailed};
@@ -76,33 +95,149 @@ enum Start<T, E> {
     ),
 }
 
+/// A task's body as `spawn`, `try_spawn` and `spawn_blocking` hand it to
+/// [`Shared::admit`]: started at once, or boxed into the queue.
+pub(super) trait Body<T, E>: Send + 'static {
+    /// Takes an entry in `tasks` when started.
+    const BLOCKING: bool;
+
+    fn into_work(self) -> Work<T, E>;
+
+    fn start<J: Joiner<T, E>>(self, shared: &Arc<Shared<T, E, J>>, id: TaskId, key: Option<usize>)
+    where
+        T: Send + 'static,
+        E: Send + 'static;
+}
+
+/// An async task's closure.
+pub(super) struct AsyncBody<F, Fut>(pub(super) F, PhantomData<fn() -> Fut>);
+
+impl<F, Fut> AsyncBody<F, Fut> {
+    pub(super) fn new(f: F) -> Self {
+        AsyncBody(f, PhantomData)
+    }
+}
+
+impl<T, E, F, Fut> Body<T, E> for AsyncBody<F, Fut>
+where
+    T: 'static,
+    E: 'static,
+    F: FnOnce(Context) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    const BLOCKING: bool = false;
+
+    fn into_work(self) -> Work<T, E> {
+        let f = self.0;
+        Work::Async(Box::new(move |ctx| Box::pin(f(ctx))))
+    }
+
+    fn start<J: Joiner<T, E>>(self, shared: &Arc<Shared<T, E, J>>, id: TaskId, _: Option<usize>)
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        shared.start_async(id, self.0);
+    }
+}
+
+/// A blocking task's closure.
+pub(super) struct BlockingBody<F>(pub(super) F);
+
+impl<T, E, F> Body<T, E> for BlockingBody<F>
+where
+    F: FnOnce(Context) -> Result<T, E> + Send + 'static,
+{
+    const BLOCKING: bool = true;
+
+    fn into_work(self) -> Work<T, E> {
+        Work::Blocking(Box::new(self.0))
+    }
+
+    fn start<J: Joiner<T, E>>(self, shared: &Arc<Shared<T, E, J>>, id: TaskId, key: Option<usize>)
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let key = key.expect("a blocking task is admitted with its key");
+        shared.start_blocking(id, key, self.0);
+    }
+}
+
+/// How a task ended, on its way to the joiner (invariant 1).
+pub(super) struct Ended<T, E> {
+    pub(super) id: TaskId,
+    pub(super) outcome: Outcome<T, E>,
+    pub(super) held: Held,
+}
+
+/// What an ended task gives back.
+#[derive(Clone, Copy)]
+pub(super) enum Held {
+    /// A slot: it was started. `key` is its entry in `tasks` (blocking);
+    /// `ran` is `false` when it was dropped before finishing (aborted, or
+    /// its runtime shut down).
+    Slot { key: Option<usize>, ran: bool },
+    /// Nothing: it never started (counted in `discarding`).
+    Unstarted,
+}
+
+/// The most entries an emptied queue keeps: a group whose tasks come and
+/// go a few at a time reuses them; one that once held a burst frees it.
+const KEPT: usize = 64;
+
 pub(super) struct State<T, E> {
-    pub(super) running: usize,
-    pub(super) queue: VecDeque<(TaskId, Work<T, E>)>,
+    running: usize,
+    queue: VecDeque<(TaskId, Work<T, E>)>,
     /// Abort handles of started blocking tasks, `None` until spawned
     /// (invariant 4).
     tasks: Slab<(TaskId, Option<AbortHandle>)>,
-    /// Queued closures being dropped unstarted (invariant 2).
+    /// Closures being dropped unstarted (invariant 2).
     discarding: usize,
     /// Finished, not yet handed out, in completion order.
-    pub(super) done: VecDeque<(TaskId, Outcome<T, E>)>,
-    /// The task whose failure (error or panic) cancelled the group.
-    pub(super) first_failure: Option<TaskId>,
+    done: VecDeque<(TaskId, Outcome<T, E>)>,
+    /// Endings that arrived inside the joiner, on its thread (invariant 5).
+    deferred: VecDeque<Ended<T, E>>,
+    /// The task whose joiner decision cancelled the group (invariant 6).
+    cancelled_by: Option<TaskId>,
     /// Tasks in `done` that returned `Ok` only after the group was
-    /// cancelled (rare: they saw the cancel and wound down).
-    pub(super) ok_after_cancel: Vec<TaskId>,
-    /// The first failure is recorded and is cancelling the group: `done`
-    /// is not handed out until it has (invariant 5).
-    pub(super) cancelling: bool,
+    /// cancelled (they saw the cancel and wound down).
+    late_ok: Vec<TaskId>,
+    /// A decision is cancelling the group: `done` is not handed out until
+    /// it has (invariant 6).
+    cancelling: bool,
+    /// A thread is starting queued closures (invariant 7).
+    starting: bool,
+    /// The panic of the joiner's own `on_complete`, for `wait`.
+    joiner_panic: Option<Box<dyn Any + Send>>,
 }
 
 impl<T, E> State<T, E> {
-    pub(super) fn outstanding(&self) -> usize {
+    fn outstanding(&self) -> usize {
         self.running + self.queue.len() + self.discarding
     }
 
     pub(super) fn is_joined(&self) -> bool {
         self.running == 0 && self.queue.is_empty() && self.discarding == 0
+    }
+
+    /// Tasks spawned and not handed out: a task whose decision is
+    /// cancelling the group is in `done` and still counted as running
+    /// (invariant 6): counted once.
+    pub(super) fn len(&self) -> usize {
+        self.outstanding() + self.done.len() - usize::from(self.cancelling)
+    }
+
+    /// Whether a finished task waits to be handed out.
+    pub(super) fn has_done(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// Whether one started task holds the group's only running slot and
+    /// nothing else can end on its own: if the caller is that task, waiting
+    /// for the group would wait for itself.
+    pub(super) fn only_one_running(&self) -> bool {
+        self.running == 1 && self.discarding == 0
     }
 
     /// Takes every queued closure out to be dropped unstarted; they stay
@@ -113,74 +248,71 @@ impl<T, E> State<T, E> {
         queued
     }
 
-    /// The next finished task to hand out, unless a failure is still
+    /// The next finished task to hand out, unless a decision is still
     /// cancelling the group.
     pub(super) fn pop_done(&mut self) -> Option<(TaskId, Outcome<T, E>)> {
         if self.cancelling {
             return None;
         }
         let (id, outcome) = self.done.pop_front()?;
-        if !self.ok_after_cancel.is_empty() {
-            self.ok_after_cancel.retain(|&late| late != id);
+        if !self.late_ok.is_empty() {
+            self.late_ok.retain(|&late| late != id);
+        }
+        if self.done.is_empty() && self.done.capacity() > KEPT {
+            // Drained after a burst: let the peak go.
+            self.done = VecDeque::new();
+            self.late_ok = Vec::new();
         }
         Some((id, outcome))
     }
 
-    /// Takes a slot for an async task about to start.
-    pub(super) fn reserve(&mut self) {
-        self.running += 1;
+    /// What a joined group leaves to its joiner.
+    pub(super) fn take_unread(&mut self) -> Unread<T, E> {
+        Unread::new(
+            std::mem::take(&mut self.done),
+            self.cancelled_by,
+            !self.late_ok.is_empty(),
+        )
     }
 
-    /// Takes a slot for a blocking task about to start; returns its key in
-    /// `tasks`.
-    pub(super) fn reserve_blocking(&mut self, id: TaskId) -> usize {
-        self.running += 1;
-        self.tasks.insert((id, None))
+    pub(super) fn take_joiner_panic(&mut self) -> Option<Box<dyn Any + Send>> {
+        self.joiner_panic.take()
     }
 }
 
-pub(super) struct Shared<T, E> {
+/// What an ending leaves to do once the joiner lock is released.
+struct After<T, E> {
+    /// This ending's decision cancels the group, with this cause.
+    cancel: Option<Cause>,
+    /// The slot of the task that cancels, released after the cancel.
+    canceller: Option<Held>,
+    /// Queued closures to drop unstarted.
+    unstarted: VecDeque<(TaskId, Work<T, E>)>,
+    /// A queued closure this thread is to start (invariant 7).
+    start: Option<Start<T, E>>,
+    freed_slot: bool,
+}
+
+pub(super) struct Shared<T, E, J> {
     pub(super) ctx: Context,
     pub(super) name: Option<Arc<str>>,
     pub(super) limit: Option<usize>,
     /// Runs the async tasks.
     runner: Arc<Runner>,
     state: Mutex<State<T, E>>,
+    /// `None` once `wait` took it, or once it panicked.
+    joiner: Mutex<Option<J>>,
+    /// The [`thread_mark`] of the thread inside the joiner, or 0.
+    delivering: AtomicUsize,
+    /// Itself, for the cancel hook, which is handed `&self`.
+    me: Weak<Self>,
     /// A task finished (or the group was cancelled): for `next` and `wait`.
     pub(super) progress: Notify,
     /// A slot freed up (or the group was cancelled): for `ready`.
     pub(super) slot_freed: Notify,
 }
 
-impl<T, E> Shared<T, E>
-where
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-{
-    pub(super) fn new(parent: &Context, name: Option<Arc<str>>, limit: Option<usize>) -> Arc<Self> {
-        Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
-            let hook: std::sync::Weak<dyn CancelHook> = me.clone();
-            Shared {
-                ctx: parent.with_hook(hook),
-                name,
-                limit,
-                runner: Runner::new(),
-                state: Mutex::new(State {
-                    running: 0,
-                    queue: VecDeque::new(),
-                    tasks: Slab::new(),
-                    discarding: 0,
-                    done: VecDeque::new(),
-                    first_failure: None,
-                    cancelling: false,
-                    ok_after_cancel: Vec::new(),
-                }),
-                progress: Notify::new(),
-                slot_freed: Notify::new(),
-            }
-        })
-    }
-
+impl<T, E, J> Shared<T, E, J> {
     pub(super) fn lock(&self) -> MutexGuard<'_, State<T, E>> {
         // User code never runs under this lock, so poison carries no meaning.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -189,26 +321,6 @@ where
     /// Whether the limit leaves room for one more task now.
     pub(super) fn has_room(&self, state: &State<T, E>) -> bool {
         self.limit.is_none_or(|limit| state.outstanding() < limit)
-    }
-
-    /// Records a task that will never start (the group was cancelled): drops
-    /// its closure `f` without the state lock (user code), and records it as
-    /// cancelled, or as panicked if the closure's destructor panics, as
-    /// [`Shared::discard`] does for queued ones (invariants 1 and 2).
-    pub(super) fn record_unstarted<X>(
-        &self,
-        mut state: MutexGuard<'_, State<T, E>>,
-        id: TaskId,
-        f: X,
-    ) {
-        state.discarding += 1;
-        drop(state);
-        let outcome = drop_catching(f).map_or(Outcome::Cancelled, Outcome::Panicked);
-        let mut state = self.lock();
-        state.discarding -= 1;
-        state.done.push_back((id, outcome));
-        drop(state);
-        self.progress.notify_one();
     }
 
     /// Whether the caller is one of this group's started tasks: polled by
@@ -226,6 +338,109 @@ where
             .any(|(_, (_, handle))| handle.as_ref().is_some_and(|h| h.id() == me))
     }
 
+    /// Takes the joiner out, for `finish`.
+    pub(super) fn take_joiner(&self) -> Option<J> {
+        self.joiner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl<T, E, J> Shared<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    pub(super) fn new(
+        parent: &Context,
+        name: Option<Arc<str>>,
+        limit: Option<usize>,
+        joiner: J,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me: &Weak<Self>| {
+            let hook: Weak<dyn CancelHook> = me.clone();
+            Shared {
+                ctx: parent.with_hook(hook),
+                name,
+                limit,
+                runner: Runner::new(),
+                state: Mutex::new(State {
+                    running: 0,
+                    queue: VecDeque::new(),
+                    tasks: Slab::new(),
+                    discarding: 0,
+                    done: VecDeque::new(),
+                    deferred: VecDeque::new(),
+                    cancelled_by: None,
+                    late_ok: Vec::new(),
+                    cancelling: false,
+                    starting: false,
+                    joiner_panic: None,
+                }),
+                joiner: Mutex::new(Some(joiner)),
+                delivering: AtomicUsize::new(0),
+                me: me.clone(),
+                progress: Notify::new(),
+                slot_freed: Notify::new(),
+            }
+        })
+    }
+
+    /// Admits a task: starts it if the limit has room, else queues it (or,
+    /// with `queue == false`, gives it back); in a cancelled group it is
+    /// recorded as never started (or given back, with `queue == false`).
+    ///
+    /// # Panics
+    ///
+    /// As [`Shared::start_async`] and [`Shared::start_blocking`].
+    #[track_caller]
+    pub(super) fn admit<B: Body<T, E>>(
+        self: &Arc<Self>,
+        id: TaskId,
+        body: B,
+        queue: bool,
+    ) -> Result<(), B> {
+        let mut state = self.lock();
+        if self.ctx.is_cancelled() {
+            if !queue {
+                return Err(body);
+            }
+            self.record_unstarted(state, id, body);
+        } else if self.has_room(&state) {
+            state.running += 1;
+            let key = B::BLOCKING.then(|| state.tasks.insert((id, None)));
+            drop(state);
+            body.start(self, id, key);
+        } else if queue {
+            state.queue.push_back((id, body.into_work()));
+        } else {
+            return Err(body);
+        }
+        Ok(())
+    }
+
+    /// Records a task that will never start (the group was cancelled): drops
+    /// its closure `f` without the state lock (user code), and records it as
+    /// cancelled, or as panicked if the closure's destructor panics, as
+    /// [`Shared::discard`] does for queued ones (invariants 1 and 2).
+    fn record_unstarted<X>(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, State<T, E>>,
+        id: TaskId,
+        f: X,
+    ) {
+        state.discarding += 1;
+        drop(state);
+        let outcome = drop_catching(f).map_or(Outcome::Cancelled, Outcome::Panicked);
+        self.complete(Ended {
+            id,
+            outcome,
+            held: Held::Unstarted,
+        });
+    }
+
     /// Calls `f` for its future and hands that to the group's runner.
     ///
     /// # Panics
@@ -234,7 +449,7 @@ where
     /// task bound the group to one; the task is then recorded as
     /// cancelled.
     #[track_caller]
-    pub(super) fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, f: F)
+    fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, f: F)
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
@@ -254,11 +469,8 @@ where
             Ok(fut) => fut,
             Err(payload) => return completion.finish(Outcome::Panicked(payload)),
         };
-        let body = Box::pin(TaskFuture {
-            fut: Some(fut),
-            completion: Some(completion),
-        });
-        self.runner.spawn(body);
+        self.runner
+            .spawn(Box::pin(TaskFuture::new(fut, completion)));
     }
 
     /// Runs `f` on tokio's blocking pool.
@@ -267,7 +479,7 @@ where
     ///
     /// Outside a tokio runtime, as `tokio::task::spawn_blocking` does.
     #[track_caller]
-    pub(super) fn start_blocking<F>(self: &Arc<Self>, id: TaskId, key: usize, f: F)
+    fn start_blocking<F>(self: &Arc<Self>, id: TaskId, key: usize, f: F)
     where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
@@ -313,66 +525,168 @@ where
         }
     }
 
-    /// Records how a started task ended, frees its slot, and starts the next
-    /// queued closure if the group is still live.
-    ///
-    /// `ran` is `false` when the task was dropped before finishing (aborted,
-    /// or its runtime shut down): then nothing new is started, and what is
-    /// queued is recorded as cancelled, so nothing waits on a runtime that is
-    /// going away.
-    ///
-    /// The first failure is recorded before it cancels the group, and holds
-    /// `cancelling` until the cancel is done (invariant 5): so it comes out
-    /// of `next` before anything the cancel caused, and only once the group
-    /// is cancelled. Its slot is released only after the cancel, so a queued
-    /// closure can never take it.
-    fn complete(
-        self: &Arc<Self>,
-        id: TaskId,
-        key: Option<usize>,
-        outcome: Outcome<T, E>,
-        ran: bool,
-    ) {
-        // Described before taking the lock: `Display` is user code. Only a
-        // failure while the group is live can be the first.
-        let failure = if self.ctx.is_cancelled() {
-            None
-        } else {
-            match &outcome {
-                Outcome::Err(error) => Some((false, describe(error))),
-                Outcome::Panicked(payload) => Some((true, panic_message(&**payload).to_owned())),
-                Outcome::Ok(_) | Outcome::Cancelled => None,
-            }
+    /// A task ended: delivers it to the joiner and records it
+    /// (invariants 1, 5), applies a decision to cancel (invariant 6), and
+    /// hands its slot on (invariant 7).
+    pub(super) fn complete(self: &Arc<Self>, ended: Ended<T, E>) {
+        let me = thread_mark();
+        if self.delivering.load(Relaxed) == me {
+            // Invariant 5: from inside the joiner, on its thread.
+            self.lock().deferred.push_back(ended);
+            return;
+        }
+        let mut joiner = self.joiner.lock().unwrap_or_else(PoisonError::into_inner);
+        self.delivering.store(me, Relaxed);
+        let mut after = After {
+            cancel: None,
+            canceller: None,
+            unstarted: VecDeque::new(),
+            start: None,
+            freed_slot: false,
         };
-        let mut state = self.lock();
-        if let Some(key) = key {
+        let mut next = Some(ended);
+        while let Some(ended) = next {
+            let decision = self.decide(&mut joiner, &ended);
+            let mut state = self.lock();
+            let unused = self.record(&mut state, ended, decision, &mut after);
+            next = if unused.is_none() {
+                state.deferred.pop_front()
+            } else {
+                // A cause nobody needs: dropped without the lock (user
+                // code), still inside the joiner's turn.
+                drop(state);
+                drop(unused);
+                self.lock().deferred.pop_front()
+            };
+        }
+        self.delivering.store(0, Relaxed);
+        drop(joiner);
+        self.settle(after);
+    }
+
+    /// Asks the joiner what `ended` means for the group. A panic there
+    /// cancels the group and is kept for `wait`; the joiner is not asked
+    /// again.
+    fn decide(&self, joiner: &mut Option<J>, ended: &Ended<T, E>) -> Decision {
+        let Some(j) = joiner.as_mut() else {
+            return Decision::Continue;
+        };
+        let asked = catch_unwind(AssertUnwindSafe(|| {
+            j.on_complete(ended.id, &ended.outcome, &self.ctx)
+        }));
+        match asked {
+            Ok(decision) => decision,
+            Err(payload) => {
+                let cause = Cause::new(JoinerPanicked {
+                    task: ended.id,
+                    message: panic_message(&*payload).to_owned(),
+                });
+                self.lock().joiner_panic.get_or_insert(payload);
+                let _ = drop_catching(joiner.take());
+                Decision::Cancel(cause)
+            }
+        }
+    }
+
+    /// Records an ending the joiner has seen: pushes it to `done`, makes
+    /// its decision the group's if it is the first to cancel (invariant
+    /// 6), and otherwise releases what it held. Returns a cause that will
+    /// not be used, to be dropped without the lock.
+    fn record(
+        &self,
+        state: &mut State<T, E>,
+        ended: Ended<T, E>,
+        decision: Decision,
+        after: &mut After<T, E>,
+    ) -> Option<Cause> {
+        let Ended { id, outcome, held } = ended;
+        if let Held::Slot { key: Some(key), .. } = held {
             state.tasks.try_remove(key);
+            if state.tasks.is_empty() && state.tasks.capacity() > KEPT {
+                state.tasks = Slab::new();
+            }
         }
-        let mut cause = None;
-        if let Some((panic, message)) = failure
-            && state.first_failure.is_none()
-            && !self.ctx.is_cancelled()
-        {
-            cause = Some(TaskFailed {
-                task: id,
-                group: self.name.clone(),
-                panic,
-                message,
-            });
-            state.first_failure = Some(id);
-            state.cancelling = true;
+        let mut unused = None;
+        let mut cancels = false;
+        if let Decision::Cancel(cause) = decision {
+            if state.cancelled_by.is_none() && !state.cancelling && !self.ctx.is_cancelled() {
+                state.cancelled_by = Some(id);
+                state.cancelling = true;
+                after.cancel = Some(self.label(cause));
+                cancels = true;
+            } else {
+                unused = Some(cause);
+            }
         }
-        // A task that returns `Ok` after the group was cancelled (it saw the
-        // cancel and wound down) did not finish before it.
         if outcome.is_ok() && self.ctx.is_cancelled() {
-            state.ok_after_cancel.push(id);
+            state.late_ok.push(id);
         }
         state.done.push_back((id, outcome));
+        if cancels {
+            after.canceller = Some(held);
+        } else {
+            self.release(state, held, after);
+        }
+        unused
+    }
 
+    /// A [`TaskFailed`] cause, as the built-in joiners make it, gets the
+    /// group's name.
+    fn label(&self, cause: Cause) -> Cause {
+        match (&self.name, cause.downcast_ref::<TaskFailed>()) {
+            (Some(name), Some(failed)) if failed.group.is_none() => Cause::new(TaskFailed {
+                group: Some(name.clone()),
+                ..failed.clone()
+            }),
+            _ => cause,
+        }
+    }
+
+    /// Gives back what an ended task held: its slot, to a queued closure if
+    /// the group is live and no thread is starting one (invariant 7), else
+    /// the queue is dropped when the group is over or its runtime is going
+    /// away.
+    fn release(&self, state: &mut State<T, E>, held: Held, after: &mut After<T, E>) {
+        match held {
+            Held::Unstarted => state.discarding -= 1,
+            Held::Slot { ran, .. } => {
+                state.running -= 1;
+                after.freed_slot = true;
+                if !ran || self.ctx.is_cancelled() {
+                    after.unstarted.append(&mut state.take_queue());
+                } else if after.start.is_none() {
+                    after.start = self.claim_start(state);
+                }
+            }
+        }
+    }
+
+    /// Takes the next queued closure and its slot, if this thread may start
+    /// it (invariants 3 and 7).
+    fn claim_start(&self, state: &mut State<T, E>) -> Option<Start<T, E>> {
+        let room = self.limit.is_none_or(|limit| state.running < limit);
+        if state.starting || state.cancelling || !room || self.ctx.is_cancelled() {
+            return None;
+        }
+        let (id, work) = state.queue.pop_front()?;
+        if state.queue.is_empty() && state.queue.capacity() > KEPT {
+            state.queue = VecDeque::new();
+        }
+        state.starting = true;
+        state.running += 1;
+        Some(match work {
+            Work::Async(f) => Start::Async(id, f),
+            Work::Blocking(f) => Start::Blocking(id, state.tasks.insert((id, None)), f),
+        })
+    }
+
+    /// Applies what the endings left: the cancel first, then the slot of
+    /// the task that cancelled, the wake-ups, the closures to drop, and the
+    /// closure to start.
+    fn settle(self: &Arc<Self>, mut after: After<T, E>) {
         let mut escaped = None;
-        if let Some(cause) = cause {
-            drop(state);
-            let error = cancellation(ContextError::Cancelled, Some(Cause::new(cause)));
+        if let Some(cause) = after.cancel.take() {
+            let error = cancellation(ContextError::Cancelled, Some(cause));
             // The cancel finishes every node, then resumes a panic from user
             // code it ran (a value's destructor): finish the bookkeeping
             // first, or `wait` and `next` would wait for this task forever.
@@ -383,56 +697,81 @@ where
                     true
                 }
             };
-            state = self.lock();
+            let mut state = self.lock();
             state.cancelling = false;
             if !won {
-                // Cancelled from outside first: this failure came after it.
-                state.first_failure = None;
+                // Cancelled some other way first: this decision came after.
+                state.cancelled_by = None;
+            }
+            if let Some(held) = after.canceller.take() {
+                self.release(&mut state, held, &mut after);
             }
         }
-
-        state.running -= 1;
-        let mut next = None;
-        let mut unstarted = VecDeque::new();
-        if ran && !self.ctx.is_cancelled() {
-            next = state.queue.pop_front().map(|(id, work)| match work {
-                Work::Async(f) => {
-                    state.reserve();
-                    Start::Async(id, f)
-                }
-                Work::Blocking(f) => Start::Blocking(id, state.reserve_blocking(id), f),
-            });
-        } else {
-            unstarted = state.take_queue();
-        }
-        drop(state);
-
         self.progress.notify_one();
-        if self.limit.is_some() {
+        if after.freed_slot && self.limit.is_some() {
             // Only `ready` waits for a slot, and without a limit it never
             // waits.
             self.slot_freed.notify_one();
         }
-        self.discard(unstarted);
-        match next {
-            Some(Start::Async(id, f)) => self.start_async(id, f),
-            Some(Start::Blocking(id, key, f)) => self.start_blocking(id, key, f),
-            None => {}
+        self.discard(std::mem::take(&mut after.unstarted));
+        if let Some(start) = after.start {
+            self.start_queued(start);
         }
         if let Some(payload) = escaped {
-            std::panic::resume_unwind(payload);
+            resume_unwind(payload);
+        }
+    }
+
+    /// Starts `first`, then every queued closure that finds a slot while
+    /// this thread is the starter (invariant 7).
+    fn start_queued(self: &Arc<Self>, first: Start<T, E>) {
+        let mut start = first;
+        loop {
+            let started = catch_unwind(AssertUnwindSafe(|| match start {
+                Start::Async(id, f) => self.start_async(id, f),
+                Start::Blocking(id, key, f) => self.start_blocking(id, key, f),
+            }));
+            let mut state = self.lock();
+            state.starting = false;
+            if let Err(payload) = started {
+                // Not user code (that is caught where it runs): tokio's
+                // refusal to spawn. The task has been recorded.
+                drop(state);
+                resume_unwind(payload);
+            }
+            match self.claim_start(&mut state) {
+                Some(next) => start = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Drops queued closures taken out by [`State::take_queue`], each
+    /// recorded as cancelled, or as panicked if its destructor panics
+    /// (invariants 1 and 2). Called without the state lock: dropping a
+    /// closure runs user code, whose panic must not escape into the
+    /// canceller and leave the group unjoinable.
+    fn discard(self: &Arc<Self>, queued: VecDeque<(TaskId, Work<T, E>)>) {
+        for (id, work) in queued {
+            let outcome = drop_catching(work).map_or(Outcome::Cancelled, Outcome::Panicked);
+            self.complete(Ended {
+                id,
+                outcome,
+                held: Held::Unstarted,
+            });
         }
     }
 }
 
-impl<T, E> CancelHook for Shared<T, E>
+impl<T, E, J> CancelHook for Shared<T, E, J>
 where
     T: Send + 'static,
     E: Send + 'static,
+    J: Joiner<T, E>,
 {
     /// Aborts every running task and records the queued ones as cancelled.
     fn on_cancel(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         let blocking: Vec<AbortHandle> = state
             .tasks
             .iter()
@@ -446,174 +785,57 @@ where
         }
         // Every producer waiting in `ready` returns now, not only one.
         self.slot_freed.notify_waiters();
-        self.discard(queued);
+        if !queued.is_empty() {
+            // The hook holds `&self`; recording needs the `Arc`. The group
+            // is alive while its context is being cancelled through it,
+            // unless the last handle is being dropped right now, and then
+            // nobody can read the outcomes.
+            if let Some(me) = self.me.upgrade() {
+                me.discard(queued);
+            } else {
+                drop_all_catching(queued);
+            }
+        }
         self.progress.notify_one();
     }
 }
 
-impl<T, E> Shared<T, E> {
-    /// Drops queued closures taken out by [`State::take_queue`], then
-    /// records them as cancelled, or as panicked if a closure's destructor
-    /// panics (invariants 1 and 2). Called without the state lock: dropping
-    /// a closure runs user code, whose panic must not escape into the
-    /// canceller and leave the group unjoinable.
-    fn discard(&self, queued: VecDeque<(TaskId, Work<T, E>)>) {
-        if queued.is_empty() {
-            return;
-        }
-        let count = queued.len();
-        let finished: Vec<(TaskId, Outcome<T, E>)> = queued
-            .into_iter()
-            .map(|(id, work)| {
-                let outcome = drop_catching(work).map_or(Outcome::Cancelled, Outcome::Panicked);
-                (id, outcome)
-            })
-            .collect();
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.discarding -= count;
-        state.done.extend(finished);
-        drop(state);
-        self.progress.notify_one();
+/// The cause a group is cancelled with when its joiner's `on_complete`
+/// panicked.
+#[derive(Debug)]
+struct JoinerPanicked {
+    task: TaskId,
+    message: String,
+}
+
+impl std::fmt::Display for JoinerPanicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the group's joiner panicked on the outcome of {}: {}",
+            self.task, self.message
+        )
     }
 }
+
+impl std::error::Error for JoinerPanicked {}
 
 /// Drops `value` (user code), catching a panic in its destructor.
 fn drop_catching<X>(value: X) -> Option<Box<dyn Any + Send>> {
     catch_unwind(AssertUnwindSafe(move || drop(value))).err()
 }
 
-/// A task error's `Display`, or a placeholder if that panics: the group's
-/// bookkeeping must survive any user code.
-fn describe<E: std::fmt::Display>(error: &E) -> String {
-    catch_unwind(AssertUnwindSafe(|| error.to_string()))
-        .unwrap_or_else(|_| "<the error's Display panicked>".to_owned())
-}
-
-/// Owned by a started task: reports its outcome exactly once, when it
-/// finishes or, if it is dropped unfinished, as cancelled.
-struct Completion<T, E>
-where
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-{
-    shared: Arc<Shared<T, E>>,
-    id: TaskId,
-    /// Its entry in `tasks`, for a blocking task.
-    key: Option<usize>,
-    finished: bool,
-}
-
-impl<T, E> Completion<T, E>
-where
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-{
-    fn new(shared: &Arc<Shared<T, E>>, id: TaskId, key: Option<usize>) -> Self {
-        Completion {
-            shared: shared.clone(),
-            id,
-            key,
-            finished: false,
-        }
-    }
-
-    fn finish(mut self, outcome: Outcome<T, E>) {
-        self.finished = true;
-        self.shared.complete(self.id, self.key, outcome, true);
-    }
-
-    /// Reports a task dropped before it finished, as `Drop` does, but with
-    /// an outcome: the panic of the task future's destructor.
-    fn abandon(mut self, outcome: Outcome<T, E>) {
-        self.finished = true;
-        self.shared.complete(self.id, self.key, outcome, false);
+fn drop_all_catching<X>(values: VecDeque<X>) {
+    for value in values {
+        let _ = drop_catching(value);
     }
 }
 
-pin_project! {
-    /// What a started async task runs: the user's future, polled and
-    /// dropped inside `catch_unwind`, then its [`Completion`]. Its
-    /// destructor runs when it completes, or when tokio drops the task
-    /// (aborted by a cancel, or its runtime shutting down): either way a
-    /// panic there is the task's panic, reported by the group, never a
-    /// panic tokio swallows while the task reads as cancelled.
-    struct TaskFuture<Fut, T, E>
-    where
-        T: Send,
-        T: 'static,
-        E: std::fmt::Display,
-        E: Send,
-        E: 'static,
-    {
-        #[pin]
-        fut: Option<Fut>,
-        completion: Option<Completion<T, E>>,
+/// Tells threads apart: the address of a thread-local, unique among live
+/// threads and never 0.
+fn thread_mark() -> usize {
+    thread_local! {
+        static MARK: u8 = const { 0 };
     }
-
-    impl<Fut, T, E> PinnedDrop for TaskFuture<Fut, T, E>
-    where
-        T: Send,
-        T: 'static,
-        E: std::fmt::Display,
-        E: Send,
-        E: 'static,
-    {
-        fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            // Dropped unfinished: the user's future first, so that its
-            // code is gone before the group counts the task as done.
-            let dropped = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
-            if let Some(completion) = this.completion.take() {
-                match dropped {
-                    Ok(()) => drop(completion), // reports it cancelled
-                    Err(payload) => completion.abandon(Outcome::Panicked(payload)),
-                }
-            }
-        }
-    }
-}
-
-impl<Fut, T, E> Future for TaskFuture<Fut, T, E>
-where
-    Fut: Future<Output = Result<T, E>>,
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-{
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
-            return Poll::Ready(());
-        };
-        let mut outcome = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(result)) => Outcome::from_result(result),
-            Err(payload) => Outcome::Panicked(payload),
-        };
-        // Drop the user's future now, before reporting: a panic in its
-        // destructor is the task's panic (the first one wins).
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)))
-            && !outcome.is_panicked()
-        {
-            outcome = Outcome::Panicked(payload);
-        }
-        if let Some(completion) = this.completion.take() {
-            completion.finish(outcome);
-        }
-        Poll::Ready(())
-    }
-}
-
-impl<T, E> Drop for Completion<T, E>
-where
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-{
-    fn drop(&mut self) {
-        if !self.finished {
-            self.shared
-                .complete(self.id, self.key, Outcome::Cancelled, false);
-        }
-    }
+    MARK.with(|mark| std::ptr::from_ref(mark).addr())
 }

@@ -1,0 +1,168 @@
+//! What a started task runs: its [`Completion`], which reports how it ended
+//! exactly once, and the [`TaskFuture`] that wraps an async task's future.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{self, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::joiner::Joiner;
+use super::outcome::{Outcome, TaskId};
+use super::shared::{Ended, Held, Shared};
+
+/// Owned by a started task: reports its outcome exactly once, when it
+/// finishes or, if it is dropped unfinished, as cancelled.
+pub(super) struct Completion<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    shared: Arc<Shared<T, E, J>>,
+    id: TaskId,
+    /// Its entry in `tasks`, for a blocking task.
+    key: Option<usize>,
+    finished: bool,
+}
+
+impl<T, E, J> Completion<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, key: Option<usize>) -> Self {
+        Completion {
+            shared: shared.clone(),
+            id,
+            key,
+            finished: false,
+        }
+    }
+
+    /// Reports how the task ended.
+    pub(super) fn finish(mut self, outcome: Outcome<T, E>) {
+        self.finished = true;
+        self.report(outcome, true);
+    }
+
+    /// Reports a task dropped before it finished, as `Drop` does, but with
+    /// an outcome: the panic of the task future's destructor.
+    fn abandon(mut self, outcome: Outcome<T, E>) {
+        self.finished = true;
+        self.report(outcome, false);
+    }
+
+    fn report(&self, outcome: Outcome<T, E>, ran: bool) {
+        self.shared.complete(Ended {
+            id: self.id,
+            outcome,
+            held: Held::Slot { key: self.key, ran },
+        });
+    }
+}
+
+impl<T, E, J> Drop for Completion<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    fn drop(&mut self) {
+        if !self.finished {
+            self.report(Outcome::Cancelled, false);
+        }
+    }
+}
+
+pin_project! {
+    /// What a started async task runs: the user's future, polled and
+    /// dropped inside `catch_unwind`, then its [`Completion`]. Its
+    /// destructor runs when it completes, or when the runner drops it
+    /// (a cancel, or its runtime shutting down): either way a panic there
+    /// is the task's panic, reported by the group.
+    pub(super) struct TaskFuture<Fut, T, E, J>
+    where
+        T: Send,
+        T: 'static,
+        E: Send,
+        E: 'static,
+        J: Joiner<T, E>,
+    {
+        #[pin]
+        fut: Option<Fut>,
+        completion: Option<Completion<T, E, J>>,
+    }
+
+    impl<Fut, T, E, J> PinnedDrop for TaskFuture<Fut, T, E, J>
+    where
+        T: Send,
+        T: 'static,
+        E: Send,
+        E: 'static,
+        J: Joiner<T, E>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // Dropped unfinished: the user's future first, so that its
+            // code is gone before the group counts the task as done.
+            let dropped = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
+            if let Some(completion) = this.completion.take() {
+                match dropped {
+                    Ok(()) => drop(completion), // reports it cancelled
+                    Err(payload) => completion.abandon(Outcome::Panicked(payload)),
+                }
+            }
+        }
+    }
+}
+
+impl<Fut, T, E, J> TaskFuture<Fut, T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    pub(super) fn new(fut: Fut, completion: Completion<T, E, J>) -> Self {
+        TaskFuture {
+            fut: Some(fut),
+            completion: Some(completion),
+        }
+    }
+}
+
+impl<Fut, T, E, J> Future for TaskFuture<Fut, T, E, J>
+where
+    Fut: Future<Output = Result<T, E>>,
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let mut outcome = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => Outcome::from_result(result),
+            Err(payload) => Outcome::Panicked(payload),
+        };
+        // Drop the user's future now, before reporting: a panic in its
+        // destructor is the task's panic (the first one wins).
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)))
+            && !outcome.is_panicked()
+        {
+            outcome = Outcome::Panicked(payload);
+        }
+        if let Some(completion) = this.completion.take() {
+            completion.finish(outcome);
+        }
+        Poll::Ready(())
+    }
+}
