@@ -8,11 +8,18 @@
 //! outside (the parent's handle from another task, the parent's deadline,
 //! or `TaskGroup::cancel`), and how the driver ends: `wait`, `next` then
 //! `wait_outcomes`, dropping the group, or dropping the `wait_outcomes`
-//! future.
+//! future. Each scenario runs under one join policy: `FailFast` (the
+//! default), `Supervise` or `FirstOk`.
 //!
 //! Invariants, after every scenario:
-//! - the first failure in time is the one `wait` returns (and the one the
-//!   group's cause names); later errors never replace it;
+//! - `FailFast`: the first failure in time is the one `wait` returns (and
+//!   the one the group's cause names); later errors never replace it;
+//! - `Supervise`: no task's end cancels the group; `wait` returns every
+//!   outcome, panics included, and re-raises none;
+//! - `FirstOk`: the first `Ok` or panic in time decides; `wait` returns
+//!   that `Ok`, re-raises that panic, or, when no task succeeded, every
+//!   error in spawn order and the context error exactly when the group was
+//!   cancelled from outside;
 //! - every task is accounted for exactly once by `next` and
 //!   `wait_outcomes`, and each outcome is what the task did;
 //! - at most `limit` task bodies run at once;
@@ -33,7 +40,10 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use proptest::prelude::*;
-use taskgroup::{CancelHandle, Context, GroupError, Outcome, TaskFailed, TaskGroup};
+use taskgroup::{
+    AllFailed, CancelHandle, Context, FailFast, FirstOk, GroupError, Joiner, Outcome, Supervise,
+    TaskFailed, TaskGroup,
+};
 
 /// Cases for the current-thread, paused-time property.
 const PAUSED_CASES: u32 = 4_000;
@@ -93,8 +103,17 @@ enum End {
     DropWait(u8),
 }
 
+/// The join policy a scenario runs under.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Policy {
+    FailFast,
+    Supervise,
+    FirstOk,
+}
+
 #[derive(Debug, Clone)]
 struct Scenario {
+    policy: Policy,
     limit: Option<usize>,
     /// How many plans are spawned up front; the rest wait for `more`.
     initial: usize,
@@ -159,15 +178,22 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         1 => (0..8u8).prop_map(End::DropGroup),
         1 => (0..8u8).prop_map(End::DropWait),
     ];
+    let policy = prop_oneof![
+        2 => Just(Policy::FailFast),
+        1 => Just(Policy::Supervise),
+        1 => Just(Policy::FirstOk),
+    ];
     (
+        policy,
         limit,
         0..8usize,
         prop::collection::vec(plan(), 0..12),
         cancel,
         end,
     )
-        .prop_map(|(limit, initial, plans, cancel, end)| {
+        .prop_map(|(policy, limit, initial, plans, cancel, end)| {
             Scenario {
+                policy,
                 limit,
                 initial,
                 plans,
@@ -287,9 +313,45 @@ async fn delay(paused: bool, n: u8) {
     }
 }
 
-type Group = TaskGroup<usize, usize>;
+type Group<J> = TaskGroup<usize, usize, J>;
 
-fn spawn(group: &mut Group, task: usize, behaviour: Behaviour, log: &Arc<Log>, paused: bool) {
+/// What `wait` returned, whatever the policy.
+enum Joined {
+    FailFast(Result<Vec<usize>, GroupError<usize>>),
+    Supervise(Vec<Outcome<usize, usize>>),
+    FirstOk(Result<usize, AllFailed<usize>>),
+}
+
+/// A policy the model drives: a joiner and how to read its output.
+trait ModelJoiner: Joiner<usize, usize> {
+    fn joined(output: Self::Output) -> Joined;
+}
+
+impl ModelJoiner for FailFast {
+    fn joined(output: Self::Output) -> Joined {
+        Joined::FailFast(output)
+    }
+}
+
+impl ModelJoiner for Supervise {
+    fn joined(output: Self::Output) -> Joined {
+        Joined::Supervise(output)
+    }
+}
+
+impl ModelJoiner for FirstOk {
+    fn joined(output: Self::Output) -> Joined {
+        Joined::FirstOk(output)
+    }
+}
+
+fn spawn<J: ModelJoiner>(
+    group: &mut Group<J>,
+    task: usize,
+    behaviour: Behaviour,
+    log: &Arc<Log>,
+    paused: bool,
+) {
     let mut token = Token::new(log);
     let log = log.clone();
     if let Behaviour::Blocking {
@@ -356,10 +418,22 @@ struct Run {
     /// What `next` handed out, in order, then what `wait_outcomes` gave.
     handed_out: Vec<(usize, Outcome<usize, usize>)>,
     rest: Option<Vec<(usize, Outcome<usize, usize>)>>,
-    wait: Option<std::thread::Result<Result<Vec<usize>, GroupError<usize>>>>,
+    wait: Option<std::thread::Result<Joined>>,
 }
 
 async fn drive(s: &Scenario, paused: bool) -> Result<(), TestCaseError> {
+    match s.policy {
+        Policy::FailFast => drive_with(s, paused, FailFast).await,
+        Policy::Supervise => drive_with(s, paused, Supervise).await,
+        Policy::FirstOk => drive_with(s, paused, FirstOk).await,
+    }
+}
+
+async fn drive_with<J: ModelJoiner>(
+    s: &Scenario,
+    paused: bool,
+    joiner: J,
+) -> Result<(), TestCaseError> {
     let log = Arc::new(Log {
         tasks: (0..s.plans.len()).map(|_| TaskLog::default()).collect(),
         ..Log::default()
@@ -381,7 +455,7 @@ async fn drive(s: &Scenario, paused: bool) -> Result<(), TestCaseError> {
         _ => Context::background().with_cancel(),
     };
     let parent_cancel: Arc<CancelHandle> = Arc::new(parent_cancel);
-    let mut builder = Group::builder().context(&parent);
+    let mut builder = TaskGroup::builder().joiner(joiner).context(&parent);
     if let Some(limit) = s.limit {
         builder = builder.limit(limit);
     }
@@ -410,7 +484,7 @@ async fn drive(s: &Scenario, paused: bool) -> Result<(), TestCaseError> {
         wait: None,
     };
     let mut next_plan = 0;
-    let spawn_plan = |group: &mut Group, run: &mut Run, next_plan: &mut usize| {
+    let spawn_plan = |group: &mut Group<J>, run: &mut Run, next_plan: &mut usize| {
         let task = *next_plan;
         *next_plan += 1;
         run.spawned_after_cancel.push(ctx.is_cancelled());
@@ -443,7 +517,7 @@ async fn drive(s: &Scenario, paused: bool) -> Result<(), TestCaseError> {
             run.outside_cancelled = outside_now(&parent);
             prop_assert_eq!(log.alive.load(SeqCst), 0, "user code outlived wait");
             run.wait = Some(match result {
-                Ok(Ok(result)) => Ok(result),
+                Ok(Ok(result)) => Ok(J::joined(result)),
                 Ok(Err(_)) => return Err(TestCaseError::fail("wait hung")),
                 Err(payload) => Err(payload),
             });
@@ -614,7 +688,8 @@ fn check(
         }
     }
 
-    // The first failure in time cancelled the group.
+    // What decided: a failure under FailFast, an `Ok` or a panic under
+    // FirstOk, nothing under Supervise. The cause names a deciding failure.
     let win = winner(ctx);
     if let Some((task, panic)) = win {
         let log = task_log(task);
@@ -625,36 +700,63 @@ fn check(
             "the winner failed after the group was cancelled"
         );
     }
-    let first_live_failure = run
-        .spawned
-        .iter()
-        .copied()
-        .filter(|&t| {
-            let log = task_log(t);
-            matches!(log.ended.load(SeqCst), RETURNED_ERR | PANICKING)
-                && log.ended_live.load(SeqCst)
-        })
-        .min_by_key(|&t| task_log(t).ended_seq.load(SeqCst));
-    if deterministic {
-        prop_assert_eq!(
-            win.map(|(t, _)| t),
-            first_live_failure,
-            "the first failure in time wins"
-        );
-    } else if first_live_failure.is_some()
-        && s.cancel == OutsideCancel::None
+    let ended_live = |t: usize, kinds: &[u8]| {
+        let log = task_log(t);
+        kinds.contains(&log.ended.load(SeqCst)) && log.ended_live.load(SeqCst)
+    };
+    let first_live = |kinds: &[u8]| {
+        run.spawned
+            .iter()
+            .copied()
+            .filter(|&t| ended_live(t, kinds))
+            .min_by_key(|&t| task_log(t).ended_seq.load(SeqCst))
+    };
+    // With no cancel racing it (a drop is one), what a task did while the
+    // group was live always decides.
+    let undisturbed = s.cancel == OutsideCancel::None
         && matches!(
             s.end,
             End::Wait | End::NextThenOutcomes(_) | End::ConcurrentNext
-        )
-    {
-        // With no cancel racing it (a drop is one), a failure returned while
-        // the group was live always wins.
-        prop_assert!(
-            win.is_some(),
-            "a task failed while live, yet no failure won"
         );
-    }
+    let first_ok_winner = match s.policy {
+        Policy::FailFast => {
+            let first_live_failure = first_live(&[RETURNED_ERR, PANICKING]);
+            if deterministic {
+                prop_assert_eq!(
+                    win.map(|(t, _)| t),
+                    first_live_failure,
+                    "the first failure in time wins"
+                );
+            } else if first_live_failure.is_some() && undisturbed {
+                prop_assert!(
+                    win.is_some(),
+                    "a task failed while live, yet no failure won"
+                );
+            }
+            None
+        }
+        Policy::Supervise => {
+            prop_assert!(win.is_none(), "a task's end cancelled a Supervise group");
+            None
+        }
+        Policy::FirstOk => {
+            let decider = first_live(&[RETURNED_OK, PANICKING]);
+            let decided_by_panic = decider.filter(|&t| task_log(t).ended.load(SeqCst) == PANICKING);
+            if deterministic {
+                prop_assert_eq!(
+                    win.map(|(t, _)| t),
+                    decided_by_panic,
+                    "the first Ok or panic in time decides"
+                );
+            } else if decider.is_some() && undisturbed {
+                prop_assert!(
+                    win.is_some() || ctx.cause().is_some(),
+                    "a task succeeded or panicked while live, yet nothing decided"
+                );
+            }
+            decider.filter(|&t| task_log(t).ended.load(SeqCst) == RETURNED_OK)
+        }
+    };
 
     let panicked: Vec<usize> = run
         .spawned
@@ -663,68 +765,107 @@ fn check(
         .filter(|&t| task_log(t).ended.load(SeqCst) == PANICKING)
         .collect();
 
-    if let Some(result) = &run.wait {
-        match result {
-            Err(payload) => {
-                let message = payload.downcast_ref::<String>();
-                prop_assert!(
-                    panicked.iter().any(|&t| Some(&panic_payload(t)) == message),
-                    "wait re-raised {:?}, tasks that panicked {:?}",
-                    message,
-                    panicked
-                );
-                if let Some((task, true)) = win {
-                    prop_assert_eq!(message, Some(&panic_payload(task)), "the first panic");
-                }
+    match &run.wait {
+        None => {}
+        Some(Err(payload)) => {
+            prop_assert!(s.policy != Policy::Supervise, "Supervise re-raised a panic");
+            let message = payload.downcast_ref::<String>();
+            prop_assert!(
+                panicked.iter().any(|&t| Some(&panic_payload(t)) == message),
+                "wait re-raised {:?}, tasks that panicked {:?}",
+                message,
+                panicked
+            );
+            if let Some((task, true)) = win {
+                prop_assert_eq!(message, Some(&panic_payload(task)), "the first panic");
             }
-            Ok(result) => {
+        }
+        Some(Ok(joined)) => {
+            if s.policy != Policy::Supervise {
                 prop_assert!(panicked.is_empty(), "panics lost: {:?}", panicked);
-                match result {
-                    Ok(values) => {
-                        prop_assert_eq!(values, &run.spawned, "values in spawn order");
-                        for &t in &run.spawned {
-                            let log = task_log(t);
-                            prop_assert_eq!(log.ended.load(SeqCst), RETURNED_OK);
-                            prop_assert!(
-                                log.ended_live.load(SeqCst),
-                                "task {} Ok after the cancel",
-                                t
-                            );
-                        }
-                    }
-                    Err(GroupError::Failed(task)) => {
-                        prop_assert_eq!(win, Some((*task, false)), "Failed names the winner");
-                    }
-                    Err(GroupError::Cancelled(_)) => {
-                        prop_assert!(win.is_none(), "a failure won, yet wait says Cancelled");
-                        if deterministic {
-                            prop_assert!(
-                                run.outside_cancelled,
-                                "Cancelled with no cancel from outside"
-                            );
-                        } else {
-                            prop_assert!(
-                                s.cancel != OutsideCancel::None,
-                                "Cancelled with no cancel from outside"
-                            );
-                        }
+            }
+            match joined {
+                Joined::FailFast(result) => {
+                    check_fail_fast(s, run, log, win, deterministic, result)?
+                }
+                Joined::Supervise(outcomes) => {
+                    // Every outcome, in spawn order: checked below with the
+                    // rest. Undisturbed, nothing was cancelled.
+                    prop_assert_eq!(outcomes.len(), run.spawned.len(), "one outcome per task");
+                    if undisturbed {
+                        prop_assert!(
+                            outcomes.iter().all(|o| !o.is_cancelled()),
+                            "a Supervise task was cancelled with no cancel from outside"
+                        );
                     }
                 }
-                if deterministic && win.is_none() && !run.outside_cancelled {
-                    prop_assert!(result.is_ok(), "no failure and no cancel, yet {:?}", result);
+                Joined::FirstOk(Ok(value)) => {
+                    let log = task_log(*value);
+                    prop_assert_eq!(
+                        log.ended.load(SeqCst),
+                        RETURNED_OK,
+                        "the winner returned Ok"
+                    );
+                    prop_assert!(
+                        log.ended_live.load(SeqCst),
+                        "the winner's Ok came after a cancel"
+                    );
+                    if deterministic {
+                        prop_assert_eq!(Some(*value), first_ok_winner, "the first Ok in time wins");
+                    }
+                }
+                Joined::FirstOk(Err(all)) => {
+                    let errors: Vec<usize> = all.errors().iter().map(|(_, e)| *e).collect();
+                    let ids: Vec<usize> = all
+                        .errors()
+                        .iter()
+                        .map(|(id, _)| run.spawned[id.index() as usize])
+                        .collect();
+                    prop_assert_eq!(&errors, &ids, "each error is its own task's");
+                    let returned_err: Vec<usize> = run
+                        .spawned
+                        .iter()
+                        .copied()
+                        .filter(|&t| task_log(t).ended.load(SeqCst) == RETURNED_ERR)
+                        .collect();
+                    prop_assert_eq!(&errors, &returned_err, "every error, in spawn order");
+                    if deterministic {
+                        prop_assert_eq!(first_ok_winner, None, "an Ok won, yet AllFailed");
+                        prop_assert_eq!(
+                            all.context_error().is_some(),
+                            run.outside_cancelled,
+                            "the context error says whether the group was cancelled from outside"
+                        );
+                    } else if s.cancel == OutsideCancel::None {
+                        prop_assert_eq!(all.context_error(), None, "no cancel from outside");
+                    }
                 }
             }
         }
     }
+    let supervised = match &run.wait {
+        Some(Ok(Joined::Supervise(outcomes))) => Some(outcomes),
+        _ => None,
+    };
 
     // Every task accounted for exactly once, as it ended.
-    if let Some(rest) = &run.rest {
-        let all: Vec<&(usize, Outcome<usize, usize>)> =
-            run.handed_out.iter().chain(rest.iter()).collect();
+    let supervised: Option<Vec<(usize, &Outcome<usize, usize>)>> =
+        supervised.map(|outcomes| run.spawned.iter().copied().zip(outcomes).collect());
+    let rest: Option<Vec<(usize, &Outcome<usize, usize>)>> = run
+        .rest
+        .as_ref()
+        .map(|rest| rest.iter().map(|(t, o)| (*t, o)).collect())
+        .or(supervised);
+    if let Some(rest) = &rest {
+        let all: Vec<(usize, &Outcome<usize, usize>)> = run
+            .handed_out
+            .iter()
+            .map(|(t, o)| (*t, o))
+            .chain(rest.iter().copied())
+            .collect();
         prop_assert_eq!(all.len(), run.spawned.len(), "one outcome per task");
         let mut seen = vec![false; s.plans.len()];
-        for (task, outcome) in &all {
-            let task = *task;
+        for &(task, outcome) in &all {
             prop_assert!(
                 !std::mem::replace(&mut seen[task], true),
                 "task {} twice",
@@ -765,6 +906,54 @@ fn check(
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// What FailFast's `wait` returned: the values, the winner, or a cancel
+/// from outside.
+fn check_fail_fast(
+    s: &Scenario,
+    run: &Run,
+    log: &Log,
+    win: Option<(usize, bool)>,
+    deterministic: bool,
+    result: &Result<Vec<usize>, GroupError<usize>>,
+) -> Result<(), TestCaseError> {
+    let task_log = |task: usize| &log.tasks[task];
+    match result {
+        Ok(values) => {
+            prop_assert_eq!(values, &run.spawned, "values in spawn order");
+            for &t in &run.spawned {
+                let log = task_log(t);
+                prop_assert_eq!(log.ended.load(SeqCst), RETURNED_OK);
+                prop_assert!(
+                    log.ended_live.load(SeqCst),
+                    "task {} Ok after the cancel",
+                    t
+                );
+            }
+        }
+        Err(GroupError::Failed(task)) => {
+            prop_assert_eq!(win, Some((*task, false)), "Failed names the winner");
+        }
+        Err(GroupError::Cancelled(_)) => {
+            prop_assert!(win.is_none(), "a failure won, yet wait says Cancelled");
+            if deterministic {
+                prop_assert!(
+                    run.outside_cancelled,
+                    "Cancelled with no cancel from outside"
+                );
+            } else {
+                prop_assert!(
+                    s.cancel != OutsideCancel::None,
+                    "Cancelled with no cancel from outside"
+                );
+            }
+        }
+    }
+    if deterministic && win.is_none() && !run.outside_cancelled {
+        prop_assert!(result.is_ok(), "no failure and no cancel, yet {:?}", result);
     }
     Ok(())
 }

@@ -830,3 +830,43 @@ async fn concurrent_next_and_ready_callers_across_threads_all_finish() {
         eventually("back to baseline", || alive_tasks() == baseline).await;
     }
 }
+
+/// A closure that panics when called is its task's panic, and that panic
+/// cancels the group before its slot can go to a queued closure: with
+/// `limit(2)` and 50 closures where the 6th panics, no closure after the
+/// 6th is ever called (issue 10, item 4: up to 3 were, about 1 run in 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_closure_that_panics_when_called_cancels_before_a_queued_closure_starts() {
+    quiet_task_panics();
+    for round in 0..rounds(3_000) {
+        let later = Arc::new(AtomicUsize::new(0));
+        let mut group = Group::builder().limit(2).build();
+        for index in 0..50usize {
+            let later = later.clone();
+            group.spawn(move |_ctx| {
+                if index == 5 {
+                    std::panic::panic_any(panic_payload(index));
+                }
+                if index > 5 {
+                    later.fetch_add(1, SeqCst);
+                }
+                async move {
+                    yields(index as u64 % 3).await;
+                    Ok(index)
+                }
+            });
+        }
+        let joined = AssertUnwindSafe(group.wait()).catch_unwind().await;
+        let payload = joined.expect_err("wait re-raises the closure's panic");
+        assert_eq!(
+            payload.downcast_ref::<String>(),
+            Some(&panic_payload(5)),
+            "round {round}"
+        );
+        assert_eq!(
+            later.load(SeqCst),
+            0,
+            "round {round}: a later closure started"
+        );
+    }
+}

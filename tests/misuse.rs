@@ -437,6 +437,69 @@ async fn next_from_the_groups_last_running_task_panics_instead_of_hanging() {
     assert!(text.contains("own tasks"), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_from_the_only_running_task_with_closures_queued_behind_the_limit_panics() {
+    quiet_expected_panics();
+    let mut group = TaskGroup::<&'static str, String>::builder()
+        .limit(1)
+        .build();
+    let slot: SharedArc = Arc::default();
+    let s = slot.clone();
+    let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    group.spawn(move |_ctx| async move {
+        go_rx.await.unwrap();
+        let group = s.lock().unwrap().take().unwrap();
+        // The queued closure cannot start while this task holds the slot.
+        let result = AssertUnwindSafe(group.next()).catch_unwind().await;
+        let _ = result_tx.send(result.map_err(|p| message(&*p)).map(|_| ()));
+        Ok("running")
+    });
+    group.spawn(|_ctx| async { Ok("queued") });
+    *slot.lock().unwrap() = Some(Arc::new(group));
+    go_tx.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(60), result_rx)
+        .await
+        .expect("no hang")
+        .unwrap();
+    let text = result.unwrap_err();
+    assert!(
+        text.contains("TaskGroup::next") && text.contains("own tasks"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_from_a_task_holding_the_only_slot_panics_instead_of_hanging() {
+    quiet_expected_panics();
+    let mut group = TaskGroup::<&'static str, String>::builder()
+        .limit(1)
+        .build();
+    let slot: SharedArc = Arc::default();
+    let s = slot.clone();
+    let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    group.spawn(move |_ctx| async move {
+        go_rx.await.unwrap();
+        let group = s.lock().unwrap().take().unwrap();
+        // No slot can free while this task holds the only one.
+        let result = AssertUnwindSafe(group.ready()).catch_unwind().await;
+        let _ = result_tx.send(result.map_err(|p| message(&*p)));
+        Ok("running")
+    });
+    *slot.lock().unwrap() = Some(Arc::new(group));
+    go_tx.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(60), result_rx)
+        .await
+        .expect("no hang")
+        .unwrap();
+    let text = result.unwrap_err();
+    assert!(
+        text.contains("TaskGroup::ready") && text.contains("own tasks"),
+        "{text}"
+    );
+}
+
 /// An error whose `Display` panics.
 #[derive(Debug, PartialEq)]
 struct BadDisplay;

@@ -37,9 +37,28 @@ use crate::{Context, ContextError};
 /// once, and tasks queued by a [limit](TaskGroupBuilder::limit) start as
 /// slots free, whether or not anyone is inside `wait` or `next`.
 ///
-/// Dropping the group (or the `wait` future) cancels its context and drops
-/// every async task at once; only a blocking task still running outlives it,
-/// until it returns.
+/// Dropping the group (or the `wait` future) cancels its context at once;
+/// the group's runner then drops every async task's future (a parked task
+/// as soon as the runner gets to it, a task being polled right then at the
+/// end of that poll), with nobody polling the group. Only a blocking task
+/// still running outlives it, until it returns.
+///
+/// # How it ends: join policies
+///
+/// The paragraphs above describe the default policy, [`FailFast`]. A group
+/// built with [`TaskGroupBuilder::joiner`] ends the way its [`Joiner`]
+/// says; limits, [`next`](TaskGroup::next),
+/// [`wait_outcomes`](TaskGroup::wait_outcomes) and every other rule hold
+/// under each.
+///
+/// | policy | a task fails | a task succeeds | a task panics | cancelled from outside | [`wait`](TaskGroup::wait) returns |
+/// |---|---|---|---|---|---|
+/// | [`FailFast`] (default) | cancels the rest | goes on | cancels the rest; `wait` re-raises it | the rest are dropped | `Result<Vec<T>, GroupError<E>>`: every value in spawn order, or the first error, or `Cancelled` |
+/// | [`Supervise`] | goes on | goes on | goes on; reported, not re-raised | the rest are dropped | `Vec<Outcome<T, E>>`: every outcome in spawn order |
+/// | [`FirstOk`] | goes on | the first cancels the rest | cancels the rest; `wait` re-raises it | the rest are dropped | `Result<T, AllFailed<E>>`: the first value, or every error (and the context error, if any) |
+/// | your own [`Joiner`] | its `on_complete` decides | its `on_complete` decides | its `on_complete` decides | the rest are dropped | its `finish` decides |
+///
+/// [`hedge`] runs staggered attempts of one call under `FirstOk`.
 ///
 /// # How the tasks run
 ///
