@@ -24,6 +24,12 @@
 //!   parallelism of one tokio task each (`serial` does all the work in one
 //!   task: the speed-up is serial / parallel).
 //!
+//! - `joiners_spawn_wait/N`: `spawn_wait` under `Supervise` beside the
+//!   default `FailFast` and a `JoinSet`.
+//! - `joiners_race2/N`: N races of 2 no-op tasks under `FirstOk`, beside a
+//!   `JoinSet` of 2 (the first joined `Ok` taken, the other aborted by
+//!   dropping the set). Per race.
+//!
 //! `cargo bench --bench group` runs them; `cargo bench --bench group --
 //! spawn_wait` runs one group.
 
@@ -41,7 +47,7 @@ use criterion::{
 };
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use taskgroup::{GroupError, TaskGroup};
+use taskgroup::{FirstOk, GroupError, Outcome, Supervise, TaskGroup};
 use tokio::runtime::Runtime;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -485,12 +491,87 @@ fn cpu_fanout(c: &mut Criterion) {
     group.finish();
 }
 
+// --------------------------------------------------------------- joiners ----
+
+async fn supervise_spawn_wait(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut group = TaskGroup::<(), Infallible>::builder()
+        .joiner(Supervise)
+        .build();
+    for _ in 0..n {
+        group.spawn(|_ctx| async { Ok(()) });
+    }
+    let outcomes = group.wait().await;
+    let elapsed = t0.elapsed();
+    assert_eq!(outcomes.len(), n);
+    assert!(outcomes.iter().all(Outcome::is_ok));
+    elapsed
+}
+
+async fn race2_first_ok(races: usize) -> Duration {
+    let t0 = Instant::now();
+    for i in 0..races {
+        let mut group = TaskGroup::<usize, Infallible>::builder()
+            .joiner(FirstOk)
+            .build();
+        group.spawn(move |_ctx| async move { Ok(i) });
+        group.spawn(move |_ctx| async move { Ok(i) });
+        assert_eq!(group.wait().await, Ok(i));
+    }
+    t0.elapsed()
+}
+
+async fn race2_joinset(races: usize) -> Duration {
+    let t0 = Instant::now();
+    for i in 0..races {
+        let mut set = JoinSet::new();
+        set.spawn(async move { Ok::<_, Infallible>(i) });
+        set.spawn(async move { Ok::<_, Infallible>(i) });
+        // Every task succeeds: the first joined is the winner.
+        let first = match set.join_next().await.expect("two tasks") {
+            Ok(Ok(value)) => value,
+            Ok(Err(never)) => match never {},
+            Err(e) => panic!("no task panics: {e}"),
+        };
+        drop(set); // aborts the loser
+        assert_eq!(first, i);
+    }
+    t0.elapsed()
+}
+
+fn joiners(c: &mut Criterion) {
+    let rt = runtime();
+    let n = 100_000;
+    let mut group = sized(c, "joiners_spawn_wait", true);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::new("taskgroup_failfast", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || spawn_wait_taskgroup(n)))
+    });
+    group.bench_function(BenchmarkId::new("taskgroup_supervise", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || supervise_spawn_wait(n)))
+    });
+    group.bench_function(BenchmarkId::new("joinset", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || spawn_wait_joinset(n)))
+    });
+    group.finish();
+    let races = 1_000;
+    let mut group = sized(c, "joiners_race2", false);
+    group.throughput(Throughput::Elements(races as u64));
+    group.bench_function(BenchmarkId::new("taskgroup_first_ok", races), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || race2_first_ok(races)))
+    });
+    group.bench_function(BenchmarkId::new("joinset", races), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || race2_joinset(races)))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .sample_size(30);
-    targets = spawn_wait, first_error, cancel, limit, cpu_fanout
+    targets = spawn_wait, first_error, cancel, limit, cpu_fanout, joiners
 }
 criterion_main!(benches);

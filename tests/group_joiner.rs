@@ -796,3 +796,41 @@ async fn hedge_is_a_send_static_future() {
     ));
     assert_eq!(handle.await.unwrap(), Ok(0));
 }
+
+/// A joiner that is not `Unpin` (it holds a `PhantomPinned`).
+struct Pinned(std::marker::PhantomPinned);
+
+impl Joiner<(), String> for Pinned {
+    type Output = ();
+
+    fn on_complete(
+        &mut self,
+        _id: TaskId,
+        _outcome: &Outcome<(), String>,
+        _group: &Context,
+    ) -> Decision {
+        Decision::Continue
+    }
+
+    fn finish(self, _unread: Unread<(), String>, _group: &Context) {}
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_is_unpin_send_and_sync_whatever_its_joiner() {
+    fn unpin_send_sync<X: Unpin + Send + Sync>(_: &X) {}
+    let mut group = TaskGroup::builder()
+        .joiner(Pinned(std::marker::PhantomPinned))
+        .build();
+    unpin_send_sync(&group);
+    group.spawn(|_ctx| async { Ok(()) });
+    // `len`, `is_empty`, `context` and `cancel` need no bounds at all.
+    fn unbounded<T, E, J>(group: &TaskGroup<T, E, J>) -> (usize, bool, bool) {
+        (
+            group.len(),
+            group.is_empty(),
+            group.context().is_cancelled(),
+        )
+    }
+    assert_eq!(unbounded(&group), (1, false, false));
+    group.wait().await;
+}
