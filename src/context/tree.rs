@@ -41,7 +41,9 @@
 //! code. Everything that may run code beyond this module — waking waiters,
 //! spawning callbacks, a task group's hook, dropping the nodes visited (a
 //! user value's destructor may cancel) — runs after the stripe lock is
-//! released, still inside [`cancel`].
+//! released, still inside [`cancel`], each step under its own
+//! `catch_unwind`: a panic there never keeps the walk from finishing the
+//! other nodes, and the first one is resumed when they all are.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -556,7 +558,12 @@ struct Taken {
 }
 
 impl Taken {
-    fn finish(self, node: &Node) {
+    /// Aborts the node's timer, runs its hook, wakes its waiters, starts
+    /// its callbacks, then lets go of `node`: the walk's reference may be
+    /// the last, and a user value's destructor runs then. Each step that
+    /// can run user code is caught on its own, so a panic in one never
+    /// skips the others; the first is kept in `panics`.
+    fn finish(self, node: Arc<Node>, panics: &mut FirstPanic) {
         let extras = self.extras.map(|extras| *extras).unwrap_or_default();
         if let Some(timer) = extras.timer {
             timer.abort();
@@ -564,13 +571,45 @@ impl Taken {
         // The hook first: a task group aborts its tasks before they are
         // woken, so a task woken by the cancel is never polled again.
         if let Some(hook) = self.hook {
-            hook.on_cancel();
+            panics.catch(|| hook.on_cancel());
+            // The group may have been dropped meanwhile: ours may be the
+            // last reference, and its tasks' destructors run here.
+            panics.catch(move || drop(hook));
         }
         if self.wake {
-            node.notify.notify_waiters();
+            panics.catch(|| node.notify.notify_waiters());
         }
         for (_, callback) in extras.callbacks {
-            callback.fire();
+            // On a runtime that has shut down, `fire` drops the closure here.
+            panics.catch(move || callback.fire());
+        }
+        panics.catch(move || drop(node));
+    }
+}
+
+/// The first panic caught while finishing a walk, resumed once every node
+/// is finished. Later ones are dropped.
+#[derive(Default)]
+struct FirstPanic(Option<Box<dyn Any + Send>>);
+
+impl FirstPanic {
+    /// Runs `f` (it may run user code), keeping its panic if it is the
+    /// first.
+    fn catch(&mut self, f: impl FnOnce()) {
+        let Err(payload) = catch_unwind(AssertUnwindSafe(f)) else {
+            return;
+        };
+        if self.0.is_none() {
+            self.0 = Some(payload);
+        } else if let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            // A payload whose destructor panics: leak it rather than abort.
+            std::mem::forget(nested);
+        }
+    }
+
+    fn resume(self) {
+        if let Some(payload) = self.0 {
+            resume_unwind(payload);
         }
     }
 }
@@ -589,7 +628,9 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
         return false;
     }
     if let Some(taken) = node.cancel_leaf(&cancellation) {
-        taken.finish(node);
+        let mut panics = FirstPanic::default();
+        taken.finish(node.clone(), &mut panics);
+        panics.resume();
         return true;
     }
     let mut pending = Vec::new();
@@ -613,20 +654,19 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     // own a `CancelHandle`), and the last reference to a child (and so a
     // user value's destructor) may go here.
     // Every node is finished even if user code panics in one (a callback's
-    // destructor, when its runtime has shut down): a skipped node would
-    // leave its waiters and its group's tasks hanging. The first panic is
-    // resumed at the end.
-    let mut panic = None;
+    // destructor, when its runtime has shut down; a value's destructor,
+    // when the walk held the last reference to its node): a skipped node
+    // would leave its waiters and its group's tasks hanging. The first
+    // panic is resumed at the end.
+    let mut panics = FirstPanic::default();
     let finished = root.map(|taken| (node.clone(), taken)).into_iter();
     for (node, taken) in finished.chain(cancelled) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| taken.finish(&node))) {
-            panic.get_or_insert(payload);
-        }
+        taken.finish(node, &mut panics);
     }
-    drop(already);
-    if let Some(payload) = panic {
-        resume_unwind(payload);
+    for node in already {
+        panics.catch(move || drop(node));
     }
+    panics.resume();
     this_call
 }
 
