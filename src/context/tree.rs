@@ -445,12 +445,25 @@ impl Node {
 
     /// Forgets a registration made by [`Node::register`]. A no-op once the
     /// node was cancelled (the canceller took them all).
+    ///
+    /// The last registration out of a slab grown past [`SLAB_KEPT`]
+    /// entries frees it, as [`Node::unlink`] does for children.
     pub(crate) fn unregister(&self, key: usize) {
-        let removed = lock(&self.inner)
-            .extras
-            .as_mut()
-            .and_then(|extras| extras.callbacks.try_remove(key));
+        let mut inner = lock(&self.inner);
+        let mut emptied = None;
+        let removed = inner.extras.as_mut().and_then(|extras| {
+            let removed = extras.callbacks.try_remove(key);
+            if extras.callbacks.is_empty() && extras.callbacks.capacity() > SLAB_KEPT {
+                emptied = Some(std::mem::take(&mut extras.callbacks));
+            }
+            removed
+        });
+        drop(inner);
+        // Outside the lock: the `Arc<Callback>` removed may be the last
+        // (its closure was taken by `stop`), and the emptied slab holds only
+        // vacant entries.
         drop(removed);
+        drop(emptied);
     }
 
     /// Sets this node's state and takes what hangs off it: its live
@@ -544,9 +557,9 @@ impl Node {
     }
 }
 
-/// The most entries an empty children slab keeps: enough for a parent
-/// whose children come and go a few at a time to reuse it without
-/// reallocating.
+/// The most entries an empty children or callbacks slab keeps: enough for
+/// a node whose children (registrations) come and go a few at a time to
+/// reuse it without reallocating.
 const SLAB_KEPT: usize = 64;
 
 /// What a cancelled node leaves to do once the stripe lock is released.
