@@ -52,7 +52,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 
 use slab::Slab;
-use tokio::runtime::Handle;
+use tokio::runtime::{self, Handle};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -182,6 +182,14 @@ struct Extras {
     timer: Option<AbortHandle>,
 }
 
+/// A node's deadline, and the runtime whose timer task serves it: the one
+/// current when the context that set it was made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Deadline {
+    at: Instant,
+    served_on: runtime::Id,
+}
+
 impl Inner {
     fn extras(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Box::default)
@@ -200,8 +208,9 @@ pub(crate) struct NodeSpec {
     /// It has a [`CancelHandle`](crate::CancelHandle) (or an owner that can
     /// cancel it, such as a task group).
     pub(crate) own_cancel: bool,
-    /// Its own deadline, before taking the parent's into account.
-    pub(crate) deadline: Option<Instant>,
+    /// Its own deadline, before taking the parent's into account, and the
+    /// runtime that serves it (if it is earlier than the parent's).
+    pub(crate) deadline: Option<(Instant, runtime::Id)>,
     pub(crate) value: Option<Box<dyn Any + Send + Sync>>,
     pub(crate) hook: Option<Weak<dyn CancelHook>>,
     /// Cut the link to the parent's cancellation (`without_cancel`).
@@ -247,7 +256,8 @@ pub(crate) struct Node {
     /// Whether this node or an ancestor it can reach carries a value.
     has_values: bool,
     stripe: u8,
-    deadline: Option<Instant>,
+    /// The earlier of its own and its parent's (the parent's on a tie).
+    deadline: Option<Deadline>,
     value: Option<Box<dyn Any + Send + Sync>>,
     hook: Option<Weak<dyn CancelHook>>,
     inner: Mutex<Inner>,
@@ -262,7 +272,7 @@ impl Node {
         parent: Option<Arc<Node>>,
         spec: NodeSpec,
         stripe: u8,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> Node {
         let detach = spec.detach;
         let parent_cancellable = parent.as_ref().is_some_and(|p| p.cancellable) && !detach;
@@ -301,9 +311,12 @@ impl Node {
     pub(crate) fn child(parent: &Arc<Node>, spec: NodeSpec) -> Arc<Node> {
         let detach = spec.detach;
         let inherited = if detach { None } else { parent.deadline };
-        let deadline = match (spec.deadline, inherited) {
-            (Some(own), Some(theirs)) => Some(own.min(theirs)),
-            (own, theirs) => own.or(theirs),
+        let own = spec
+            .deadline
+            .map(|(at, served_on)| Deadline { at, served_on });
+        let deadline = match (own, inherited) {
+            (Some(own), Some(theirs)) if own.at < theirs.at => Some(own),
+            (own, theirs) => theirs.or(own),
         };
         let link = parent.cancellable && !detach;
         let stripe = if link { parent.stripe } else { next_stripe() };
@@ -364,7 +377,16 @@ impl Node {
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline.map(|deadline| deadline.at)
+    }
+
+    /// Whether a waiter polled on the runtime `here` should arm a timer of
+    /// its own for this node's deadline: the task that serves it runs on
+    /// another runtime, which may be gone or never driven. No lock: the
+    /// deadline is fixed at creation.
+    pub(crate) fn deadline_served_elsewhere(&self, here: runtime::Id) -> bool {
         self.deadline
+            .is_some_and(|deadline| deadline.served_on != here)
     }
 
     /// The `Notify` to wait on for the cancellation. Call before looking
@@ -400,6 +422,21 @@ impl Node {
         } else {
             inner.extras().timer = Some(timer);
         }
+    }
+
+    /// The node whose own deadline this node's is: itself, or the highest
+    /// ancestor it inherited it from. Only that node has a timer task (a
+    /// deadline is served only where it is earlier than the parent's), and
+    /// expiring it expires everything that shares the deadline.
+    pub(crate) fn deadline_owner(node: &Arc<Node>) -> &Arc<Node> {
+        let mut owner = node;
+        while owner.inherits
+            && let Some(parent) = &owner.parent
+            && parent.deadline == owner.deadline
+        {
+            owner = parent;
+        }
+        owner
     }
 
     /// Registers an after-cancel callback. Returns its key, or `None` when
