@@ -20,12 +20,20 @@
 //! - `deep_chain_cancel/N`: cancel the root of a chain N contexts deep
 //!   (every `CancelHandle` kept alive); building and dropping the chain are
 //!   untimed.
+//! - `done_pending/K`: make a `done()` future, poll it once (pending) and
+//!   drop it, inside a current_thread runtime with timers (entered, never
+//!   driven); the token's `cancelled()` beside it. K: `cancel`, a context
+//!   with no deadline; `deadline`, one whose deadline is served on this
+//!   runtime; `deadline_elsewhere`, one whose deadline was made on another
+//!   runtime (the waiter arms a timer of its own).
 //!
 //! `cargo bench --bench context` runs them.
 
 use std::hint::black_box;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{self, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -202,6 +210,46 @@ fn deep_chain_cancel(c: &mut Criterion) {
     group.finish();
 }
 
+/// Makes `fut`, polls it once and drops it.
+fn poll_once<F: std::future::Future>(fut: F) -> bool {
+    let mut cx = task::Context::from_waker(Waker::noop());
+    pin!(fut).poll(&mut cx).is_pending()
+}
+
+fn done_pending(c: &mut Criterion) {
+    let mut group = c.benchmark_group("done_pending");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let elsewhere = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("another runtime");
+    let hour = Duration::from_secs(3600);
+    let (far, _far_cancel) = {
+        let _enter = elsewhere.enter();
+        Context::background().with_timeout(hour)
+    };
+    let _enter = runtime.enter();
+    let (plain, _plain_cancel) = Context::background().with_cancel();
+    let (near, _near_cancel) = Context::background().with_timeout(hour);
+    for (name, ctx) in [
+        ("cancel", &plain),
+        ("deadline", &near),
+        ("deadline_elsewhere", &far),
+    ] {
+        group.bench_function(BenchmarkId::new("context", name), |b| {
+            b.iter(|| assert!(poll_once(ctx.done())))
+        });
+    }
+    let token = CancellationToken::new();
+    group.bench_function(BenchmarkId::new("token", "cancel"), |b| {
+        b.iter(|| assert!(poll_once(token.cancelled())))
+    });
+    group.finish();
+}
+
 fn quick() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -212,6 +260,6 @@ fn quick() -> Criterion {
 criterion_group! {
     name = benches;
     config = quick();
-    targets = child_create_drop, is_cancelled, value, deep_chain_cancel
+    targets = child_create_drop, is_cancelled, value, deep_chain_cancel, done_pending
 }
 criterion_main!(benches);

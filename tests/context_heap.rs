@@ -1,30 +1,46 @@
-//! Heap kept by a parent after its children go, counted by a counting
-//! global allocator: alone in its own test binary, since the count is the
-//! whole process's. (The resident set cannot show it: glibc keeps freed
-//! small chunks mapped.)
+//! Heap kept by a context after its children or its `after_cancel`
+//! registrations go, counted by a counting global allocator, in its own
+//! test binary. (The resident set cannot show it: glibc keeps freed small
+//! chunks mapped.) The count is per thread: libtest's own threads allocate
+//! while a test measures, and everything measured here is allocated and
+//! freed on the test's thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::cell::Cell;
 
 use taskgroup::Context;
 
 struct CountingAlloc;
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+thread_local! {
+    /// Bytes allocated minus bytes freed by this thread. `const` and with
+    /// no destructor, so the allocator may touch it at any point of a
+    /// thread's life without allocating.
+    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(bytes: isize) {
+    LIVE_BYTES.with(|live| live.set(live.get() + bytes));
+}
+
+fn live_bytes() -> isize {
+    LIVE_BYTES.with(Cell::get)
+}
 
 // SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged and only adds bookkeeping on a separate atomic, so `System`'s
-// guarantees carry over.
+// unchanged and only adds bookkeeping on a thread-local counter, so
+// `System`'s guarantees carry over.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
         let p = unsafe { System.alloc(l) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(l.size() as isize, Relaxed);
+            count(l.size() as isize);
         }
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE_BYTES.fetch_sub(l.size() as isize, Relaxed);
+        count(-(l.size() as isize));
         // SAFETY: `p` was allocated by `System` (every allocation goes
         // through this allocator) with layout `l`.
         unsafe { System.dealloc(p, l) }
@@ -33,7 +49,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: forwarded as is; `p` came from `System` with layout `l`.
         let q = unsafe { System.realloc(p, l, new) };
         if !q.is_null() {
-            LIVE_BYTES.fetch_add(new as isize - l.size() as isize, Relaxed);
+            count(new as isize - l.size() as isize);
         }
         q
     }
@@ -50,15 +66,52 @@ fn a_parent_frees_its_children_slab_when_the_last_child_goes() {
     let (root, _cancel) = Context::background().with_cancel();
     // The root's first child allocates its out-of-line extras, which stay.
     drop(root.with_cancel());
-    let before = LIVE_BYTES.load(Relaxed);
+    let before = live_bytes();
     let children: Vec<_> = (0..100_000).map(|_| root.with_cancel()).collect();
-    let held = LIVE_BYTES.load(Relaxed) - before;
+    let held = live_bytes() - before;
     drop(children);
-    let left = LIVE_BYTES.load(Relaxed) - before;
+    let left = live_bytes() - before;
+    println!("100,000 children: {held} B held, {left} B after they were dropped");
     assert!(held > 10_000_000, "the children are counted: {held} B");
     assert!(!root.is_cancelled());
     assert!(
         left < 1024,
         "{left} B still allocated after 100,000 children were dropped"
+    );
+}
+
+/// The same for `after_cancel`: a long-lived context that once held
+/// 100,000 registrations gives their slab back when the last one is
+/// stopped.
+#[test]
+fn a_context_frees_its_callbacks_slab_when_the_last_registration_stops() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime for after_cancel");
+    let _enter = runtime.enter();
+    let (root, _cancel) = Context::background().with_cancel();
+    // The first registration allocates the root's out-of-line extras,
+    // which stay.
+    assert!(root.after_cancel(|| ()).stop());
+    let before = live_bytes();
+    let registrations: Vec<_> = (0..100_000)
+        .map(|i| root.after_cancel(move || assert!(i < 100_000)))
+        .collect();
+    let held = live_bytes() - before;
+    for registration in &registrations {
+        assert!(registration.stop());
+    }
+    let stopped = live_bytes() - before;
+    drop(registrations);
+    let left = live_bytes() - before;
+    println!(
+        "100,000 after_cancel registrations: {held} B held, {stopped} B after stop, \
+         {left} B after the handles are dropped"
+    );
+    assert!(held > 1_000_000, "the registrations are counted: {held} B");
+    assert!(!root.is_cancelled());
+    assert!(
+        left < 1024,
+        "{left} B still allocated after 100,000 registrations were stopped"
     );
 }

@@ -1,18 +1,27 @@
 //! The named futures returned by [`Context`](crate::Context).
 
+use std::cell::Cell;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{self, Poll};
 
 use pin_project_lite::pin_project;
+use tokio::runtime::{self, Handle};
 use tokio::sync::futures::Notified;
+use tokio::time::Sleep;
 
-use super::tree::Node;
+use super::tree::{self, Cancellation, Node};
 use crate::ContextError;
 
 pin_project! {
     /// Future returned by [`Context::done`](crate::Context::done): resolves
     /// once the context is cancelled.
+    ///
+    /// Polled on a runtime other than the one serving the context's
+    /// deadline, it arms a timer for the deadline there too (see
+    /// [Deadlines and runtimes](crate::Context#deadlines-and-runtimes)).
     ///
     /// # Cancel safety
     ///
@@ -33,19 +42,27 @@ pin_project! {
     /// ```
     #[must_use = "futures do nothing unless polled"]
     pub struct ContextDoneFuture<'a> {
-        node: &'a Node,
+        node: &'a Arc<Node>,
         // Created before the first look at the state, so a cancel between
         // that look and the first poll still wakes it.
         #[pin]
         notified: Notified<'a>,
+        // The deadline's timer of our own, on the runtime this future is
+        // polled on, armed when the task serving the deadline runs on
+        // another runtime: that one may be gone or never driven.
+        timer: Option<Pin<Box<Sleep>>>,
+        // Whether the first poll that waits has looked at the deadline.
+        checked: bool,
     }
 }
 
 impl<'a> ContextDoneFuture<'a> {
-    pub(super) fn new(node: &'a Node) -> ContextDoneFuture<'a> {
+    pub(super) fn new(node: &'a Arc<Node>) -> ContextDoneFuture<'a> {
         ContextDoneFuture {
             node,
             notified: node.notify().notified(),
+            timer: None,
+            checked: false,
         }
     }
 
@@ -56,12 +73,57 @@ impl<'a> ContextDoneFuture<'a> {
             if let Some(error) = this.node.error() {
                 return Poll::Ready(error);
             }
-            match this.notified.as_mut().poll(cx) {
-                Poll::Ready(()) => this.notified.set(this.node.notify().notified()),
-                Poll::Pending => return Poll::Pending,
+            if this.notified.as_mut().poll(cx).is_ready() {
+                this.notified.set(this.node.notify().notified());
+                continue;
             }
+            if !*this.checked {
+                *this.checked = true;
+                *this.timer = own_timer(this.node);
+            }
+            let Some(timer) = this.timer else {
+                return Poll::Pending;
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Ours fired first: expire the context that owns the deadline,
+            // as its own timer task would have.
+            *this.timer = None;
+            let expired = Cancellation::new(ContextError::DeadlineExceeded, None);
+            tree::cancel(Node::deadline_owner(this.node), expired);
         }
     }
+}
+
+/// A timer for `node`'s deadline on the runtime the caller is polled on, if
+/// the task that serves the deadline runs on another one (the runtime that
+/// was current when the deadline was made). `None` when there is no
+/// deadline, when it is served here, or when there is nothing to arm a
+/// timer on: no runtime, or one without timers (tokio panics at
+/// `sleep_until` then, with a message that says so; the waiter relies on
+/// the serving runtime, as it always did).
+///
+/// Checked once per future, at its first poll that waits: a handle clone
+/// and a compare when the deadline is served here, no lock.
+fn own_timer(node: &Node) -> Option<Pin<Box<Sleep>>> {
+    thread_local! {
+        /// The last runtime found without timers on this thread: tokio's
+        /// panic message is printed once, not once per waiter.
+        static NO_TIMERS: Cell<Option<runtime::Id>> = const { Cell::new(None) };
+    }
+    let deadline = node.deadline()?;
+    let here = Handle::try_current().ok()?.id();
+    if !node.deadline_served_elsewhere(here) || NO_TIMERS.get() == Some(here) {
+        return None;
+    }
+    let timer = catch_unwind(AssertUnwindSafe(|| {
+        Box::pin(tokio::time::sleep_until(deadline))
+    }));
+    if timer.is_err() {
+        NO_TIMERS.set(Some(here));
+    }
+    timer.ok()
 }
 
 impl Future for ContextDoneFuture<'_> {
@@ -114,7 +176,7 @@ pin_project! {
 }
 
 impl<'a, F: Future> ContextRunFuture<'a, F> {
-    pub(super) fn new(node: &'a Node, fut: F) -> ContextRunFuture<'a, F> {
+    pub(super) fn new(node: &'a Arc<Node>, fut: F) -> ContextRunFuture<'a, F> {
         ContextRunFuture {
             done: ContextDoneFuture::new(node),
             fut: Some(fut),

@@ -44,6 +44,31 @@ use crate::ContextError;
 /// `anyhow::Context`: import the latter as `use anyhow::Context as _;` to use
 /// its methods without its name.
 ///
+/// # Deadlines and runtimes
+///
+/// A deadline is served by a timer task on the runtime that was current
+/// when it was made. A context is data, though, and may be awaited on
+/// another runtime: a waiter ([`done`](Context::done),
+/// [`run`](Context::run), [`sleep`](Context::sleep)) polled on a runtime
+/// other than the one serving its deadline arms a timer of its own there,
+/// and whichever fires first expires the context that set the deadline
+/// (with every descendant) with [`ContextError::DeadlineExceeded`]. So the
+/// deadline holds even when the runtime it was made on has been dropped or
+/// is a current_thread runtime that nobody drives. Until one of the timers
+/// fires, [`err`](Context::err) stays `None`: with the serving runtime gone,
+/// checks alone (`is_cancelled()` in a loop) see the deadline only once a
+/// waiter on a live runtime has fired it. A waiter polled outside any
+/// runtime, or on one built without timers, cannot arm a timer (tokio's
+/// "timers are disabled" panic message is printed once per thread and
+/// runtime, and caught) and relies on the serving runtime.
+///
+/// [`after_cancel`](Context::after_cancel) callbacks run on the runtime
+/// that was current when each was registered, whichever timer fires the
+/// deadline. If that runtime has been dropped, the callback is dropped
+/// without running, on the thread that fired the deadline (its captured
+/// values' destructors run there); on a current_thread runtime nobody
+/// drives, it runs when that runtime is next driven.
+///
 /// # Examples
 ///
 /// ```
@@ -187,9 +212,11 @@ impl Context {
     ///
     /// The child's [`deadline`](Context::deadline) is the earlier of
     /// `deadline` and this context's own. A deadline at or before now gives a
-    /// context born expired. A timer task serves the deadline only when it is
-    /// earlier than the parent's; it is released as soon as the context is
-    /// cancelled or dropped.
+    /// context born expired. A timer task on the current runtime serves the
+    /// deadline only when it is earlier than the parent's; it is released as
+    /// soon as the context is cancelled or dropped. A waiter on another
+    /// runtime also arms a timer there: see [Deadlines and
+    /// runtimes](Context#deadlines-and-runtimes).
     ///
     /// # Panics
     ///
@@ -229,7 +256,7 @@ impl Context {
     ) -> (Context, CancelHandle) {
         let ctx = self.child(NodeSpec {
             own_cancel: true,
-            deadline,
+            deadline: deadline.map(|deadline| (deadline, runtime.id())),
             ..NodeSpec::plain()
         });
         let handle = CancelHandle::new(&ctx);
@@ -550,6 +577,12 @@ impl Context {
     ///
     /// A panic in `f` stays on its task (tokio reports it) and reaches
     /// nobody else.
+    ///
+    /// The callback's task is spawned on the runtime current at this call.
+    /// If that runtime has been dropped by the time the context is
+    /// cancelled (say, by a deadline that a waiter on another runtime
+    /// fired), the callback never runs: it is dropped on the cancelling
+    /// thread. See [Deadlines and runtimes](Context#deadlines-and-runtimes).
     ///
     /// Two things to keep in mind. Dropping a [`CancelHandle`] cancels, so a
     /// callback also runs when its context simply goes out of scope at the

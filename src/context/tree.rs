@@ -41,7 +41,9 @@
 //! code. Everything that may run code beyond this module — waking waiters,
 //! spawning callbacks, a task group's hook, dropping the nodes visited (a
 //! user value's destructor may cancel) — runs after the stripe lock is
-//! released, still inside [`cancel`].
+//! released, still inside [`cancel`], each step under its own
+//! `catch_unwind`: a panic there never keeps the walk from finishing the
+//! other nodes, and the first one is resumed when they all are.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -50,7 +52,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 
 use slab::Slab;
-use tokio::runtime::Handle;
+use tokio::runtime::{self, Handle};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -180,6 +182,14 @@ struct Extras {
     timer: Option<AbortHandle>,
 }
 
+/// A node's deadline, and the runtime whose timer task serves it: the one
+/// current when the context that set it was made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Deadline {
+    at: Instant,
+    served_on: runtime::Id,
+}
+
 impl Inner {
     fn extras(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Box::default)
@@ -198,8 +208,9 @@ pub(crate) struct NodeSpec {
     /// It has a [`CancelHandle`](crate::CancelHandle) (or an owner that can
     /// cancel it, such as a task group).
     pub(crate) own_cancel: bool,
-    /// Its own deadline, before taking the parent's into account.
-    pub(crate) deadline: Option<Instant>,
+    /// Its own deadline, before taking the parent's into account, and the
+    /// runtime that serves it (if it is earlier than the parent's).
+    pub(crate) deadline: Option<(Instant, runtime::Id)>,
     pub(crate) value: Option<Box<dyn Any + Send + Sync>>,
     pub(crate) hook: Option<Weak<dyn CancelHook>>,
     /// Cut the link to the parent's cancellation (`without_cancel`).
@@ -245,7 +256,8 @@ pub(crate) struct Node {
     /// Whether this node or an ancestor it can reach carries a value.
     has_values: bool,
     stripe: u8,
-    deadline: Option<Instant>,
+    /// The earlier of its own and its parent's (the parent's on a tie).
+    deadline: Option<Deadline>,
     value: Option<Box<dyn Any + Send + Sync>>,
     hook: Option<Weak<dyn CancelHook>>,
     inner: Mutex<Inner>,
@@ -260,7 +272,7 @@ impl Node {
         parent: Option<Arc<Node>>,
         spec: NodeSpec,
         stripe: u8,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> Node {
         let detach = spec.detach;
         let parent_cancellable = parent.as_ref().is_some_and(|p| p.cancellable) && !detach;
@@ -299,9 +311,12 @@ impl Node {
     pub(crate) fn child(parent: &Arc<Node>, spec: NodeSpec) -> Arc<Node> {
         let detach = spec.detach;
         let inherited = if detach { None } else { parent.deadline };
-        let deadline = match (spec.deadline, inherited) {
-            (Some(own), Some(theirs)) => Some(own.min(theirs)),
-            (own, theirs) => own.or(theirs),
+        let own = spec
+            .deadline
+            .map(|(at, served_on)| Deadline { at, served_on });
+        let deadline = match (own, inherited) {
+            (Some(own), Some(theirs)) if own.at < theirs.at => Some(own),
+            (own, theirs) => theirs.or(own),
         };
         let link = parent.cancellable && !detach;
         let stripe = if link { parent.stripe } else { next_stripe() };
@@ -362,7 +377,16 @@ impl Node {
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline.map(|deadline| deadline.at)
+    }
+
+    /// Whether a waiter polled on the runtime `here` should arm a timer of
+    /// its own for this node's deadline: the task that serves it runs on
+    /// another runtime, which may be gone or never driven. No lock: the
+    /// deadline is fixed at creation.
+    pub(crate) fn deadline_served_elsewhere(&self, here: runtime::Id) -> bool {
         self.deadline
+            .is_some_and(|deadline| deadline.served_on != here)
     }
 
     /// The `Notify` to wait on for the cancellation. Call before looking
@@ -398,6 +422,21 @@ impl Node {
         } else {
             inner.extras().timer = Some(timer);
         }
+    }
+
+    /// The node whose own deadline this node's is: itself, or the highest
+    /// ancestor it inherited it from. Only that node has a timer task (a
+    /// deadline is served only where it is earlier than the parent's), and
+    /// expiring it expires everything that shares the deadline.
+    pub(crate) fn deadline_owner(node: &Arc<Node>) -> &Arc<Node> {
+        let mut owner = node;
+        while owner.inherits
+            && let Some(parent) = &owner.parent
+            && parent.deadline == owner.deadline
+        {
+            owner = parent;
+        }
+        owner
     }
 
     /// Registers an after-cancel callback. Returns its key, or `None` when
@@ -443,12 +482,25 @@ impl Node {
 
     /// Forgets a registration made by [`Node::register`]. A no-op once the
     /// node was cancelled (the canceller took them all).
+    ///
+    /// The last registration out of a slab grown past [`SLAB_KEPT`]
+    /// entries frees it, as [`Node::unlink`] does for children.
     pub(crate) fn unregister(&self, key: usize) {
-        let removed = lock(&self.inner)
-            .extras
-            .as_mut()
-            .and_then(|extras| extras.callbacks.try_remove(key));
+        let mut inner = lock(&self.inner);
+        let mut emptied = None;
+        let removed = inner.extras.as_mut().and_then(|extras| {
+            let removed = extras.callbacks.try_remove(key);
+            if extras.callbacks.is_empty() && extras.callbacks.capacity() > SLAB_KEPT {
+                emptied = Some(std::mem::take(&mut extras.callbacks));
+            }
+            removed
+        });
+        drop(inner);
+        // Outside the lock: the `Arc<Callback>` removed may be the last
+        // (its closure was taken by `stop`), and the emptied slab holds only
+        // vacant entries.
         drop(removed);
+        drop(emptied);
     }
 
     /// Sets this node's state and takes what hangs off it: its live
@@ -542,9 +594,9 @@ impl Node {
     }
 }
 
-/// The most entries an empty children slab keeps: enough for a parent
-/// whose children come and go a few at a time to reuse it without
-/// reallocating.
+/// The most entries an empty children or callbacks slab keeps: enough for
+/// a node whose children (registrations) come and go a few at a time to
+/// reuse it without reallocating.
 const SLAB_KEPT: usize = 64;
 
 /// What a cancelled node leaves to do once the stripe lock is released.
@@ -556,7 +608,12 @@ struct Taken {
 }
 
 impl Taken {
-    fn finish(self, node: &Node) {
+    /// Aborts the node's timer, runs its hook, wakes its waiters, starts
+    /// its callbacks, then lets go of `node`: the walk's reference may be
+    /// the last, and a user value's destructor runs then. Each step that
+    /// can run user code is caught on its own, so a panic in one never
+    /// skips the others; the first is kept in `panics`.
+    fn finish(self, node: Arc<Node>, panics: &mut FirstPanic) {
         let extras = self.extras.map(|extras| *extras).unwrap_or_default();
         if let Some(timer) = extras.timer {
             timer.abort();
@@ -564,13 +621,45 @@ impl Taken {
         // The hook first: a task group aborts its tasks before they are
         // woken, so a task woken by the cancel is never polled again.
         if let Some(hook) = self.hook {
-            hook.on_cancel();
+            panics.catch(|| hook.on_cancel());
+            // The group may have been dropped meanwhile: ours may be the
+            // last reference, and its tasks' destructors run here.
+            panics.catch(move || drop(hook));
         }
         if self.wake {
-            node.notify.notify_waiters();
+            panics.catch(|| node.notify.notify_waiters());
         }
         for (_, callback) in extras.callbacks {
-            callback.fire();
+            // On a runtime that has shut down, `fire` drops the closure here.
+            panics.catch(move || callback.fire());
+        }
+        panics.catch(move || drop(node));
+    }
+}
+
+/// The first panic caught while finishing a walk, resumed once every node
+/// is finished. Later ones are dropped.
+#[derive(Default)]
+struct FirstPanic(Option<Box<dyn Any + Send>>);
+
+impl FirstPanic {
+    /// Runs `f` (it may run user code), keeping its panic if it is the
+    /// first.
+    fn catch(&mut self, f: impl FnOnce()) {
+        let Err(payload) = catch_unwind(AssertUnwindSafe(f)) else {
+            return;
+        };
+        if self.0.is_none() {
+            self.0 = Some(payload);
+        } else if let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            // A payload whose destructor panics: leak it rather than abort.
+            std::mem::forget(nested);
+        }
+    }
+
+    fn resume(self) {
+        if let Some(payload) = self.0 {
+            resume_unwind(payload);
         }
     }
 }
@@ -589,7 +678,9 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
         return false;
     }
     if let Some(taken) = node.cancel_leaf(&cancellation) {
-        taken.finish(node);
+        let mut panics = FirstPanic::default();
+        taken.finish(node.clone(), &mut panics);
+        panics.resume();
         return true;
     }
     let mut pending = Vec::new();
@@ -613,20 +704,19 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     // own a `CancelHandle`), and the last reference to a child (and so a
     // user value's destructor) may go here.
     // Every node is finished even if user code panics in one (a callback's
-    // destructor, when its runtime has shut down): a skipped node would
-    // leave its waiters and its group's tasks hanging. The first panic is
-    // resumed at the end.
-    let mut panic = None;
+    // destructor, when its runtime has shut down; a value's destructor,
+    // when the walk held the last reference to its node): a skipped node
+    // would leave its waiters and its group's tasks hanging. The first
+    // panic is resumed at the end.
+    let mut panics = FirstPanic::default();
     let finished = root.map(|taken| (node.clone(), taken)).into_iter();
     for (node, taken) in finished.chain(cancelled) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| taken.finish(&node))) {
-            panic.get_or_insert(payload);
-        }
+        taken.finish(node, &mut panics);
     }
-    drop(already);
-    if let Some(payload) = panic {
-        resume_unwind(payload);
+    for node in already {
+        panics.catch(move || drop(node));
     }
+    panics.resume();
     this_call
 }
 
