@@ -223,7 +223,7 @@ impl<T, E, J> TaskGroup<T, E, J> {
     /// Cancels the group from outside: its context is cancelled, running
     /// async tasks are dropped at their next await point, queued ones never
     /// start. [`wait`](TaskGroup::wait) then reports
-    /// [`GroupError::Cancelled`] unless every task had already finished
+    /// [`GroupError::Cancelled`](crate::GroupError::Cancelled) unless every task had already finished
     /// `Ok`.
     ///
     /// # Examples
@@ -627,7 +627,7 @@ where
     ///
     /// # Errors
     ///
-    /// As the joiner decides: for `FailFast`, [`GroupError::Failed`] or
+    /// As the joiner decides: for `FailFast`, [`GroupError::Failed`](crate::GroupError::Failed) or
     /// [`GroupError::Cancelled`](crate::GroupError::Cancelled).
     ///
     /// # Panics
