@@ -10,8 +10,9 @@
 //! - a group leaves no tokio task behind once its tasks are gone.
 //!
 //! No fixed sleep stands for "long enough": waits poll a real condition
-//! (bounded), and the one deliberate `std::thread::sleep` is the subject of
-//! the hostage tests. The randomized stress prints its seed when it fails;
+//! (bounded), and the deliberate `std::thread::sleep`s block a worker on
+//! purpose (the hostage tests, and a shutdown with a batch in a shard's
+//! hands). The randomized stress prints its seed when it fails;
 //! rerun it with `TASKGROUP_STRESS_SEED=<seed>`, and change its number of
 //! rounds with `TASKGROUP_STRESS_ROUNDS`.
 
@@ -936,6 +937,76 @@ fn runtime_shutdown_drops_parked_queued_and_woken_tasks() {
             "task {task}: {} instead of Cancelled",
             kind(outcome)
         );
+    }
+}
+
+/// A runtime dropped while one shard is in the middle of its batch: the
+/// cells it has taken are neither queued nor parked, so the shard whose
+/// drop closes the runner cannot end them; the shard still polling must.
+/// Each round: one task parked for good (it keeps the shards alive), then
+/// 16 tasks that block their thread for 5 ms and park for good, and the
+/// runtime dropped while the first of them blocks. Every task future is
+/// dropped by the time the runtime is, and on a new runtime the group is
+/// joined at once, every task cancelled. (The 5 ms sleeps block a worker on
+/// purpose: they keep a batch in a shard's hands through the shutdown.)
+#[test]
+fn runtime_shutdown_ends_the_cells_in_a_shards_batch() {
+    const SLEEPERS: usize = 16;
+    const TASKS: usize = 1 + SLEEPERS;
+    let after = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..rounds(30) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let sleeping = Arc::new(AtomicUsize::new(0));
+        let group = runtime.block_on(async {
+            let mut group = TaskGroup::<(), String>::new();
+            let (parked_tx, parked_rx) = oneshot::channel();
+            let counter = DropCounter(drops.clone());
+            group.spawn(move |_ctx| async move {
+                let _counter = counter;
+                let _ = parked_tx.send(());
+                pending().await
+            });
+            parked_rx.await.unwrap();
+            for _ in 0..SLEEPERS {
+                let (counter, sleeping) = (DropCounter(drops.clone()), sleeping.clone());
+                group.spawn(move |_ctx| async move {
+                    let _counter = counter;
+                    sleeping.fetch_add(1, SeqCst);
+                    std::thread::sleep(ms(5));
+                    pending().await
+                });
+            }
+            eventually("a task blocking its thread", || sleeping.load(SeqCst) > 0).await;
+            group
+        });
+        drop(runtime);
+        assert_eq!(
+            drops.load(SeqCst),
+            TASKS,
+            "round {round}: task futures outlived their runtime ({} of {SLEEPERS} \
+             sleepers had started)",
+            sleeping.load(SeqCst)
+        );
+        let outcomes = after.block_on(within(
+            "wait_outcomes on a new runtime",
+            group.wait_outcomes(),
+        ));
+        assert_eq!(outcomes.len(), TASKS);
+        for (task, outcome) in outcomes.iter().enumerate() {
+            assert!(
+                outcome.is_cancelled(),
+                "round {round}, task {task}: {} instead of Cancelled",
+                kind(outcome)
+            );
+        }
     }
 }
 

@@ -5,8 +5,6 @@ mod builder;
 mod joiner;
 mod outcome;
 mod runner;
-#[cfg(all(test, loom))]
-mod runner_loom;
 mod shared;
 mod task;
 

@@ -25,6 +25,9 @@
 //! - Its fairness: a shard polls at most [`TURN`] cells, or fewer when
 //!   tokio's cooperative budget runs out, and then yields to tokio with its
 //!   unpolled cells back at the head of the queue.
+//! - Its end at runtime shutdown: once the runtime drops the first shard,
+//!   no cell is polled again, and every future is dropped by the time the
+//!   runtime's drop returns, those in another shard's batch included.
 //!
 //! # Invariants
 //!
@@ -53,7 +56,11 @@
 //! 6. A shard dropped unfinished means its runtime is shutting down: the
 //!    runner closes, ends every queued and parked cell, and from then on
 //!    ends each cell where it would be queued, as tokio drops its tasks at
-//!    shutdown.
+//!    shutdown. The cells another shard has taken into its batch are
+//!    neither queued nor parked: as with `cancelled` in invariant 4,
+//!    `close` sets `closed` before it takes the queue lock, and a shard
+//!    reads it before each poll and after registering a cell. So that shard
+//!    polls none of them again and ends each one, or `close` aborts it.
 //! 7. A shard woken or spawned from inside a shard's poll never waits for
 //!    that poll to end. tokio runs a task woken or spawned on one of its
 //!    workers next on that same worker, from a slot no other worker steals
@@ -86,6 +93,11 @@ use tokio::runtime::Handle;
 
 use crate::loom::{AtomicBool, AtomicU8, AtomicUsize, Mutex, MutexGuard};
 
+// A child module, so that its models can drive the runner's own code.
+#[cfg(all(test, loom))]
+#[path = "runner_loom.rs"]
+mod runner_loom;
+
 /// What a cell runs: the group's `TaskFuture` around the user's future.
 pub(super) type Body = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -106,6 +118,9 @@ pub(super) struct Runner {
     queue: CacheLine<Mutex<Queue>>,
     /// The group was cancelled: no future is polled again (invariant 4).
     cancelled: AtomicBool,
+    /// The runtime is shutting down: no future is polled again, and every
+    /// cell is ended where it would be queued (invariant 6).
+    closed: AtomicBool,
     /// The runtime the group's first task was spawned on, and its number
     /// of workers: the group's shards run there, at most one per worker.
     runtime: OnceLock<(Handle, usize)>,
@@ -120,8 +135,6 @@ struct Queue {
     shards: usize,
     /// Wakers of parked shards.
     idle: Vec<Waker>,
-    /// The runtime is shutting down (invariant 6).
-    closed: bool,
 }
 
 impl Runner {
@@ -132,9 +145,9 @@ impl Runner {
                 parked: Slab::new(),
                 shards: 0,
                 idle: Vec::new(),
-                closed: false,
             })),
             cancelled: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             runtime: OnceLock::new(),
         })
     }
@@ -185,10 +198,16 @@ impl Runner {
         self.push_all(idle);
     }
 
+    /// Whether no future may be polled again: the group was cancelled
+    /// (invariant 4) or its runtime is shutting down (invariant 6).
+    fn stopped(&self) -> bool {
+        self.cancelled.load(SeqCst) || self.closed.load(SeqCst)
+    }
+
     /// Queues a cell whose state says it must be pushed (invariant 1).
     fn push(self: &Arc<Self>, cell: Arc<Cell>) {
         let mut queue = self.lock();
-        if queue.closed {
+        if self.closed.load(SeqCst) {
             drop(queue);
             return cell.end();
         }
@@ -216,7 +235,7 @@ impl Runner {
             return;
         }
         let mut queue = self.lock();
-        if queue.closed {
+        if self.closed.load(SeqCst) {
             drop(queue);
             return cells.into_iter().for_each(|cell| cell.end());
         }
@@ -273,7 +292,7 @@ impl Runner {
     /// A shard's next batch, or why it has none (invariant 5).
     fn take(&self, batch: &mut VecDeque<Arc<Cell>>, waker: &Waker) -> Take {
         let mut queue = self.lock();
-        if queue.closed {
+        if self.closed.load(SeqCst) {
             queue.shards -= 1;
             return Take::Exit;
         }
@@ -314,7 +333,7 @@ impl Runner {
             return;
         }
         let mut queue = self.lock();
-        if queue.closed {
+        if self.closed.load(SeqCst) {
             drop(queue);
             return batch.drain(..).for_each(|cell| cell.end());
         }
@@ -329,14 +348,14 @@ impl Runner {
     }
 
     /// Registers a cell that returned `Pending` for the first time
-    /// (invariant 3). Returns whether the runner was cancelled meanwhile
-    /// (invariant 4): then the caller ends it.
+    /// (invariant 3). Returns whether the runner was cancelled or closed
+    /// meanwhile (invariants 4 and 6): then the caller ends it.
     fn park(&self, cell: &Arc<Cell>) -> bool {
         let mut queue = self.lock();
         let key = queue.parked.insert(cell.clone());
         cell.parked_key.store(key, Relaxed);
         drop(queue);
-        self.cancelled.load(SeqCst)
+        self.stopped()
     }
 
     /// A registered cell ended: out of `parked`. The last one out, with
@@ -358,8 +377,9 @@ impl Runner {
     /// A shard was dropped unfinished: its runtime is shutting down
     /// (invariant 6).
     fn close(&self, batch: &mut VecDeque<Arc<Cell>>) {
+        // Before the lock: a shard polling its batch sees it (invariant 6).
+        self.closed.store(true, SeqCst);
         let mut queue = self.lock();
-        queue.closed = true;
         queue.shards -= 1;
         let ready = std::mem::take(&mut queue.ready);
         let parked: Vec<Arc<Cell>> = queue.parked.iter().map(|(_, c)| c.clone()).collect();
@@ -491,10 +511,10 @@ struct Cell {
 }
 
 impl Cell {
-    /// Polls the cell once, or ends it if aborted or cancelled. The caller
-    /// held its queue entry (invariant 1).
+    /// Polls the cell once, or ends it if aborted, cancelled or closed. The
+    /// caller held its queue entry (invariant 1).
     fn run(self: Arc<Self>) {
-        if self.state.start() || self.runner.cancelled.load(SeqCst) {
+        if self.state.start() || self.runner.stopped() {
             return self.end();
         }
         let waker = Waker::from(self.clone());
@@ -517,7 +537,8 @@ impl Cell {
             return self.end();
         }
         if self.parked_key.load(Relaxed) == NOT_PARKED && self.runner.park(&self) {
-            return self.end(); // cancelled before `cancel` could see it
+            // Cancelled or closed before `cancel` or `close` could see it.
+            return self.end();
         }
         if self.state.stop() {
             let runner = self.runner.clone();
