@@ -3,7 +3,7 @@
 //! per-task contract tokio tasks gave, through the public API only:
 //!
 //! - a task that blocks its thread holds back at most a batch of siblings
-//!   (`BATCH - 1` = 15), however the others were queued or woken;
+//!   (`BATCH - 1` = 15), however the others were queued, woken or spawned;
 //! - a busy group leaves turns to the rest of the runtime;
 //! - wake-ups from foreign threads, cancel, panics, runtime shutdown and
 //!   nesting reach every task, and each task is accounted for once;
@@ -337,6 +337,77 @@ async fn a_task_woken_from_outside_then_blocking_holds_back_at_most_a_batch() {
     let times = within("the group", group.wait()).await.unwrap();
     waker.join().unwrap();
     hostages.assert_bounded(times[0], &times[1..]);
+}
+
+/// The hostage test of the exit path: the last parked task ending inside a
+/// shard's poll wakes the idle shards, to exit (runner invariant 5). That wake comes from a worker thread, where tokio
+/// runs a woken task next on the same thread (its LIFO slot), so the woken
+/// shard must not wait there if the next task of the batch blocks the
+/// thread: it would stay counted as a live shard, not idle, and a task
+/// spawned meanwhile would find no shard to run it while the other worker
+/// idles. Each round: task T, parked, is woken from a tokio task that
+/// spawns the blocker B right after, so that one shard takes both; T blocks
+/// its thread for 10 ms (time for the other shard to go idle) and ends,
+/// the last parked task; then B blocks until a task spawned once it
+/// blocks has finished (1 s at most). That task is not in B's batch: it
+/// must not wait for B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_blocking_after_the_last_parked_task_ended_holds_back_no_task_outside_its_batch() {
+    #[derive(Default)]
+    struct Round {
+        blocking: AtomicBool,
+        finished: Mutex<Option<Instant>>,
+        changed: Condvar,
+    }
+    let baseline = alive_tasks();
+    for round in 0..rounds(10) {
+        let state = Arc::new(Round::default());
+        let mut group = TaskGroup::<Instant, String>::new();
+        let (wake_tx, wake_rx) = oneshot::channel::<()>();
+        let (parked_tx, parked_rx) = oneshot::channel::<()>();
+        group.spawn(move |_ctx| async move {
+            let _ = parked_tx.send(());
+            wake_rx.await.map_err(|e| e.to_string())?;
+            std::thread::sleep(ms(10));
+            Ok(Instant::now())
+        });
+        parked_rx.await.unwrap();
+        eventually("one shard, idle", || alive_tasks() == baseline + 1).await;
+        let s = state.clone();
+        let mut group = tokio::spawn(async move {
+            wake_tx.send(()).unwrap();
+            group.spawn(move |_ctx| async move {
+                s.blocking.store(true, SeqCst);
+                let finished = s.finished.lock().unwrap();
+                let _finished = s
+                    .changed
+                    .wait_timeout_while(finished, Duration::from_secs(1), |at| at.is_none())
+                    .unwrap();
+                Ok(Instant::now())
+            });
+            group
+        })
+        .await
+        .unwrap();
+        eventually("the blocker blocking", || state.blocking.load(SeqCst)).await;
+        let spawned = Instant::now();
+        let s = state.clone();
+        group.spawn(move |_ctx| async move {
+            let now = Instant::now();
+            *s.finished.lock().unwrap() = Some(now);
+            s.changed.notify_all();
+            Ok(now)
+        });
+        let times = within("the group", group.wait()).await.unwrap();
+        let (released, finished) = (times[1], times[2]);
+        assert!(
+            finished < released,
+            "round {round}: a task spawned while a sibling blocked its thread ran \
+             {:?} after its spawn, only once the blocker released its thread",
+            finished - spawned
+        );
+        eventually("the shards exiting", || alive_tasks() == baseline).await;
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -61,8 +61,8 @@
 //!    `close` sets `closed` before it takes the queue lock, and a shard
 //!    reads it before each poll and after registering a cell. So that shard
 //!    polls none of them again and ends each one, or `close` aborts it.
-//! 7. A shard woken or spawned from inside a shard's poll never waits for
-//!    that poll to end. tokio runs a task woken or spawned on one of its
+//! 7. A shard woken or spawned from inside a shard's poll (to take cells,
+//!    or to exit) never waits for that poll to end. tokio runs a task woken or spawned on one of its
 //!    workers next on that same worker, from a slot no other worker steals
 //!    from (its LIFO slot): there, the new shard would wait behind the
 //!    rest of the current shard's turn, and if a cell polled in it blocks
@@ -360,7 +360,10 @@ impl Runner {
 
     /// A registered cell ended: out of `parked`. The last one out, with
     /// nothing queued, wakes the idle shards, to exit; with cells queued,
-    /// the shard that runs the last of them does (invariant 5).
+    /// the shard that runs the last of them does (invariant 5). A cell
+    /// usually ends inside a shard's poll, with more of its batch to come:
+    /// the shards woken must not wait for that poll (invariant 7), or a
+    /// task spawned meanwhile would find them neither idle nor gone.
     fn unpark(&self, key: usize) {
         let mut queue = self.lock();
         let cell = queue.parked.try_remove(key);
@@ -371,7 +374,10 @@ impl Runner {
         };
         drop(queue);
         drop(cell);
-        idle.into_iter().for_each(Waker::wake);
+        if !idle.is_empty() {
+            idle.into_iter().for_each(Waker::wake);
+            self.unpin();
+        }
     }
 
     /// A shard was dropped unfinished: its runtime is shutting down
