@@ -1081,6 +1081,84 @@ fn runtime_shutdown_ends_the_cells_in_a_shards_batch() {
     }
 }
 
+/// A runtime of the given flavor (multi-thread: 2 workers).
+fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
+    let mut builder = if multi_thread {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().unwrap()
+}
+
+/// A group outlives the runtime its tasks ran on: a task run there and
+/// taken with `next`, then the runtime dropped. With none of its shards
+/// left, the group's next task runs on the runtime it is spawned from, and
+/// `wait` there returns its value: never a `Cancelled` that nothing caused.
+/// Every mix of flavors, with the old runtime dropped after the group's
+/// shards exited, or with a task still parked on it (which the shutdown
+/// cancels, and `next` then reports).
+#[test]
+fn a_group_whose_runtime_is_gone_runs_new_tasks_on_the_runtime_it_is_used_from() {
+    for (old_multi_thread, new_multi_thread, parked) in [
+        (true, false, false),
+        (true, true, true),
+        (false, true, false),
+        (false, false, true),
+        (true, false, true),
+        (false, true, true),
+    ] {
+        let case = format!(
+            "old runtime multi-thread: {old_multi_thread}, new: {new_multi_thread}, \
+             a task parked on the old one: {parked}"
+        );
+        let mut group = TaskGroup::<u32, String>::new();
+        let old = runtime(old_multi_thread);
+        old.block_on(async {
+            let baseline = alive_tasks();
+            group.spawn(|_ctx| async { Ok(1) });
+            if parked {
+                let (parked_tx, parked_rx) = oneshot::channel();
+                group.spawn(move |_ctx| async move {
+                    let _ = parked_tx.send(());
+                    pending().await
+                });
+                parked_rx.await.unwrap();
+            }
+            let (_, outcome) = within("next on the old runtime", group.next())
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcome, Outcome::Ok(1)),
+                "{case}: {}",
+                kind(&outcome)
+            );
+            if !parked {
+                eventually("the shards exiting", || alive_tasks() == baseline).await;
+            }
+        });
+        drop(old);
+        runtime(new_multi_thread).block_on(async {
+            if parked {
+                let (_, outcome) = within("next on the new runtime", group.next())
+                    .await
+                    .unwrap();
+                assert!(outcome.is_cancelled(), "{case}: {}", kind(&outcome));
+            }
+            let baseline = alive_tasks();
+            group.spawn(|_ctx| async {
+                tokio::task::yield_now().await;
+                Ok(2)
+            });
+            let values = within("wait on the new runtime", group.wait()).await;
+            assert_eq!(values, Ok(vec![2]), "{case}");
+            eventually("the shards exiting", || alive_tasks() == baseline).await;
+        });
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 8. Panics stay per task
 

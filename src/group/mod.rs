@@ -291,7 +291,13 @@ where
     ///
     /// Panics outside a tokio runtime, as [`tokio::spawn`] does, when the
     /// group has not run a task yet. The group's tasks all run on the
-    /// runtime its first task was spawned on.
+    /// runtime its first task was spawned on, for as long as it lives; once
+    /// it has shut down, with none of the group's tasks left running there,
+    /// the next task moves the group to the runtime it is spawned from.
+    /// Spawned outside any runtime then, it panics with a message saying
+    /// so ("... the runtime this group's tasks ran on has shut down ..."),
+    /// and the task counts as cancelled. A task spawned while that runtime
+    /// is shutting down is cancelled with the others, as tokio's are.
     ///
     /// # Examples
     ///

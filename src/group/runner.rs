@@ -71,6 +71,17 @@
 //!    after it, a no-op tokio task is spawned too ([`Runner::unpin`]): it
 //!    takes the slot, and the shard goes to the worker's run queue, where
 //!    an idle worker is told to steal it.
+//! 8. The shards run on the runtime the group's first task was spawned
+//!    on, until it shuts down: a runner closed with none of its shards
+//!    left (invariant 6), or whose new shard that runtime refused (tokio
+//!    drops a task spawned on a runtime that has shut down inside `spawn`,
+//!    which [`Runner::hand_over`] tells from a shutdown under a running
+//!    shard), moves to the runtime of the thread spawning a new task, and
+//!    opens again. Only with no shard left, so no shard of the old runtime
+//!    ever sees `closed` cleared; a cell of the old runtime still being
+//!    woken then was aborted by `close`, and whoever takes it ends it
+//!    unpolled. Spawned outside any runtime then, the task is ended and
+//!    `spawn` panics, saying why.
 //!
 //! # Lock order
 //!
@@ -84,8 +95,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::{Arc, PoisonError};
 use std::task::{self, Poll, Wake, Waker};
 
 use slab::Slab;
@@ -121,9 +132,8 @@ pub(super) struct Runner {
     /// The runtime is shutting down: no future is polled again, and every
     /// cell is ended where it would be queued (invariant 6).
     closed: AtomicBool,
-    /// The runtime the group's first task was spawned on, and its number
-    /// of workers: the group's shards run there, at most one per worker.
-    runtime: OnceLock<(Handle, usize)>,
+    /// `Queue::runtime` is set: [`Runner::bind`]'s look without the lock.
+    bound: AtomicBool,
 }
 
 struct Queue {
@@ -135,7 +145,28 @@ struct Queue {
     shards: usize,
     /// Wakers of parked shards.
     idle: Vec<Waker>,
+    /// The runtime the shards run on (invariant 8), and its number of
+    /// workers: at most one shard per worker.
+    runtime: Option<Handle>,
+    workers: usize,
 }
+
+impl Queue {
+    /// Runs the shards on `runtime` from now on (invariant 8).
+    fn bind(&mut self, runtime: Handle) {
+        self.workers = runtime.metrics().num_workers().max(1);
+        self.runtime = Some(runtime);
+    }
+
+    /// Where a new shard is to run, and that runtime's number of workers.
+    fn shard_runtime(&self) -> Option<(Handle, usize)> {
+        Some((self.runtime.clone()?, self.workers))
+    }
+}
+
+/// Why a new task could not be run: its group's runtime has shut down, and
+/// the task was spawned outside any runtime (invariant 8).
+struct RuntimeGone;
 
 impl Runner {
     pub(super) fn new() -> Arc<Runner> {
@@ -145,10 +176,12 @@ impl Runner {
                 parked: Slab::new(),
                 shards: 0,
                 idle: Vec::new(),
+                runtime: None,
+                workers: 1,
             })),
             cancelled: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            runtime: OnceLock::new(),
+            bound: AtomicBool::new(false),
         })
     }
 
@@ -164,14 +197,24 @@ impl Runner {
     /// Outside a tokio runtime, with tokio's message, when not yet bound.
     #[track_caller]
     pub(super) fn bind(&self) {
-        if self.runtime.get().is_none() {
-            let handle = Handle::current();
-            let workers = handle.metrics().num_workers().max(1);
-            let _ = self.runtime.set((handle, workers));
+        if !self.bound.load(Acquire) {
+            let runtime = Handle::current();
+            let mut queue = self.lock();
+            if queue.runtime.is_none() {
+                queue.bind(runtime);
+            }
+            self.bound.store(true, Release);
         }
     }
 
     /// Runs `body` as a new task.
+    ///
+    /// # Panics
+    ///
+    /// When the group's runtime has shut down and the caller is outside
+    /// any runtime (invariant 8); the task is ended first, so it counts as
+    /// cancelled.
+    #[track_caller]
     pub(super) fn spawn(self: &Arc<Self>, body: Body) {
         let cell = Arc::new(Cell {
             state: TaskState::new(),
@@ -179,8 +222,14 @@ impl Runner {
             runner: self.clone(),
             parked_key: AtomicUsize::new(NOT_PARKED),
         });
-        if cell.state.schedule() {
-            self.push(cell);
+        let scheduled = cell.state.schedule();
+        debug_assert!(scheduled, "a new cell is idle");
+        if let Err(RuntimeGone) = self.enqueue(cell, true) {
+            panic!(
+                "TaskGroup::spawn called outside a tokio runtime, and the runtime this \
+                 group's tasks ran on has shut down: spawn from within a runtime, and the \
+                 group's tasks run there"
+            );
         }
     }
 
@@ -206,26 +255,57 @@ impl Runner {
 
     /// Queues a cell whose state says it must be pushed (invariant 1).
     fn push(self: &Arc<Self>, cell: Arc<Cell>) {
+        // Only a new task may move the runner (invariant 8).
+        let _ = self.enqueue(cell, false);
+    }
+
+    /// [`Runner::push`], and for a new task (`fresh`), pushed by the thread
+    /// spawning it, the move to that thread's runtime if the group's has
+    /// shut down (invariant 8).
+    fn enqueue(self: &Arc<Self>, cell: Arc<Cell>, fresh: bool) -> Result<(), RuntimeGone> {
         let mut queue = self.lock();
         if self.closed.load(SeqCst) {
-            drop(queue);
-            return cell.end();
+            if !fresh || queue.shards > 0 {
+                drop(queue);
+                cell.end();
+                return Ok(());
+            }
+            let Ok(runtime) = Handle::try_current() else {
+                drop(queue);
+                cell.end();
+                return Err(RuntimeGone);
+            };
+            self.reopen(&mut queue, Some(runtime));
         }
         queue.ready.push_back(cell);
         let wake = queue.idle.pop();
-        let spawn = wake.is_none() && queue.shards < self.max_shards();
-        if spawn {
+        let spawn = wake.is_none() && queue.shards < queue.workers;
+        let runtime = if spawn {
             queue.shards += 1;
-        }
+            queue.shard_runtime()
+        } else {
+            None
+        };
         drop(queue);
         if let Some(shard) = wake {
             shard.wake();
         } else if spawn {
-            self.spawn_shard();
+            self.spawn_shard(runtime, fresh)?;
         } else {
-            return;
+            return Ok(());
         }
         self.unpin();
+        Ok(())
+    }
+
+    /// Opens a closed runner with no shard left, on `runtime` (invariant
+    /// 8). Under the queue lock.
+    fn reopen(&self, queue: &mut Queue, runtime: Option<Handle>) {
+        debug_assert_eq!(queue.shards, 0, "a shard of the old runtime is left");
+        if let Some(runtime) = runtime {
+            queue.bind(runtime);
+        }
+        self.closed.store(false, SeqCst);
     }
 
     /// Queues many cells at once (a cancel): one lock, every idle shard
@@ -242,14 +322,17 @@ impl Runner {
         queue.ready.extend(cells);
         let idle = std::mem::take(&mut queue.idle);
         let spawn = idle.is_empty() && queue.shards == 0;
-        if spawn {
+        let runtime = if spawn {
             queue.shards += 1;
-        }
+            queue.shard_runtime()
+        } else {
+            None
+        };
         drop(queue);
         let roused = spawn || !idle.is_empty();
         idle.into_iter().for_each(Waker::wake);
         if spawn {
-            self.spawn_shard();
+            let _ = self.spawn_shard(runtime, false);
         }
         if roused {
             self.unpin();
@@ -258,35 +341,76 @@ impl Runner {
 
     /// Called right after waking or spawning a shard: from inside a
     /// shard's poll, on a runtime with other workers to steal it, spawns a
-    /// no-op tokio task to take this worker's LIFO slot, so that the shard
-    /// just woken goes where an idle worker can steal it instead of waiting
-    /// for this poll (invariant 7). Elsewhere (outside the runtime, or in a
-    /// tokio task of the user's) it does nothing.
+    /// no-op tokio task on that runtime to take this worker's LIFO slot, so
+    /// that the shard just woken goes where an idle worker can steal it
+    /// instead of waiting for this poll (invariant 7). Elsewhere (outside
+    /// the runtime, or in a tokio task of the user's) it does nothing.
     fn unpin(&self) {
-        if let Some((handle, workers)) = self.runtime.get()
-            && *workers > 1
-            && IN_SHARD.with(ThreadCell::get)
-        {
-            drop(handle.spawn(std::future::ready(())));
+        if IN_SHARD.with(ThreadCell::get) > 1 {
+            // A shard is polled on one of its runtime's workers, which is
+            // inside that runtime.
+            drop(tokio::spawn(std::future::ready(())));
         }
     }
 
-    fn max_shards(&self) -> usize {
-        self.runtime.get().map_or(1, |(_, workers)| *workers)
+    /// Starts the shard counted in `shards` for it, on `runtime`. If that
+    /// runtime has shut down, a new task (`fresh`) moves the runner to the
+    /// caller's runtime when no other shard is left (invariant 8); else the
+    /// runner closes, as when a runtime drops a shard (invariant 6).
+    fn spawn_shard(
+        self: &Arc<Self>,
+        runtime: Option<(Handle, usize)>,
+        fresh: bool,
+    ) -> Result<(), RuntimeGone> {
+        let Some((runtime, workers)) = runtime else {
+            // Unbound: no runtime to run it (never, past `bind`).
+            self.close(&mut VecDeque::new());
+            return Ok(());
+        };
+        if self.hand_over(&runtime, workers) {
+            return Ok(());
+        }
+        let mut gone = false;
+        if fresh {
+            let mut queue = self.lock();
+            if queue.shards == 1 && !self.closed.load(SeqCst) {
+                match Handle::try_current() {
+                    Ok(current) => {
+                        queue.bind(current.clone());
+                        let workers = queue.workers;
+                        drop(queue);
+                        // Refused again: the caller's runtime is the one
+                        // shutting down, and the task is cancelled with it.
+                        if self.hand_over(&current, workers) {
+                            return Ok(());
+                        }
+                    }
+                    Err(_) => gone = true,
+                }
+            }
+        }
+        // What the refused shard's drop would have done (invariant 6).
+        self.close(&mut VecDeque::new());
+        if gone { Err(RuntimeGone) } else { Ok(()) }
     }
 
-    fn spawn_shard(self: &Arc<Self>) {
+    /// Spawns a shard on `runtime`. Returns `false` if the runtime refused
+    /// it: it has shut down, and tokio dropped the shard inside `spawn`.
+    /// The shard's drop tells that from a shutdown under it, by
+    /// [`HANDING_OVER`], and leaves the rest to the caller (invariant 8).
+    fn hand_over(self: &Arc<Self>, runtime: &Handle, workers: usize) -> bool {
         let shard = Shard {
             runner: self.clone(),
             batch: VecDeque::with_capacity(BATCH),
+            workers,
             finished: false,
         };
-        match self.runtime.get() {
-            // A runtime shutting down drops the shard unpolled, which
-            // closes the runner (invariant 6).
-            Some((handle, _)) => drop(handle.spawn(shard)),
-            None => drop(shard),
-        }
+        let me = Arc::as_ptr(self) as usize;
+        let outer = HANDING_OVER.with(|handing| handing.replace(me));
+        let task = runtime.spawn(shard);
+        let refused = HANDING_OVER.with(|handing| handing.replace(outer)) == REFUSED;
+        drop(task);
+        !refused
     }
 
     /// A shard's next batch, or why it has none (invariant 5).
@@ -419,20 +543,29 @@ thread_local! {
     /// none): how `wait` knows it was called from its own group's task.
     static POLLING: ThreadCell<usize> = const { ThreadCell::new(0) };
 
-    /// This thread is polling a shard, so it is one of its runtime's
-    /// workers (invariant 7).
-    static IN_SHARD: ThreadCell<bool> = const { ThreadCell::new(false) };
+    /// The number of workers of the runtime whose shard this thread is
+    /// polling (0: none), so this thread is one of them (invariant 7).
+    static IN_SHARD: ThreadCell<usize> = const { ThreadCell::new(0) };
+
+    /// The runner handing a new shard to tokio on this thread, as an
+    /// address (0: none), or [`REFUSED`] once that shard was dropped
+    /// meanwhile (invariant 8).
+    static HANDING_OVER: ThreadCell<usize> = const { ThreadCell::new(0) };
 }
+
+/// `HANDING_OVER` once the runtime has refused the shard: no runner's
+/// address.
+const REFUSED: usize = 1;
 
 /// Marks the thread as polling a shard, until dropped.
 struct InShard {
-    outer: bool,
+    outer: usize,
 }
 
 impl InShard {
-    fn enter() -> InShard {
+    fn enter(workers: usize) -> InShard {
         InShard {
-            outer: IN_SHARD.with(|in_shard| in_shard.replace(true)),
+            outer: IN_SHARD.with(|in_shard| in_shard.replace(workers)),
         }
     }
 }
@@ -465,6 +598,8 @@ impl Drop for Polling {
 struct Shard {
     runner: Arc<Runner>,
     batch: VecDeque<Arc<Cell>>,
+    /// Its runtime's number of workers (invariant 7).
+    workers: usize,
     finished: bool,
 }
 
@@ -473,7 +608,7 @@ impl Future for Shard {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let _in_shard = InShard::enter();
+        let _in_shard = InShard::enter(this.workers);
 
         let mut polled = 0;
         loop {
@@ -500,7 +635,15 @@ impl Future for Shard {
 
 impl Drop for Shard {
     fn drop(&mut self) {
-        if !self.finished {
+        if self.finished {
+            return;
+        }
+        let me = Arc::as_ptr(&self.runner) as usize;
+        if HANDING_OVER.with(|handing| handing.get()) == me {
+            // Refused by a runtime that has shut down: never started, and
+            // its spawner decides (invariant 8).
+            HANDING_OVER.with(|handing| handing.set(REFUSED));
+        } else {
             self.runner.close(&mut self.batch);
         }
     }

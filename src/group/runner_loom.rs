@@ -496,3 +496,41 @@ fn close_racing_a_shards_poll_of_a_parked_cell_ends_it_once() {
         );
     });
 }
+
+/// Invariant 8: a runner closed with no shard left opens again for a new
+/// task (on the runtime its spawner runs in), while a waker pushes a cell
+/// of the old runtime that `close` aborted, before the close, between the
+/// close and the reopening, or after. The cell is ended exactly once and
+/// never polled again, whoever ends it: `close`, the waker (while closed),
+/// or the new shard (unpolled, as aborted).
+#[test]
+fn reopen_racing_a_wake_of_a_cell_the_close_aborted_ends_it_unpolled() {
+    loom::model(|| {
+        let (runner, cell, probe) = runner_with_a_taken_cell(1);
+        cell.clone().run(); // its first poll: parked, idle
+        let waker = {
+            let cell = cell.clone();
+            thread::spawn(move || std::task::Waker::from(cell).wake())
+        };
+        runner.close(&mut std::collections::VecDeque::new()); // the last shard
+        {
+            let mut queue = runner.lock();
+            assert_eq!(queue.shards, 0);
+            runner.reopen(&mut queue, None); // a new task moves the runner
+            queue.shards = 1; // and this thread plays its new shard
+        }
+        waker.join().unwrap();
+        let mut batch = std::collections::VecDeque::new();
+        while let super::Take::Batch = runner.take(&mut batch, std::task::Waker::noop()) {
+            while let Some(cell) = batch.pop_front() {
+                cell.run();
+            }
+        }
+        assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
+        assert_eq!(probe.polls.load(Relaxed), 1, "polled after the close");
+        assert!(
+            runner.lock().parked.is_empty(),
+            "an ended cell is still parked"
+        );
+    });
+}
