@@ -122,6 +122,11 @@ const TURN: usize = 128;
 /// `Cell::parked_key` of a cell not in `parked`.
 const NOT_PARKED: usize = usize::MAX;
 
+/// The most entries `ready` and `parked` keep once they drain: a group
+/// whose tasks come and go a few at a time reuses them; one that once held
+/// a burst lets the peak go (a million parked tasks grew them to 24 MiB).
+const KEPT: usize = 64;
+
 /// A group's shards and their shared queue of cells ready to run.
 pub(super) struct Runner {
     /// On a cache line of its own: every cell's creation and end touches
@@ -136,6 +141,8 @@ pub(super) struct Runner {
     bound: AtomicBool,
 }
 
+/// What the queue lock guards. `ready` and `parked` give back what a burst
+/// made them grow to once they drain, down to [`KEPT`] entries.
 struct Queue {
     ready: VecDeque<Arc<Cell>>,
     /// Every cell that has ever returned `Pending` and not ended
@@ -161,6 +168,19 @@ impl Queue {
     /// Where a new shard is to run, and that runtime's number of workers.
     fn shard_runtime(&self) -> Option<(Handle, usize)> {
         Some((self.runtime.clone()?, self.workers))
+    }
+
+    /// `ready` drained after a burst: swapped for a small one. The old one
+    /// is returned, to be freed without the lock.
+    fn shrink_ready(&mut self) -> Option<VecDeque<Arc<Cell>>> {
+        (self.ready.is_empty() && self.ready.capacity() > KEPT)
+            .then(|| std::mem::replace(&mut self.ready, VecDeque::with_capacity(KEPT)))
+    }
+
+    /// The same for `parked`.
+    fn shrink_parked(&mut self) -> Option<Slab<Arc<Cell>>> {
+        (self.parked.is_empty() && self.parked.capacity() > KEPT)
+            .then(|| std::mem::replace(&mut self.parked, Slab::with_capacity(KEPT)))
     }
 }
 
@@ -436,6 +456,7 @@ impl Runner {
         }
         let n = queue.ready.len().min(BATCH);
         batch.extend(queue.ready.drain(..n));
+        let spent = queue.shrink_ready();
         // More left than this shard takes: bring an idle one in.
         let wake = if queue.ready.is_empty() {
             None
@@ -443,6 +464,7 @@ impl Runner {
             queue.idle.pop()
         };
         drop(queue);
+        drop(spent);
         if let Some(shard) = wake {
             shard.wake();
             self.unpin();
@@ -491,12 +513,14 @@ impl Runner {
     fn unpark(&self, key: usize) {
         let mut queue = self.lock();
         let cell = queue.parked.try_remove(key);
+        let spent = queue.shrink_parked();
         let idle = if queue.parked.is_empty() && queue.ready.is_empty() {
             std::mem::take(&mut queue.idle)
         } else {
             Vec::new()
         };
         drop(queue);
+        drop(spent);
         drop(cell);
         if !idle.is_empty() {
             idle.into_iter().for_each(Waker::wake);
