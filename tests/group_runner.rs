@@ -1011,66 +1011,78 @@ fn runtime_shutdown_drops_parked_queued_and_woken_tasks() {
     }
 }
 
+/// Tasks of [`shut_down_with_a_batch_in_hand`]: one parked, the rest
+/// blocking their thread first.
+const SLEEPERS: usize = 16;
+const SHUTDOWN_TASKS: usize = 1 + SLEEPERS;
+
+/// Runs `group` on a new 2-worker runtime and drops the runtime while one
+/// shard is in the middle of its batch: one task parked for good (it keeps
+/// the shards alive), then `SLEEPERS` tasks that block their thread for
+/// 5 ms and park for good, and the runtime dropped while the first of them
+/// blocks. Each task future holds a `guard()`. Returns how many sleepers
+/// had started. (The 5 ms sleeps block a worker on purpose: they keep a
+/// batch in a shard's hands through the shutdown.)
+fn shut_down_with_a_batch_in_hand<G: Send + 'static>(
+    group: &mut TaskGroup<(), String>,
+    guard: impl Fn() -> G,
+) -> usize {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sleeping = Arc::new(AtomicUsize::new(0));
+    runtime.block_on(async {
+        let (parked_tx, parked_rx) = oneshot::channel();
+        let held = guard();
+        group.spawn(move |_ctx| async move {
+            let _held = held;
+            let _ = parked_tx.send(());
+            pending().await
+        });
+        parked_rx.await.unwrap();
+        for _ in 0..SLEEPERS {
+            let (held, sleeping) = (guard(), sleeping.clone());
+            group.spawn(move |_ctx| async move {
+                let _held = held;
+                sleeping.fetch_add(1, SeqCst);
+                std::thread::sleep(ms(5));
+                pending().await
+            });
+        }
+        eventually("a task blocking its thread", || sleeping.load(SeqCst) > 0).await;
+    });
+    drop(runtime);
+    sleeping.load(SeqCst)
+}
+
 /// A runtime dropped while one shard is in the middle of its batch: the
 /// cells it has taken are neither queued nor parked, so the shard whose
 /// drop closes the runner cannot end them; the shard still polling must.
-/// Each round: one task parked for good (it keeps the shards alive), then
-/// 16 tasks that block their thread for 5 ms and park for good, and the
-/// runtime dropped while the first of them blocks. Every task future is
-/// dropped by the time the runtime is, and on a new runtime the group is
-/// joined at once, every task cancelled. (The 5 ms sleeps block a worker on
-/// purpose: they keep a batch in a shard's hands through the shutdown.)
+/// Every task future is dropped by the time the runtime is, and on a new
+/// runtime the group is joined at once, every task cancelled.
 #[test]
 fn runtime_shutdown_ends_the_cells_in_a_shards_batch() {
-    const SLEEPERS: usize = 16;
-    const TASKS: usize = 1 + SLEEPERS;
     let after = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     for round in 0..rounds(30) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         let drops = Arc::new(AtomicUsize::new(0));
-        let sleeping = Arc::new(AtomicUsize::new(0));
-        let group = runtime.block_on(async {
-            let mut group = TaskGroup::<(), String>::new();
-            let (parked_tx, parked_rx) = oneshot::channel();
-            let counter = DropCounter(drops.clone());
-            group.spawn(move |_ctx| async move {
-                let _counter = counter;
-                let _ = parked_tx.send(());
-                pending().await
-            });
-            parked_rx.await.unwrap();
-            for _ in 0..SLEEPERS {
-                let (counter, sleeping) = (DropCounter(drops.clone()), sleeping.clone());
-                group.spawn(move |_ctx| async move {
-                    let _counter = counter;
-                    sleeping.fetch_add(1, SeqCst);
-                    std::thread::sleep(ms(5));
-                    pending().await
-                });
-            }
-            eventually("a task blocking its thread", || sleeping.load(SeqCst) > 0).await;
-            group
-        });
-        drop(runtime);
+        let mut group = TaskGroup::<(), String>::new();
+        let sleepers = shut_down_with_a_batch_in_hand(&mut group, || DropCounter(drops.clone()));
         assert_eq!(
             drops.load(SeqCst),
-            TASKS,
-            "round {round}: task futures outlived their runtime ({} of {SLEEPERS} \
-             sleepers had started)",
-            sleeping.load(SeqCst)
+            SHUTDOWN_TASKS,
+            "round {round}: task futures outlived their runtime ({sleepers} of {SLEEPERS} \
+             sleepers had started)"
         );
         let outcomes = after.block_on(within(
             "wait_outcomes on a new runtime",
             group.wait_outcomes(),
         ));
-        assert_eq!(outcomes.len(), TASKS);
+        assert_eq!(outcomes.len(), SHUTDOWN_TASKS);
         for (task, outcome) in outcomes.iter().enumerate() {
             assert!(
                 outcome.is_cancelled(),
@@ -1078,6 +1090,65 @@ fn runtime_shutdown_ends_the_cells_in_a_shards_batch() {
                 kind(outcome)
             );
         }
+    }
+}
+
+/// Tries the lock in its `Drop`, as a task's value might lock it; counts
+/// the drops that found it held by the canceller. (Drops on two workers at
+/// once during the shutdown may find it held by each other: not counted.)
+struct LockOnDrop {
+    lock: Arc<Mutex<()>>,
+    canceller_holds_it: Arc<AtomicBool>,
+    found_held: Arc<AtomicUsize>,
+}
+
+impl Drop for LockOnDrop {
+    fn drop(&mut self) {
+        if self.lock.try_lock().is_err() && self.canceller_holds_it.load(SeqCst) {
+            self.found_held.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+/// The issue's deadlock: a user's `Drop` that holds a `std::sync::Mutex`
+/// while it drops a `CancelHandle`, once the runtime under the group has
+/// shut down, must not have the cancel drop task futures (whose own `Drop`
+/// takes that lock) on its thread: tokio never drops a task's future
+/// inline in an abort. With every future dropped by the shutdown, the
+/// cancel finds none left. (A wake or cancel that races the shutdown
+/// itself still may: see the runner's invariant 6.)
+#[test]
+fn a_cancel_after_the_runtime_shut_down_drops_no_task_future_on_its_thread() {
+    for round in 0..rounds(30) {
+        let lock = Arc::new(Mutex::new(()));
+        let canceller_holds_it = Arc::new(AtomicBool::new(false));
+        let found_held = Arc::new(AtomicUsize::new(0));
+        let (parent, cancel) = Context::background().with_cancel();
+        let mut group = TaskGroup::<(), String>::with_context(&parent);
+        let guard = || LockOnDrop {
+            lock: lock.clone(),
+            canceller_holds_it: canceller_holds_it.clone(),
+            found_held: found_held.clone(),
+        };
+        shut_down_with_a_batch_in_hand(&mut group, guard);
+        {
+            let _held = lock.lock().unwrap();
+            canceller_holds_it.store(true, SeqCst);
+            drop(cancel);
+            canceller_holds_it.store(false, SeqCst);
+        }
+        assert_eq!(
+            found_held.load(SeqCst),
+            0,
+            "round {round}: the cancel dropped task futures on its own thread, under the \
+             caller's lock (a deadlock had they locked it)"
+        );
+        assert!(group.context().is_cancelled());
+        let outcomes = group
+            .wait_outcomes()
+            .now_or_never()
+            .expect("the group is joined once its runtime is gone");
+        assert_eq!(outcomes.len(), SHUTDOWN_TASKS);
     }
 }
 

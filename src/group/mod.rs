@@ -35,9 +35,11 @@ use crate::{Context, ContextError};
 /// once, and tasks queued by a [limit](TaskGroupBuilder::limit) start as
 /// slots free, whether or not anyone is inside `wait` or `next`.
 ///
-/// Dropping the group (or the `wait` future) cancels its context and drops
-/// every async task at once; only a blocking task still running outlives it,
-/// until it returns.
+/// Dropping the group (or the `wait` future) cancels its context at once,
+/// and every async task's future is dropped right after, by the group's
+/// runner on the runtime's workers (not on the dropping thread, as tokio's
+/// abort leaves the drop to a worker); only a blocking task still running
+/// outlives it, until it returns.
 ///
 /// # How the tasks run
 ///
@@ -54,11 +56,17 @@ use crate::{Context, ContextError};
 ///   in the same batch: every other ready task is left in the queue for
 ///   another worker, and a task woken later rejoins that queue;
 /// - tokio's cooperative budget is kept: the group yields to the rest of
-///   the runtime after 128 polls, or sooner when the budget runs out.
+///   the runtime after 128 polls, or sooner when the budget runs out;
+/// - a runtime shutting down drops every task's future by the time its
+///   drop returns, wherever the task was, and polls none of them once it
+///   has dropped the first of the group's runner tasks.
 ///
 /// What differs: [`tokio::task::id`] inside a task names the group's
 /// runner task, not the task, and the runtime's task metrics count the
-/// group's runner tasks. A blocking task
+/// group's runner tasks. A wake or a cancel that comes while the runtime
+/// is shutting down, just as it drops the group's runner tasks, may drop
+/// that task's future on the thread that wakes or cancels (tokio leaves
+/// that drop to the shutdown). A blocking task
 /// ([`spawn_blocking`](TaskGroup::spawn_blocking)) is still a task on
 /// tokio's blocking pool.
 ///

@@ -61,6 +61,11 @@
 //!    `close` sets `closed` before it takes the queue lock, and a shard
 //!    reads it before each poll and after registering a cell. So that shard
 //!    polls none of them again and ends each one, or `close` aborts it.
+//!    Then no cell is left for a later cancel to end on its own thread. A
+//!    cell that a waker or a cancel scheduled before `close` could abort
+//!    it is still ended by that pusher, on its thread, where tokio would
+//!    leave the drop to the shutdown: left so, since once the last shard
+//!    is gone no thread of that runtime is left to hand it to.
 //! 7. A shard woken or spawned from inside a shard's poll (to take cells,
 //!    or to exit) never waits for that poll to end. tokio runs a task woken or spawned on one of its
 //!    workers next on that same worker, from a slot no other worker steals
