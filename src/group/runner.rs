@@ -67,15 +67,17 @@
 //!    leave the drop to the shutdown: left so, since once the last shard
 //!    is gone no thread of that runtime is left to hand it to.
 //! 7. A shard woken or spawned from inside a shard's poll (to take cells,
-//!    or to exit) never waits for that poll to end. tokio runs a task woken or spawned on one of its
-//!    workers next on that same worker, from a slot no other worker steals
-//!    from (its LIFO slot): there, the new shard would wait behind the
-//!    rest of the current shard's turn, and if a cell polled in it blocks
-//!    its thread, so would every queued cell, not only that cell's batch
-//!    (with tokio tasks only the one task in that slot would). So right
-//!    after it, a no-op tokio task is spawned too ([`Runner::unpin`]): it
-//!    takes the slot, and the shard goes to the worker's run queue, where
-//!    an idle worker is told to steal it.
+//!    or to exit) never waits for that poll to end. tokio runs a task
+//!    woken or spawned on one of its workers next on that same worker,
+//!    from a slot no other worker steals from (its LIFO slot): there, the
+//!    new shard would wait behind the rest of the current shard's turn,
+//!    and if a cell polled in it blocks its thread, so would every queued
+//!    cell, not only that cell's batch (with tokio tasks only the one task
+//!    in that slot would), and so would every task spawned meanwhile,
+//!    which finds that shard neither idle nor gone. So right after it, a
+//!    no-op tokio task is spawned too ([`Runner::unpin`]): it takes the
+//!    slot, and the shard goes to the worker's run queue, where an idle
+//!    worker is told to steal it.
 //! 8. The shards run on the runtime the group's first task was spawned
 //!    on, until it shuts down: a runner closed with none of its shards
 //!    left (invariant 6), or whose new shard that runtime refused (tokio
