@@ -3,15 +3,16 @@
 //! per-task contract tokio tasks gave, through the public API only:
 //!
 //! - a task that blocks its thread holds back at most a batch of siblings
-//!   (`BATCH - 1` = 15), however the others were queued or woken;
+//!   (`BATCH - 1` = 15), however the others were queued, woken or spawned;
 //! - a busy group leaves turns to the rest of the runtime;
 //! - wake-ups from foreign threads, cancel, panics, runtime shutdown and
 //!   nesting reach every task, and each task is accounted for once;
 //! - a group leaves no tokio task behind once its tasks are gone.
 //!
 //! No fixed sleep stands for "long enough": waits poll a real condition
-//! (bounded), and the one deliberate `std::thread::sleep` is the subject of
-//! the hostage tests. The randomized stress prints its seed when it fails;
+//! (bounded), and the deliberate `std::thread::sleep`s block a worker on
+//! purpose (the hostage tests, and a shutdown with a batch in a shard's
+//! hands). The randomized stress prints its seed when it fails;
 //! rerun it with `TASKGROUP_STRESS_SEED=<seed>`, and change its number of
 //! rounds with `TASKGROUP_STRESS_ROUNDS`.
 
@@ -336,6 +337,77 @@ async fn a_task_woken_from_outside_then_blocking_holds_back_at_most_a_batch() {
     let times = within("the group", group.wait()).await.unwrap();
     waker.join().unwrap();
     hostages.assert_bounded(times[0], &times[1..]);
+}
+
+/// The hostage test of the exit path: the last parked task ending inside a
+/// shard's poll wakes the idle shards, to exit (runner invariant 5). That wake comes from a worker thread, where tokio
+/// runs a woken task next on the same thread (its LIFO slot), so the woken
+/// shard must not wait there if the next task of the batch blocks the
+/// thread: it would stay counted as a live shard, not idle, and a task
+/// spawned meanwhile would find no shard to run it while the other worker
+/// idles. Each round: task T, parked, is woken from a tokio task that
+/// spawns the blocker B right after, so that one shard takes both; T blocks
+/// its thread for 10 ms (time for the other shard to go idle) and ends,
+/// the last parked task; then B blocks until a task spawned once it
+/// blocks has finished (1 s at most). That task is not in B's batch: it
+/// must not wait for B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_blocking_after_the_last_parked_task_ended_holds_back_no_task_outside_its_batch() {
+    #[derive(Default)]
+    struct Round {
+        blocking: AtomicBool,
+        finished: Mutex<Option<Instant>>,
+        changed: Condvar,
+    }
+    let baseline = alive_tasks();
+    for round in 0..rounds(10) {
+        let state = Arc::new(Round::default());
+        let mut group = TaskGroup::<Instant, String>::new();
+        let (wake_tx, wake_rx) = oneshot::channel::<()>();
+        let (parked_tx, parked_rx) = oneshot::channel::<()>();
+        group.spawn(move |_ctx| async move {
+            let _ = parked_tx.send(());
+            wake_rx.await.map_err(|e| e.to_string())?;
+            std::thread::sleep(ms(10));
+            Ok(Instant::now())
+        });
+        parked_rx.await.unwrap();
+        eventually("one shard, idle", || alive_tasks() == baseline + 1).await;
+        let s = state.clone();
+        let mut group = tokio::spawn(async move {
+            wake_tx.send(()).unwrap();
+            group.spawn(move |_ctx| async move {
+                s.blocking.store(true, SeqCst);
+                let finished = s.finished.lock().unwrap();
+                let _finished = s
+                    .changed
+                    .wait_timeout_while(finished, Duration::from_secs(1), |at| at.is_none())
+                    .unwrap();
+                Ok(Instant::now())
+            });
+            group
+        })
+        .await
+        .unwrap();
+        eventually("the blocker blocking", || state.blocking.load(SeqCst)).await;
+        let spawned = Instant::now();
+        let s = state.clone();
+        group.spawn(move |_ctx| async move {
+            let now = Instant::now();
+            *s.finished.lock().unwrap() = Some(now);
+            s.changed.notify_all();
+            Ok(now)
+        });
+        let times = within("the group", group.wait()).await.unwrap();
+        let (released, finished) = (times[1], times[2]);
+        assert!(
+            finished < released,
+            "round {round}: a task spawned while a sibling blocked its thread ran \
+             {:?} after its spawn, only once the blocker released its thread",
+            finished - spawned
+        );
+        eventually("the shards exiting", || alive_tasks() == baseline).await;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -936,6 +1008,225 @@ fn runtime_shutdown_drops_parked_queued_and_woken_tasks() {
             "task {task}: {} instead of Cancelled",
             kind(outcome)
         );
+    }
+}
+
+/// Tasks of [`shut_down_with_a_batch_in_hand`]: one parked, the rest
+/// blocking their thread first.
+const SLEEPERS: usize = 16;
+const SHUTDOWN_TASKS: usize = 1 + SLEEPERS;
+
+/// Runs `group` on a new 2-worker runtime and drops the runtime while one
+/// shard is in the middle of its batch: one task parked for good (it keeps
+/// the shards alive), then `SLEEPERS` tasks that block their thread for
+/// 5 ms and park for good, and the runtime dropped while the first of them
+/// blocks. Each task future holds a `guard()`. Returns how many sleepers
+/// had started. (The 5 ms sleeps block a worker on purpose: they keep a
+/// batch in a shard's hands through the shutdown.)
+fn shut_down_with_a_batch_in_hand<G: Send + 'static>(
+    group: &mut TaskGroup<(), String>,
+    guard: impl Fn() -> G,
+) -> usize {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sleeping = Arc::new(AtomicUsize::new(0));
+    runtime.block_on(async {
+        let (parked_tx, parked_rx) = oneshot::channel();
+        let held = guard();
+        group.spawn(move |_ctx| async move {
+            let _held = held;
+            let _ = parked_tx.send(());
+            pending().await
+        });
+        parked_rx.await.unwrap();
+        for _ in 0..SLEEPERS {
+            let (held, sleeping) = (guard(), sleeping.clone());
+            group.spawn(move |_ctx| async move {
+                let _held = held;
+                sleeping.fetch_add(1, SeqCst);
+                std::thread::sleep(ms(5));
+                pending().await
+            });
+        }
+        eventually("a task blocking its thread", || sleeping.load(SeqCst) > 0).await;
+    });
+    drop(runtime);
+    sleeping.load(SeqCst)
+}
+
+/// A runtime dropped while one shard is in the middle of its batch: the
+/// cells it has taken are neither queued nor parked, so the shard whose
+/// drop closes the runner cannot end them; the shard still polling must.
+/// Every task future is dropped by the time the runtime is, and on a new
+/// runtime the group is joined at once, every task cancelled.
+#[test]
+fn runtime_shutdown_ends_the_cells_in_a_shards_batch() {
+    let after = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..rounds(30) {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut group = TaskGroup::<(), String>::new();
+        let sleepers = shut_down_with_a_batch_in_hand(&mut group, || DropCounter(drops.clone()));
+        assert_eq!(
+            drops.load(SeqCst),
+            SHUTDOWN_TASKS,
+            "round {round}: task futures outlived their runtime ({sleepers} of {SLEEPERS} \
+             sleepers had started)"
+        );
+        let outcomes = after.block_on(within(
+            "wait_outcomes on a new runtime",
+            group.wait_outcomes(),
+        ));
+        assert_eq!(outcomes.len(), SHUTDOWN_TASKS);
+        for (task, outcome) in outcomes.iter().enumerate() {
+            assert!(
+                outcome.is_cancelled(),
+                "round {round}, task {task}: {} instead of Cancelled",
+                kind(outcome)
+            );
+        }
+    }
+}
+
+/// Tries the lock in its `Drop`, as a task's value might lock it; counts
+/// the drops that found it held by the canceller. (Drops on two workers at
+/// once during the shutdown may find it held by each other: not counted.)
+struct LockOnDrop {
+    lock: Arc<Mutex<()>>,
+    canceller_holds_it: Arc<AtomicBool>,
+    found_held: Arc<AtomicUsize>,
+}
+
+impl Drop for LockOnDrop {
+    fn drop(&mut self) {
+        if self.lock.try_lock().is_err() && self.canceller_holds_it.load(SeqCst) {
+            self.found_held.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+/// The issue's deadlock: a user's `Drop` that holds a `std::sync::Mutex`
+/// while it drops a `CancelHandle`, once the runtime under the group has
+/// shut down, must not have the cancel drop task futures (whose own `Drop`
+/// takes that lock) on its thread: tokio never drops a task's future
+/// inline in an abort. With every future dropped by the shutdown, the
+/// cancel finds none left. (A wake or cancel that races the shutdown
+/// itself still may: see the runner's invariant 6.)
+#[test]
+fn a_cancel_after_the_runtime_shut_down_drops_no_task_future_on_its_thread() {
+    for round in 0..rounds(30) {
+        let lock = Arc::new(Mutex::new(()));
+        let canceller_holds_it = Arc::new(AtomicBool::new(false));
+        let found_held = Arc::new(AtomicUsize::new(0));
+        let (parent, cancel) = Context::background().with_cancel();
+        let mut group = TaskGroup::<(), String>::with_context(&parent);
+        let guard = || LockOnDrop {
+            lock: lock.clone(),
+            canceller_holds_it: canceller_holds_it.clone(),
+            found_held: found_held.clone(),
+        };
+        shut_down_with_a_batch_in_hand(&mut group, guard);
+        {
+            let _held = lock.lock().unwrap();
+            canceller_holds_it.store(true, SeqCst);
+            drop(cancel);
+            canceller_holds_it.store(false, SeqCst);
+        }
+        assert_eq!(
+            found_held.load(SeqCst),
+            0,
+            "round {round}: the cancel dropped task futures on its own thread, under the \
+             caller's lock (a deadlock had they locked it)"
+        );
+        assert!(group.context().is_cancelled());
+        let outcomes = group
+            .wait_outcomes()
+            .now_or_never()
+            .expect("the group is joined once its runtime is gone");
+        assert_eq!(outcomes.len(), SHUTDOWN_TASKS);
+    }
+}
+
+/// A runtime of the given flavor (multi-thread: 2 workers).
+fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
+    let mut builder = if multi_thread {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().unwrap()
+}
+
+/// A group outlives the runtime its tasks ran on: a task run there and
+/// taken with `next`, then the runtime dropped. With none of its shards
+/// left, the group's next task runs on the runtime it is spawned from, and
+/// `wait` there returns its value: never a `Cancelled` that nothing caused.
+/// Every mix of flavors, with the old runtime dropped after the group's
+/// shards exited, or with a task still parked on it (which the shutdown
+/// cancels, and `next` then reports).
+#[test]
+fn a_group_whose_runtime_is_gone_runs_new_tasks_on_the_runtime_it_is_used_from() {
+    for (old_multi_thread, new_multi_thread, parked) in [
+        (true, false, false),
+        (true, true, true),
+        (false, true, false),
+        (false, false, true),
+        (true, false, true),
+        (false, true, true),
+    ] {
+        let case = format!(
+            "old runtime multi-thread: {old_multi_thread}, new: {new_multi_thread}, \
+             a task parked on the old one: {parked}"
+        );
+        let mut group = TaskGroup::<u32, String>::new();
+        let old = runtime(old_multi_thread);
+        old.block_on(async {
+            let baseline = alive_tasks();
+            group.spawn(|_ctx| async { Ok(1) });
+            if parked {
+                let (parked_tx, parked_rx) = oneshot::channel();
+                group.spawn(move |_ctx| async move {
+                    let _ = parked_tx.send(());
+                    pending().await
+                });
+                parked_rx.await.unwrap();
+            }
+            let (_, outcome) = within("next on the old runtime", group.next())
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcome, Outcome::Ok(1)),
+                "{case}: {}",
+                kind(&outcome)
+            );
+            if !parked {
+                eventually("the shards exiting", || alive_tasks() == baseline).await;
+            }
+        });
+        drop(old);
+        runtime(new_multi_thread).block_on(async {
+            if parked {
+                let (_, outcome) = within("next on the new runtime", group.next())
+                    .await
+                    .unwrap();
+                assert!(outcome.is_cancelled(), "{case}: {}", kind(&outcome));
+            }
+            let baseline = alive_tasks();
+            group.spawn(|_ctx| async {
+                tokio::task::yield_now().await;
+                Ok(2)
+            });
+            let values = within("wait on the new runtime", group.wait()).await;
+            assert_eq!(values, Ok(vec![2]), "{case}");
+            eventually("the shards exiting", || alive_tasks() == baseline).await;
+        });
     }
 }
 

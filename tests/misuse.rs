@@ -727,6 +727,37 @@ fn the_runtime_shutting_down_under_a_group_cancels_its_tasks() {
 }
 
 #[test]
+fn spawn_outside_a_runtime_once_the_groups_runtime_is_gone_panics_naming_it() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = TaskGroup::<u8, String>::new();
+    runtime.block_on(async {
+        group.spawn(|_ctx| async { Ok(1) });
+        assert!(matches!(group.next().await, Some((_, Outcome::Ok(1)))));
+    });
+    drop(runtime);
+    let payload = catch_unwind(AssertUnwindSafe(|| {
+        group.spawn(|_ctx| async { Ok(2) });
+    }))
+    .expect_err("spawn outside a runtime, the group's own gone, did not panic");
+    let text = message(&*payload);
+    assert!(
+        text.contains("shut down") && text.contains("outside a tokio runtime"),
+        "{text}"
+    );
+    // The task is accounted for, as cancelled, and the group still joins.
+    assert_eq!(group.len(), 1);
+    let outcomes = group
+        .wait_outcomes()
+        .now_or_never()
+        .expect("every task is accounted for: ready at the first poll");
+    assert_eq!(outcomes.len(), 1);
+    assert!(outcomes[0].is_cancelled(), "{outcomes:?}");
+}
+
+#[test]
 fn cancelling_twice_keeps_the_first_cause() {
     #[derive(Debug, thiserror::Error)]
     #[error("first")]

@@ -5,8 +5,6 @@ mod builder;
 mod joiner;
 mod outcome;
 mod runner;
-#[cfg(all(test, loom))]
-mod runner_loom;
 mod shared;
 mod task;
 
@@ -37,11 +35,11 @@ use crate::{Context, ContextError};
 /// once, and tasks queued by a [limit](TaskGroupBuilder::limit) start as
 /// slots free, whether or not anyone is inside `wait` or `next`.
 ///
-/// Dropping the group (or the `wait` future) cancels its context at once;
-/// the group's runner then drops every async task's future (a parked task
-/// as soon as the runner gets to it, a task being polled right then at the
-/// end of that poll), with nobody polling the group. Only a blocking task
-/// still running outlives it, until it returns.
+/// Dropping the group (or the `wait` future) cancels its context at once,
+/// and every async task's future is dropped right after, by the group's
+/// runner on the runtime's workers (not on the dropping thread, as tokio's
+/// abort leaves the drop to a worker); only a blocking task still running
+/// outlives it, until it returns.
 ///
 /// # How it ends: join policies
 ///
@@ -75,11 +73,17 @@ use crate::{Context, ContextError};
 ///   in the same batch: every other ready task is left in the queue for
 ///   another worker, and a task woken later rejoins that queue;
 /// - tokio's cooperative budget is kept: the group yields to the rest of
-///   the runtime after 128 polls, or sooner when the budget runs out.
+///   the runtime after 128 polls, or sooner when the budget runs out;
+/// - a runtime shutting down drops every task's future by the time its
+///   drop returns, wherever the task was, and polls none of them once it
+///   has dropped the first of the group's runner tasks.
 ///
 /// What differs: [`tokio::task::id`] inside a task names the group's
 /// runner task, not the task, and the runtime's task metrics count the
-/// group's runner tasks. A blocking task
+/// group's runner tasks. A wake or a cancel that comes while the runtime
+/// is shutting down, just as it drops the group's runner tasks, may drop
+/// that task's future on the thread that wakes or cancels (tokio leaves
+/// that drop to the shutdown). A blocking task
 /// ([`spawn_blocking`](TaskGroup::spawn_blocking)) is still a task on
 /// tokio's blocking pool.
 ///
@@ -312,7 +316,13 @@ where
     ///
     /// Panics outside a tokio runtime, as [`tokio::spawn`] does, when the
     /// group has not run a task yet. The group's tasks all run on the
-    /// runtime its first task was spawned on.
+    /// runtime its first task was spawned on, for as long as it lives; once
+    /// it has shut down, with none of the group's tasks left running there,
+    /// the next task moves the group to the runtime it is spawned from.
+    /// Spawned outside any runtime then, it panics with a message saying
+    /// so ("... the runtime this group's tasks ran on has shut down ..."),
+    /// and the task counts as cancelled. A task spawned while that runtime
+    /// is shutting down is cancelled with the others, as tokio's are.
     ///
     /// # Examples
     ///

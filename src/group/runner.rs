@@ -25,6 +25,9 @@
 //! - Its fairness: a shard polls at most [`TURN`] cells, or fewer when
 //!   tokio's cooperative budget runs out, and then yields to tokio with its
 //!   unpolled cells back at the head of the queue.
+//! - Its end at runtime shutdown: once the runtime drops the first shard,
+//!   no cell is polled again, and every future is dropped by the time the
+//!   runtime's drop returns, those in another shard's batch included.
 //!
 //! # Invariants
 //!
@@ -53,17 +56,39 @@
 //! 6. A shard dropped unfinished means its runtime is shutting down: the
 //!    runner closes, ends every queued and parked cell, and from then on
 //!    ends each cell where it would be queued, as tokio drops its tasks at
-//!    shutdown.
-//! 7. A shard woken or spawned from inside a shard's poll never waits for
-//!    that poll to end. tokio runs a task woken or spawned on one of its
-//!    workers next on that same worker, from a slot no other worker steals
-//!    from (its LIFO slot): there, the new shard would wait behind the
-//!    rest of the current shard's turn, and if a cell polled in it blocks
-//!    its thread, so would every queued cell, not only that cell's batch
-//!    (with tokio tasks only the one task in that slot would). So right
-//!    after it, a no-op tokio task is spawned too ([`Runner::unpin`]): it
-//!    takes the slot, and the shard goes to the worker's run queue, where
-//!    an idle worker is told to steal it.
+//!    shutdown. The cells another shard has taken into its batch are
+//!    neither queued nor parked: as with `cancelled` in invariant 4,
+//!    `close` sets `closed` before it takes the queue lock, and a shard
+//!    reads it before each poll and after registering a cell. So that shard
+//!    polls none of them again and ends each one, or `close` aborts it.
+//!    Then no cell is left for a later cancel to end on its own thread. A
+//!    cell that a waker or a cancel scheduled before `close` could abort
+//!    it is still ended by that pusher, on its thread, where tokio would
+//!    leave the drop to the shutdown: left so, since once the last shard
+//!    is gone no thread of that runtime is left to hand it to.
+//! 7. A shard woken or spawned from inside a shard's poll (to take cells,
+//!    or to exit) never waits for that poll to end. tokio runs a task
+//!    woken or spawned on one of its workers next on that same worker,
+//!    from a slot no other worker steals from (its LIFO slot): there, the
+//!    new shard would wait behind the rest of the current shard's turn,
+//!    and if a cell polled in it blocks its thread, so would every queued
+//!    cell, not only that cell's batch (with tokio tasks only the one task
+//!    in that slot would), and so would every task spawned meanwhile,
+//!    which finds that shard neither idle nor gone. So right after it, a
+//!    no-op tokio task is spawned too ([`Runner::unpin`]): it takes the
+//!    slot, and the shard goes to the worker's run queue, where an idle
+//!    worker is told to steal it.
+//! 8. The shards run on the runtime the group's first task was spawned
+//!    on, until it shuts down: a runner closed with none of its shards
+//!    left (invariant 6), or whose new shard that runtime refused (tokio
+//!    drops a task spawned on a runtime that has shut down inside `spawn`,
+//!    which [`Runner::hand_over`] tells from a shutdown under a running
+//!    shard), moves to the runtime of the thread spawning a new task, and
+//!    opens again. Only with no shard left, so no shard of the old runtime
+//!    ever sees `closed` cleared; a cell of the old runtime still being
+//!    woken then was aborted by `close`, and whoever takes it ends it
+//!    unpolled. Spawned outside any runtime then, the task is ended and
+//!    `spawn` panics, saying why.
 //!
 //! # Lock order
 //!
@@ -77,14 +102,19 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::{Arc, PoisonError};
 use std::task::{self, Poll, Wake, Waker};
 
 use slab::Slab;
 use tokio::runtime::Handle;
 
 use crate::loom::{AtomicBool, AtomicU8, AtomicUsize, Mutex, MutexGuard};
+
+// A child module, so that its models can drive the runner's own code.
+#[cfg(all(test, loom))]
+#[path = "runner_loom.rs"]
+mod runner_loom;
 
 /// What a cell runs: the group's `TaskFuture` around the user's future.
 pub(super) type Body = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -99,6 +129,11 @@ const TURN: usize = 128;
 /// `Cell::parked_key` of a cell not in `parked`.
 const NOT_PARKED: usize = usize::MAX;
 
+/// The most entries `ready` and `parked` keep once they drain: a group
+/// whose tasks come and go a few at a time reuses them; one that once held
+/// a burst lets the peak go (a million parked tasks grew them to 24 MiB).
+const KEPT: usize = 64;
+
 /// A group's shards and their shared queue of cells ready to run.
 pub(super) struct Runner {
     /// On a cache line of its own: every cell's creation and end touches
@@ -106,11 +141,15 @@ pub(super) struct Runner {
     queue: CacheLine<Mutex<Queue>>,
     /// The group was cancelled: no future is polled again (invariant 4).
     cancelled: AtomicBool,
-    /// The runtime the group's first task was spawned on, and its number
-    /// of workers: the group's shards run there, at most one per worker.
-    runtime: OnceLock<(Handle, usize)>,
+    /// The runtime is shutting down: no future is polled again, and every
+    /// cell is ended where it would be queued (invariant 6).
+    closed: AtomicBool,
+    /// `Queue::runtime` is set: [`Runner::bind`]'s look without the lock.
+    bound: AtomicBool,
 }
 
+/// What the queue lock guards. `ready` and `parked` give back what a burst
+/// made them grow to once they drain, down to [`KEPT`] entries.
 struct Queue {
     ready: VecDeque<Arc<Cell>>,
     /// Every cell that has ever returned `Pending` and not ended
@@ -120,9 +159,41 @@ struct Queue {
     shards: usize,
     /// Wakers of parked shards.
     idle: Vec<Waker>,
-    /// The runtime is shutting down (invariant 6).
-    closed: bool,
+    /// The runtime the shards run on (invariant 8), and its number of
+    /// workers: at most one shard per worker.
+    runtime: Option<Handle>,
+    workers: usize,
 }
+
+impl Queue {
+    /// Runs the shards on `runtime` from now on (invariant 8).
+    fn bind(&mut self, runtime: Handle) {
+        self.workers = runtime.metrics().num_workers().max(1);
+        self.runtime = Some(runtime);
+    }
+
+    /// Where a new shard is to run, and that runtime's number of workers.
+    fn shard_runtime(&self) -> Option<(Handle, usize)> {
+        Some((self.runtime.clone()?, self.workers))
+    }
+
+    /// `ready` drained after a burst: swapped for a small one. The old one
+    /// is returned, to be freed without the lock.
+    fn shrink_ready(&mut self) -> Option<VecDeque<Arc<Cell>>> {
+        (self.ready.is_empty() && self.ready.capacity() > KEPT)
+            .then(|| std::mem::replace(&mut self.ready, VecDeque::with_capacity(KEPT)))
+    }
+
+    /// The same for `parked`.
+    fn shrink_parked(&mut self) -> Option<Slab<Arc<Cell>>> {
+        (self.parked.is_empty() && self.parked.capacity() > KEPT)
+            .then(|| std::mem::replace(&mut self.parked, Slab::with_capacity(KEPT)))
+    }
+}
+
+/// Why a new task could not be run: its group's runtime has shut down, and
+/// the task was spawned outside any runtime (invariant 8).
+struct RuntimeGone;
 
 impl Runner {
     pub(super) fn new() -> Arc<Runner> {
@@ -132,10 +203,12 @@ impl Runner {
                 parked: Slab::new(),
                 shards: 0,
                 idle: Vec::new(),
-                closed: false,
+                runtime: None,
+                workers: 1,
             })),
             cancelled: AtomicBool::new(false),
-            runtime: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            bound: AtomicBool::new(false),
         })
     }
 
@@ -151,14 +224,24 @@ impl Runner {
     /// Outside a tokio runtime, with tokio's message, when not yet bound.
     #[track_caller]
     pub(super) fn bind(&self) {
-        if self.runtime.get().is_none() {
-            let handle = Handle::current();
-            let workers = handle.metrics().num_workers().max(1);
-            let _ = self.runtime.set((handle, workers));
+        if !self.bound.load(Acquire) {
+            let runtime = Handle::current();
+            let mut queue = self.lock();
+            if queue.runtime.is_none() {
+                queue.bind(runtime);
+            }
+            self.bound.store(true, Release);
         }
     }
 
     /// Runs `body` as a new task.
+    ///
+    /// # Panics
+    ///
+    /// When the group's runtime has shut down and the caller is outside
+    /// any runtime (invariant 8); the task is ended first, so it counts as
+    /// cancelled.
+    #[track_caller]
     pub(super) fn spawn(self: &Arc<Self>, body: Body) {
         let cell = Arc::new(Cell {
             state: TaskState::new(),
@@ -166,8 +249,14 @@ impl Runner {
             runner: self.clone(),
             parked_key: AtomicUsize::new(NOT_PARKED),
         });
-        if cell.state.schedule() {
-            self.push(cell);
+        let scheduled = cell.state.schedule();
+        debug_assert!(scheduled, "a new cell is idle");
+        if let Err(RuntimeGone) = self.enqueue(cell, true) {
+            panic!(
+                "TaskGroup::spawn called outside a tokio runtime, and the runtime this \
+                 group's tasks ran on has shut down: spawn from within a runtime, and the \
+                 group's tasks run there"
+            );
         }
     }
 
@@ -185,28 +274,65 @@ impl Runner {
         self.push_all(idle);
     }
 
+    /// Whether no future may be polled again: the group was cancelled
+    /// (invariant 4) or its runtime is shutting down (invariant 6).
+    fn stopped(&self) -> bool {
+        self.cancelled.load(SeqCst) || self.closed.load(SeqCst)
+    }
+
     /// Queues a cell whose state says it must be pushed (invariant 1).
     fn push(self: &Arc<Self>, cell: Arc<Cell>) {
+        // Only a new task may move the runner (invariant 8).
+        let _ = self.enqueue(cell, false);
+    }
+
+    /// [`Runner::push`], and for a new task (`fresh`), pushed by the thread
+    /// spawning it, the move to that thread's runtime if the group's has
+    /// shut down (invariant 8).
+    fn enqueue(self: &Arc<Self>, cell: Arc<Cell>, fresh: bool) -> Result<(), RuntimeGone> {
         let mut queue = self.lock();
-        if queue.closed {
-            drop(queue);
-            return cell.end();
+        if self.closed.load(SeqCst) {
+            if !fresh || queue.shards > 0 {
+                drop(queue);
+                cell.end();
+                return Ok(());
+            }
+            let Ok(runtime) = Handle::try_current() else {
+                drop(queue);
+                cell.end();
+                return Err(RuntimeGone);
+            };
+            self.reopen(&mut queue, Some(runtime));
         }
         queue.ready.push_back(cell);
         let wake = queue.idle.pop();
-        let spawn = wake.is_none() && queue.shards < self.max_shards();
-        if spawn {
+        let spawn = wake.is_none() && queue.shards < queue.workers;
+        let runtime = if spawn {
             queue.shards += 1;
-        }
+            queue.shard_runtime()
+        } else {
+            None
+        };
         drop(queue);
         if let Some(shard) = wake {
             shard.wake();
         } else if spawn {
-            self.spawn_shard();
+            self.spawn_shard(runtime, fresh)?;
         } else {
-            return;
+            return Ok(());
         }
         self.unpin();
+        Ok(())
+    }
+
+    /// Opens a closed runner with no shard left, on `runtime` (invariant
+    /// 8). Under the queue lock.
+    fn reopen(&self, queue: &mut Queue, runtime: Option<Handle>) {
+        debug_assert_eq!(queue.shards, 0, "a shard of the old runtime is left");
+        if let Some(runtime) = runtime {
+            queue.bind(runtime);
+        }
+        self.closed.store(false, SeqCst);
     }
 
     /// Queues many cells at once (a cancel): one lock, every idle shard
@@ -216,21 +342,24 @@ impl Runner {
             return;
         }
         let mut queue = self.lock();
-        if queue.closed {
+        if self.closed.load(SeqCst) {
             drop(queue);
             return cells.into_iter().for_each(|cell| cell.end());
         }
         queue.ready.extend(cells);
         let idle = std::mem::take(&mut queue.idle);
         let spawn = idle.is_empty() && queue.shards == 0;
-        if spawn {
+        let runtime = if spawn {
             queue.shards += 1;
-        }
+            queue.shard_runtime()
+        } else {
+            None
+        };
         drop(queue);
         let roused = spawn || !idle.is_empty();
         idle.into_iter().for_each(Waker::wake);
         if spawn {
-            self.spawn_shard();
+            let _ = self.spawn_shard(runtime, false);
         }
         if roused {
             self.unpin();
@@ -239,41 +368,82 @@ impl Runner {
 
     /// Called right after waking or spawning a shard: from inside a
     /// shard's poll, on a runtime with other workers to steal it, spawns a
-    /// no-op tokio task to take this worker's LIFO slot, so that the shard
-    /// just woken goes where an idle worker can steal it instead of waiting
-    /// for this poll (invariant 7). Elsewhere (outside the runtime, or in a
-    /// tokio task of the user's) it does nothing.
+    /// no-op tokio task on that runtime to take this worker's LIFO slot, so
+    /// that the shard just woken goes where an idle worker can steal it
+    /// instead of waiting for this poll (invariant 7). Elsewhere (outside
+    /// the runtime, or in a tokio task of the user's) it does nothing.
     fn unpin(&self) {
-        if let Some((handle, workers)) = self.runtime.get()
-            && *workers > 1
-            && IN_SHARD.with(ThreadCell::get)
-        {
-            drop(handle.spawn(std::future::ready(())));
+        if IN_SHARD.with(ThreadCell::get) > 1 {
+            // A shard is polled on one of its runtime's workers, which is
+            // inside that runtime.
+            drop(tokio::spawn(std::future::ready(())));
         }
     }
 
-    fn max_shards(&self) -> usize {
-        self.runtime.get().map_or(1, |(_, workers)| *workers)
+    /// Starts the shard counted in `shards` for it, on `runtime`. If that
+    /// runtime has shut down, a new task (`fresh`) moves the runner to the
+    /// caller's runtime when no other shard is left (invariant 8); else the
+    /// runner closes, as when a runtime drops a shard (invariant 6).
+    fn spawn_shard(
+        self: &Arc<Self>,
+        runtime: Option<(Handle, usize)>,
+        fresh: bool,
+    ) -> Result<(), RuntimeGone> {
+        let Some((runtime, workers)) = runtime else {
+            // Unbound: no runtime to run it (never, past `bind`).
+            self.close(&mut VecDeque::new());
+            return Ok(());
+        };
+        if self.hand_over(&runtime, workers) {
+            return Ok(());
+        }
+        let mut gone = false;
+        if fresh {
+            let mut queue = self.lock();
+            if queue.shards == 1 && !self.closed.load(SeqCst) {
+                match Handle::try_current() {
+                    Ok(current) => {
+                        queue.bind(current.clone());
+                        let workers = queue.workers;
+                        drop(queue);
+                        // Refused again: the caller's runtime is the one
+                        // shutting down, and the task is cancelled with it.
+                        if self.hand_over(&current, workers) {
+                            return Ok(());
+                        }
+                    }
+                    Err(_) => gone = true,
+                }
+            }
+        }
+        // What the refused shard's drop would have done (invariant 6).
+        self.close(&mut VecDeque::new());
+        if gone { Err(RuntimeGone) } else { Ok(()) }
     }
 
-    fn spawn_shard(self: &Arc<Self>) {
+    /// Spawns a shard on `runtime`. Returns `false` if the runtime refused
+    /// it: it has shut down, and tokio dropped the shard inside `spawn`.
+    /// The shard's drop tells that from a shutdown under it, by
+    /// [`HANDING_OVER`], and leaves the rest to the caller (invariant 8).
+    fn hand_over(self: &Arc<Self>, runtime: &Handle, workers: usize) -> bool {
         let shard = Shard {
             runner: self.clone(),
             batch: VecDeque::with_capacity(BATCH),
+            workers,
             finished: false,
         };
-        match self.runtime.get() {
-            // A runtime shutting down drops the shard unpolled, which
-            // closes the runner (invariant 6).
-            Some((handle, _)) => drop(handle.spawn(shard)),
-            None => drop(shard),
-        }
+        let me = Arc::as_ptr(self) as usize;
+        let outer = HANDING_OVER.with(|handing| handing.replace(me));
+        let task = runtime.spawn(shard);
+        let refused = HANDING_OVER.with(|handing| handing.replace(outer)) == REFUSED;
+        drop(task);
+        !refused
     }
 
     /// A shard's next batch, or why it has none (invariant 5).
     fn take(&self, batch: &mut VecDeque<Arc<Cell>>, waker: &Waker) -> Take {
         let mut queue = self.lock();
-        if queue.closed {
+        if self.closed.load(SeqCst) {
             queue.shards -= 1;
             return Take::Exit;
         }
@@ -293,6 +463,7 @@ impl Runner {
         }
         let n = queue.ready.len().min(BATCH);
         batch.extend(queue.ready.drain(..n));
+        let spent = queue.shrink_ready();
         // More left than this shard takes: bring an idle one in.
         let wake = if queue.ready.is_empty() {
             None
@@ -300,6 +471,7 @@ impl Runner {
             queue.idle.pop()
         };
         drop(queue);
+        drop(spent);
         if let Some(shard) = wake {
             shard.wake();
             self.unpin();
@@ -314,7 +486,7 @@ impl Runner {
             return;
         }
         let mut queue = self.lock();
-        if queue.closed {
+        if self.closed.load(SeqCst) {
             drop(queue);
             return batch.drain(..).for_each(|cell| cell.end());
         }
@@ -329,37 +501,46 @@ impl Runner {
     }
 
     /// Registers a cell that returned `Pending` for the first time
-    /// (invariant 3). Returns whether the runner was cancelled meanwhile
-    /// (invariant 4): then the caller ends it.
+    /// (invariant 3). Returns whether the runner was cancelled or closed
+    /// meanwhile (invariants 4 and 6): then the caller ends it.
     fn park(&self, cell: &Arc<Cell>) -> bool {
         let mut queue = self.lock();
         let key = queue.parked.insert(cell.clone());
         cell.parked_key.store(key, Relaxed);
         drop(queue);
-        self.cancelled.load(SeqCst)
+        self.stopped()
     }
 
     /// A registered cell ended: out of `parked`. The last one out, with
     /// nothing queued, wakes the idle shards, to exit; with cells queued,
-    /// the shard that runs the last of them does (invariant 5).
+    /// the shard that runs the last of them does (invariant 5). A cell
+    /// usually ends inside a shard's poll, with more of its batch to come:
+    /// the shards woken must not wait for that poll (invariant 7), or a
+    /// task spawned meanwhile would find them neither idle nor gone.
     fn unpark(&self, key: usize) {
         let mut queue = self.lock();
         let cell = queue.parked.try_remove(key);
+        let spent = queue.shrink_parked();
         let idle = if queue.parked.is_empty() && queue.ready.is_empty() {
             std::mem::take(&mut queue.idle)
         } else {
             Vec::new()
         };
         drop(queue);
+        drop(spent);
         drop(cell);
-        idle.into_iter().for_each(Waker::wake);
+        if !idle.is_empty() {
+            idle.into_iter().for_each(Waker::wake);
+            self.unpin();
+        }
     }
 
     /// A shard was dropped unfinished: its runtime is shutting down
     /// (invariant 6).
     fn close(&self, batch: &mut VecDeque<Arc<Cell>>) {
+        // Before the lock: a shard polling its batch sees it (invariant 6).
+        self.closed.store(true, SeqCst);
         let mut queue = self.lock();
-        queue.closed = true;
         queue.shards -= 1;
         let ready = std::mem::take(&mut queue.ready);
         let parked: Vec<Arc<Cell>> = queue.parked.iter().map(|(_, c)| c.clone()).collect();
@@ -393,20 +574,29 @@ thread_local! {
     /// none): how `wait` knows it was called from its own group's task.
     static POLLING: ThreadCell<usize> = const { ThreadCell::new(0) };
 
-    /// This thread is polling a shard, so it is one of its runtime's
-    /// workers (invariant 7).
-    static IN_SHARD: ThreadCell<bool> = const { ThreadCell::new(false) };
+    /// The number of workers of the runtime whose shard this thread is
+    /// polling (0: none), so this thread is one of them (invariant 7).
+    static IN_SHARD: ThreadCell<usize> = const { ThreadCell::new(0) };
+
+    /// The runner handing a new shard to tokio on this thread, as an
+    /// address (0: none), or [`REFUSED`] once that shard was dropped
+    /// meanwhile (invariant 8).
+    static HANDING_OVER: ThreadCell<usize> = const { ThreadCell::new(0) };
 }
+
+/// `HANDING_OVER` once the runtime has refused the shard: no runner's
+/// address.
+const REFUSED: usize = 1;
 
 /// Marks the thread as polling a shard, until dropped.
 struct InShard {
-    outer: bool,
+    outer: usize,
 }
 
 impl InShard {
-    fn enter() -> InShard {
+    fn enter(workers: usize) -> InShard {
         InShard {
-            outer: IN_SHARD.with(|in_shard| in_shard.replace(true)),
+            outer: IN_SHARD.with(|in_shard| in_shard.replace(workers)),
         }
     }
 }
@@ -439,6 +629,8 @@ impl Drop for Polling {
 struct Shard {
     runner: Arc<Runner>,
     batch: VecDeque<Arc<Cell>>,
+    /// Its runtime's number of workers (invariant 7).
+    workers: usize,
     finished: bool,
 }
 
@@ -447,7 +639,7 @@ impl Future for Shard {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let _in_shard = InShard::enter();
+        let _in_shard = InShard::enter(this.workers);
 
         let mut polled = 0;
         loop {
@@ -474,7 +666,15 @@ impl Future for Shard {
 
 impl Drop for Shard {
     fn drop(&mut self) {
-        if !self.finished {
+        if self.finished {
+            return;
+        }
+        let me = Arc::as_ptr(&self.runner) as usize;
+        if HANDING_OVER.with(|handing| handing.get()) == me {
+            // Refused by a runtime that has shut down: never started, and
+            // its spawner decides (invariant 8).
+            HANDING_OVER.with(|handing| handing.set(REFUSED));
+        } else {
             self.runner.close(&mut self.batch);
         }
     }
@@ -491,10 +691,10 @@ struct Cell {
 }
 
 impl Cell {
-    /// Polls the cell once, or ends it if aborted or cancelled. The caller
-    /// held its queue entry (invariant 1).
+    /// Polls the cell once, or ends it if aborted, cancelled or closed. The
+    /// caller held its queue entry (invariant 1).
     fn run(self: Arc<Self>) {
-        if self.state.start() || self.runner.cancelled.load(SeqCst) {
+        if self.state.start() || self.runner.stopped() {
             return self.end();
         }
         let waker = Waker::from(self.clone());
@@ -517,7 +717,8 @@ impl Cell {
             return self.end();
         }
         if self.parked_key.load(Relaxed) == NOT_PARKED && self.runner.park(&self) {
-            return self.end(); // cancelled before `cancel` could see it
+            // Cancelled or closed before `cancel` or `close` could see it.
+            return self.end();
         }
         if self.state.stop() {
             let runner = self.runner.clone();

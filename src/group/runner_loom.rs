@@ -1,7 +1,8 @@
 //! loom models of [`TaskState`], the scheduling state machine of the
 //! runner's cells (`runner.rs`, invariants 1 and 2, and the abort path):
 //! every interleaving of a poll with wakes and aborts, within loom's
-//! bounds. Run with
+//! bounds; and models of the runner's own code where a shutdown races its
+//! shards (invariant 6, at the end). Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib runner_loom`
 //! (`.ci/run` does, in its own target directory).
 //!
@@ -29,7 +30,7 @@ use loom::sync::Mutex;
 use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 use loom::thread;
 
-use super::runner::TaskState;
+use super::TaskState;
 
 /// The stand-in for a cell's future: counts its drop.
 struct Body {
@@ -383,5 +384,153 @@ fn wake_happens_before_the_next_poll() {
         cell.drain();
         assert!(cell.completed.load(Relaxed), "the wake was lost");
         cell.assert_ended();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// The runner's own code: `Runner::close` racing its shards (invariant 6)
+
+/// What a model's stand-in task future saw: its polls and its drop.
+#[derive(Default)]
+struct Probe {
+    polls: AtomicUsize,
+    drops: AtomicUsize,
+}
+
+/// A stand-in task future: never ready; counts its polls and its drop.
+struct Forever(Arc<Probe>);
+
+impl std::future::Future for Forever {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.0.polls.fetch_add(1, Relaxed);
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Forever {
+    fn drop(&mut self) {
+        self.0.drops.fetch_add(1, Relaxed);
+    }
+}
+
+/// A runner with `shards` shards counted, and a new cell of it that a
+/// shard has taken into its batch: scheduled, neither queued nor parked.
+fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Cell>, Arc<Probe>) {
+    let runner = super::Runner::new();
+    runner.lock().shards = shards;
+    let probe = Arc::new(Probe::default());
+    let cell = Arc::new(super::Cell {
+        state: TaskState::new(),
+        body: Mutex::new(Some(Box::pin(Forever(probe.clone())))),
+        runner: runner.clone(),
+        parked_key: AtomicUsize::new(super::NOT_PARKED),
+    });
+    assert!(cell.state.schedule(), "a new cell is idle");
+    (runner, cell, probe)
+}
+
+/// Invariant 6: a shard is dropped (its runtime shutting down) while
+/// another shard takes up a cell from its batch for the first time, so the
+/// cell is neither queued nor parked when `close` looks. Whatever the
+/// interleaving, the cell is ended exactly once (its future dropped), is
+/// never polled once `close` has returned, and is out of `parked`; and the
+/// polling shard's next look at the queue tells it to exit.
+#[test]
+fn close_racing_a_shards_first_poll_of_a_cell_ends_it() {
+    loom::model(|| {
+        let (runner, cell, probe) = runner_with_a_taken_cell(2);
+        let closed = Arc::new(AtomicBool::new(false));
+        let closer = {
+            let (runner, closed) = (runner.clone(), closed.clone());
+            thread::spawn(move || {
+                runner.close(&mut std::collections::VecDeque::new());
+                closed.store(true, Release);
+            })
+        };
+        let closed_before = closed.load(Acquire);
+        cell.clone().run();
+        closer.join().unwrap();
+        assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
+        assert!(probe.polls.load(Relaxed) <= 1);
+        if closed_before {
+            assert_eq!(probe.polls.load(Relaxed), 0, "polled after the close");
+        }
+        assert!(cell.body.lock().unwrap().is_none());
+        assert!(!cell.state.schedule(), "an ended cell is woken");
+        let queue = runner.lock();
+        assert!(queue.parked.is_empty(), "an ended cell is still parked");
+        assert!(queue.ready.is_empty());
+        drop(queue);
+        let waker = std::task::Waker::noop();
+        assert!(matches!(
+            runner.take(&mut std::collections::VecDeque::new(), waker),
+            super::Take::Exit
+        ));
+    });
+}
+
+/// Invariant 6, the same race with the cell already parked (registered by
+/// an earlier poll) and woken into the shard's batch: `close` aborts it
+/// while the shard runs it, and either of them ends it, once.
+#[test]
+fn close_racing_a_shards_poll_of_a_parked_cell_ends_it_once() {
+    loom::model(|| {
+        let (runner, cell, probe) = runner_with_a_taken_cell(2);
+        // The first poll registers it; then a wake puts it in a batch.
+        cell.clone().run();
+        assert_ne!(cell.parked_key.load(Relaxed), super::NOT_PARKED);
+        assert!(cell.state.schedule(), "a parked cell is idle");
+        let closer = {
+            let runner = runner.clone();
+            thread::spawn(move || runner.close(&mut std::collections::VecDeque::new()))
+        };
+        cell.clone().run();
+        closer.join().unwrap();
+        assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
+        assert!(probe.polls.load(Relaxed) <= 2);
+        assert!(
+            runner.lock().parked.is_empty(),
+            "an ended cell is still parked"
+        );
+    });
+}
+
+/// Invariant 8: a runner closed with no shard left opens again for a new
+/// task (on the runtime its spawner runs in), while a waker pushes a cell
+/// of the old runtime that `close` aborted, before the close, between the
+/// close and the reopening, or after. The cell is ended exactly once and
+/// never polled again, whoever ends it: `close`, the waker (while closed),
+/// or the new shard (unpolled, as aborted).
+#[test]
+fn reopen_racing_a_wake_of_a_cell_the_close_aborted_ends_it_unpolled() {
+    loom::model(|| {
+        let (runner, cell, probe) = runner_with_a_taken_cell(1);
+        cell.clone().run(); // its first poll: parked, idle
+        let waker = {
+            let cell = cell.clone();
+            thread::spawn(move || std::task::Waker::from(cell).wake())
+        };
+        runner.close(&mut std::collections::VecDeque::new()); // the last shard
+        {
+            let mut queue = runner.lock();
+            assert_eq!(queue.shards, 0);
+            runner.reopen(&mut queue, None); // a new task moves the runner
+            queue.shards = 1; // and this thread plays its new shard
+        }
+        waker.join().unwrap();
+        let mut batch = std::collections::VecDeque::new();
+        while let super::Take::Batch = runner.take(&mut batch, std::task::Waker::noop()) {
+            while let Some(cell) = batch.pop_front() {
+                cell.run();
+            }
+        }
+        assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
+        assert_eq!(probe.polls.load(Relaxed), 1, "polled after the close");
+        assert!(
+            runner.lock().parked.is_empty(),
+            "an ended cell is still parked"
+        );
     });
 }
