@@ -130,3 +130,59 @@ fn an_idle_group_frees_its_runner_queues_after_a_burst_of_parked_tasks() {
         );
     });
 }
+
+/// The group's own bookkeeping gives back a burst too: 100,000 closures
+/// queued behind a limit at once (the closure queue), all finished before
+/// anyone read them (the queue of finished outcomes), then drained with
+/// `try_next`. Both kept their peak before (issue 10, item 8).
+#[test]
+fn an_idle_group_frees_its_closure_queue_and_finished_outcomes_after_a_burst() {
+    const TASKS: usize = 100_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let baseline = alive_tasks();
+        let mut group = TaskGroup::<(), String>::builder().limit(4).build();
+        for _ in 0..8 {
+            group.spawn(|_ctx| async { Ok(()) });
+        }
+        until(|| alive_tasks() == baseline && group.try_next().is_some() && group.is_empty()).await;
+        // What the group keeps once grown a little: the counting starts here.
+        let before = live_bytes();
+
+        let finished = Arc::new(AtomicUsize::new(0));
+        for _ in 0..TASKS {
+            let finished = finished.clone();
+            group.spawn(move |_ctx| async move {
+                finished.fetch_add(1, SeqCst);
+                Ok(())
+            });
+        }
+        let queued = live_bytes() - before;
+        until(|| finished.load(SeqCst) == TASKS && alive_tasks() == baseline).await;
+        let unread = live_bytes() - before;
+        assert_eq!(group.len(), TASKS, "nothing read yet");
+        let mut read = 0;
+        while let Some((_, outcome)) = group.try_next() {
+            assert!(outcome.is_ok());
+            read += 1;
+        }
+        assert_eq!(read, TASKS);
+        let left = live_bytes() - before;
+
+        assert!(
+            queued > 1_000_000,
+            "the queued closures are counted: {queued} B"
+        );
+        assert!(
+            unread > 500_000,
+            "the unread outcomes are counted: {unread} B"
+        );
+        assert!(
+            left < 4096,
+            "{left} B still allocated by an idle group after {TASKS} closures were \
+             queued, finished unread and drained"
+        );
+    });
+}
