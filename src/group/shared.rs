@@ -652,7 +652,9 @@ where
             Held::Slot { ran, .. } => {
                 state.running -= 1;
                 after.freed_slot = true;
-                if !ran || self.ctx.is_cancelled() {
+                if state.queue.is_empty() {
+                    // Nothing waits for the slot (always so without a limit).
+                } else if !ran || self.ctx.is_cancelled() {
                     after.unstarted.append(&mut state.take_queue());
                 } else if after.start.is_none() {
                     after.start = self.claim_start(state);
@@ -664,6 +666,9 @@ where
     /// Takes the next queued closure and its slot, if this thread may start
     /// it (invariants 3 and 7).
     fn claim_start(&self, state: &mut State<T, E>) -> Option<Start<T, E>> {
+        if state.queue.is_empty() {
+            return None;
+        }
         let room = self.limit.is_none_or(|limit| state.running < limit);
         if state.starting || state.cancelling || !room || self.ctx.is_cancelled() {
             return None;
@@ -713,7 +718,9 @@ where
             // waits.
             self.slot_freed.notify_one();
         }
-        self.discard(std::mem::take(&mut after.unstarted));
+        if !after.unstarted.is_empty() {
+            self.discard(std::mem::take(&mut after.unstarted));
+        }
         if let Some(start) = after.start {
             self.start_queued(start);
         }

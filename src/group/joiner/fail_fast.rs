@@ -51,7 +51,8 @@ impl<T, E: fmt::Display> Joiner<T, E> for FailFast {
     type Output = Result<Vec<T>, GroupError<E>>;
 
     fn on_complete(&mut self, id: TaskId, outcome: &Outcome<T, E>, group: &Context) -> Decision {
-        if group.is_cancelled() {
+        // Only a failure while the group is live decides anything.
+        if matches!(outcome, Outcome::Ok(_) | Outcome::Cancelled) || group.is_cancelled() {
             return Decision::Continue;
         }
         match outcome {

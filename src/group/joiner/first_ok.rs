@@ -73,7 +73,8 @@ impl<T, E> Joiner<T, E> for FirstOk {
     type Output = Result<T, AllFailed<E>>;
 
     fn on_complete(&mut self, id: TaskId, outcome: &Outcome<T, E>, group: &Context) -> Decision {
-        if group.is_cancelled() {
+        // Only a success or a panic while the group is live decides.
+        if matches!(outcome, Outcome::Err(_) | Outcome::Cancelled) || group.is_cancelled() {
             return Decision::Continue;
         }
         match outcome {

@@ -186,6 +186,10 @@ pub struct Unread<T, E> {
     cancelled_by: Option<TaskId>,
     /// Some unread task returned `Ok` only once the group was cancelled.
     late_ok: bool,
+    /// As the group was joined: some unread task panicked; every unread
+    /// task returned `Ok` (one scan, for the built-in policies).
+    any_panicked: bool,
+    all_ok: bool,
 }
 
 impl<T, E> Unread<T, E> {
@@ -194,11 +198,18 @@ impl<T, E> Unread<T, E> {
         cancelled_by: Option<TaskId>,
         late_ok: bool,
     ) -> Self {
+        let (mut any_panicked, mut all_ok) = (false, true);
+        for (_, outcome) in &done {
+            any_panicked |= outcome.is_panicked();
+            all_ok &= outcome.is_ok();
+        }
         Unread {
             done,
             sorted: None,
             cancelled_by,
             late_ok,
+            any_panicked,
+            all_ok,
         }
     }
 
@@ -214,20 +225,17 @@ impl<T, E> Unread<T, E> {
         self.late_ok
     }
 
-    /// The unread outcomes in completion order; empty once iteration began.
-    fn in_completion_order(&self) -> impl Iterator<Item = &(TaskId, Outcome<T, E>)> {
-        self.done.iter()
-    }
-
-    /// Whether every unread task returned `Ok`.
+    /// Whether every unread task returned `Ok`, as the group was joined.
     pub(crate) fn all_ok(&self) -> bool {
-        self.in_completion_order()
-            .all(|(_, outcome)| outcome.is_ok())
+        self.all_ok
     }
 
     /// Takes the panic the built-in policies re-raise: the one that
     /// cancelled the group, else the first in completion order.
     pub(crate) fn take_first_panic(&mut self) -> Option<Box<dyn Any + Send>> {
+        if !self.any_panicked {
+            return None;
+        }
         let first = self
             .cancelled_by
             .and_then(|by| {
@@ -295,10 +303,16 @@ pub(super) fn in_spawn_order<T, E, X>(
     done: VecDeque<(TaskId, Outcome<T, E>)>,
     mut keep: impl FnMut(TaskId, Outcome<T, E>) -> Option<X>,
 ) -> Vec<X> {
-    let Some(first) = done.iter().map(|(id, _)| id.0).min() else {
+    let Some((first, last)) = done
+        .iter()
+        .map(|(id, _)| id.0)
+        .fold(None, |span, id| match span {
+            None => Some((id, id)),
+            Some((first, last)) => Some((id.min(first), id.max(last))),
+        })
+    else {
         return Vec::new();
     };
-    let last = done.iter().map(|(id, _)| id.0).max().unwrap_or(first);
     let span = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
     if span / 2 > done.len() {
         // Sparse (`next` handed out most of a long run): sort what is left
