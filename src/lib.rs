@@ -173,7 +173,10 @@ mod group;
 pub mod http;
 mod loom;
 
-pub use context::{AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextRunFuture};
+pub use context::{
+    AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextDoneOwned,
+    ContextRunFuture,
+};
 pub use error::{ContextError, GroupError, TaskFailed};
 pub use group::{
     AllFailed, Decision, FailFast, FirstOk, Joiner, Outcome, Supervise, TaskGroup,

@@ -14,7 +14,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 pub use cause::Cause;
-pub use future::{ContextDoneFuture, ContextRunFuture};
+pub use future::{ContextDoneFuture, ContextDoneOwned, ContextRunFuture};
 pub(crate) use tree::CancelHook;
 use tree::{Callback, Cancellation, Node, NodeSpec};
 
@@ -389,6 +389,33 @@ impl Context {
     /// ```
     pub fn done(&self) -> ContextDoneFuture<'_> {
         ContextDoneFuture::new(&self.node)
+    }
+
+    /// Like [`done`](Context::done), but the future owns a clone of this
+    /// context: it is `'static + Send`, for APIs that keep the future, such
+    /// as `axum::serve(..).with_graceful_shutdown(root.done_owned())`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it loses nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// // No `async move` needed to send it to another task.
+    /// let waiter = tokio::spawn(ctx.done_owned());
+    /// cancel.cancel();
+    /// waiter.await.unwrap();
+    /// assert!(ctx.is_cancelled());
+    /// # }
+    /// ```
+    pub fn done_owned(&self) -> ContextDoneOwned {
+        ContextDoneOwned::new(&self.node)
     }
 
     /// Returns `true` once this context is cancelled or past its deadline.

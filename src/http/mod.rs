@@ -59,7 +59,7 @@
 //!         DisconnectListener::new(listener, &root),
 //!         app.into_make_service_with_connect_info::<ConnectionContext>(),
 //!     )
-//!     .with_graceful_shutdown(async move { root.done().await })
+//!     .with_graceful_shutdown(root.done_owned())
 //!     .into_future(),
 //! );
 //!
