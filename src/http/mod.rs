@@ -147,6 +147,7 @@ pub use propagate::{
 };
 pub use watch::{ConnectionContext, Watchable, WatchedIo};
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use with_axum::{DisconnectListener, MissingContextLayer};
 
 /// Why a request's or a connection's [`Context`](crate::Context) was cancelled because the
