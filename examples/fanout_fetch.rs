@@ -418,13 +418,13 @@ impl Origin {
             .expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("local address");
         let listener = DisconnectListener::new(listener, root);
-        let root = root.clone();
+        let shutdown = root.done_owned();
         tokio::spawn(async move {
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<ConnectionContext>(),
             )
-            .with_graceful_shutdown(async move { root.done().await })
+            .with_graceful_shutdown(shutdown)
             .await
             .expect("origin server")
         });

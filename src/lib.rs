@@ -158,6 +158,7 @@
 //! | [`done`](Context::done) on a context that can never be cancelled ([`Context::background`], [`without_cancel`](Context::without_cancel)) | it never resolves, by design (Go's `Done()` is `nil` there); [`run`](Context::run) simply runs the future | `done_on_a_context_that_can_never_be_cancelled_never_resolves` |
 //! | `ready` on a group whose limit is full of tasks that never finish | it waits (that is the backpressure) and returns as soon as the group is cancelled | `ready_on_a_full_group_returns_once_cancelled` |
 //! | a [`ContextRunFuture`] polled after it completed | a panic: "ContextRunFuture polled after completion" | `a_run_future_polled_after_completion_panics` |
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -171,10 +172,14 @@ mod context;
 mod error;
 mod group;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod loom;
 
-pub use context::{AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextRunFuture};
+pub use context::{
+    AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextDoneOwned,
+    ContextRunFuture,
+};
 pub use error::{ContextError, GroupError, TaskFailed};
 pub use group::{
     AllFailed, Decision, FailFast, FirstOk, Joiner, Outcome, Supervise, TaskGroup,

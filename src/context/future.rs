@@ -142,6 +142,71 @@ impl std::fmt::Debug for ContextDoneFuture<'_> {
     }
 }
 
+/// Future returned by [`Context::done_owned`](crate::Context::done_owned):
+/// [`ContextDoneFuture`] that owns its context, so it is `'static + Send`
+/// and can be handed to an API that keeps it, such as
+/// `axum::serve(..).with_graceful_shutdown(..)`, without an `async move`
+/// wrapper.
+///
+/// It is the same future as [`done`](crate::Context::done)'s (the same
+/// waiting and deadline rules), boxed once when created.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping it loses nothing.
+///
+/// # Examples
+///
+/// ```
+/// use taskgroup::{Context, ContextDoneOwned};
+///
+/// fn assert_static_send<F: std::future::Future + Send + 'static>(f: F) -> F {
+///     f
+/// }
+///
+/// let (ctx, cancel) = Context::background().with_cancel();
+/// let done: ContextDoneOwned = assert_static_send(ctx.done_owned());
+/// drop(ctx); // the future keeps the context alive
+/// let mut done = tokio_test::task::spawn(done);
+/// assert!(done.poll().is_pending());
+/// cancel.cancel();
+/// assert!(done.is_woken());
+/// assert!(done.poll().is_ready());
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct ContextDoneOwned {
+    node: Arc<Node>,
+    done: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+}
+
+impl ContextDoneOwned {
+    pub(super) fn new(node: &Arc<Node>) -> ContextDoneOwned {
+        let owned = Arc::clone(node);
+        ContextDoneOwned {
+            node: Arc::clone(node),
+            // `done()`'s future, made at the first poll from a node it owns:
+            // it looks at the state after creating its waiter, as always.
+            done: Box::pin(async move { ContextDoneFuture::new(&owned).await }),
+        }
+    }
+}
+
+impl Future for ContextDoneOwned {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
+        self.done.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for ContextDoneOwned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextDoneOwned")
+            .field("done", &self.node.is_cancelled())
+            .finish()
+    }
+}
+
 pin_project! {
     /// Future returned by [`Context::run`](crate::Context::run) and
     /// [`Context::sleep`](crate::Context::sleep): the inner future's output,

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use cause::Cause;
-pub use future::{ContextDoneFuture, ContextRunFuture};
+pub use future::{ContextDoneFuture, ContextDoneOwned, ContextRunFuture};
 pub(crate) use tree::CancelHook;
 use tree::{Callback, Cancellation, Node, NodeSpec};
 
@@ -391,6 +392,148 @@ impl Context {
         ContextDoneFuture::new(&self.node)
     }
 
+    /// Like [`done`](Context::done), but the future owns a clone of this
+    /// context: it is `'static + Send`, for APIs that keep the future, such
+    /// as `axum::serve(..).with_graceful_shutdown(root.done_owned())`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it loses nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// // No `async move` needed to send it to another task.
+    /// let waiter = tokio::spawn(ctx.done_owned());
+    /// cancel.cancel();
+    /// waiter.await.unwrap();
+    /// assert!(ctx.is_cancelled());
+    /// # }
+    /// ```
+    pub fn done_owned(&self) -> ContextDoneOwned {
+        ContextDoneOwned::new(&self.node)
+    }
+
+    /// A [`CancellationToken`] cancelled with this context, for code that
+    /// speaks tokio-util's token (tokio-graceful-shutdown subsystems, tonic
+    /// and hyper shutdown code, hand-written workers).
+    ///
+    /// The token is cancelled synchronously inside the context's cancel:
+    /// when [`CancelHandle::cancel`] returns (or the deadline fires, or a
+    /// parent is cancelled), the token reports `is_cancelled()`. No task,
+    /// no timer. A token carries no cause: read [`err`](Context::err) and
+    /// [`cause`](Context::cause) on the context for why.
+    ///
+    /// Cancelling the token does not cancel the context: holding a context
+    /// still never lets you cancel it. A context that can never be
+    /// cancelled (like [`background`](Context::background)) gives a token
+    /// that is never cancelled, and holds nothing; one already cancelled
+    /// gives a cancelled token. Every call on the same context hands out a
+    /// clone of the same token; [`is_cancelled`](Context::is_cancelled)
+    /// never touches it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    ///
+    /// let (ctx, cancel) = Context::background().with_cancel();
+    /// let token = ctx.to_token();
+    /// assert!(!token.is_cancelled());
+    /// cancel.cancel();
+    /// // Already cancelled when `cancel` returns: no task, no timer.
+    /// assert!(token.is_cancelled());
+    ///
+    /// let (ctx, _cancel) = Context::background().with_cancel();
+    /// let token = ctx.to_token();
+    /// token.cancel(); // the token cannot cancel its context
+    /// assert!(!ctx.is_cancelled());
+    ///
+    /// assert!(!Context::background().to_token().is_cancelled()); // never
+    /// ```
+    pub fn to_token(&self) -> CancellationToken {
+        self.node.token(None)
+    }
+
+    /// A child context that is also cancelled, with
+    /// [`ContextError::Cancelled`], when `token` is cancelled: a token from
+    /// tokio-util code (a tokio-graceful-shutdown subsystem's) drives a
+    /// tree of contexts and task groups.
+    ///
+    /// The child is cancelled with this context as any child is. A token
+    /// carries no cause, so the child's [`cause`](Context::cause) is the
+    /// `ContextError` itself. On a token already cancelled the child is
+    /// born cancelled, and no runtime is needed. Otherwise a small watcher
+    /// task waits for the token; it ends, and lets go of the token, as
+    /// soon as either side ended: the token cancelled, or the child
+    /// cancelled or dropped.
+    ///
+    /// # Panics
+    ///
+    /// When the token is not yet cancelled and this is called outside a
+    /// tokio runtime: the watcher is spawned on the current runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, ContextError};
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let token = CancellationToken::new();
+    /// let ctx = Context::background().with_token(&token);
+    /// assert!(!ctx.is_cancelled());
+    /// token.cancel();
+    /// ctx.done().await;
+    /// assert_eq!(ctx.err(), Some(ContextError::Cancelled));
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn with_token(&self, token: &CancellationToken) -> Context {
+        if token.is_cancelled() {
+            let child = self.child(NodeSpec {
+                own_cancel: true,
+                ..NodeSpec::plain()
+            });
+            tree::cancel(
+                &child.node,
+                Cancellation::new(ContextError::Cancelled, None),
+            );
+            return child;
+        }
+        let runtime = runtime("with_token");
+        // The watcher stops when this is cancelled: by the child's cancel
+        // (it is the child's own token) or by the child's drop (the guard
+        // is the child's value, of a type nobody else can name).
+        let stop = CancellationToken::new();
+        let child = self.child(NodeSpec {
+            own_cancel: true,
+            value: Some(Box::new(WatcherGuard(stop.clone().drop_guard()))),
+            ..NodeSpec::plain()
+        });
+        let stop = child.node.token(Some(stop));
+        if stop.is_cancelled() {
+            // Born cancelled through its parent.
+            return child;
+        }
+        let node = Arc::downgrade(&child.node);
+        let token = token.clone();
+        drop(runtime.spawn(async move {
+            if stop.run_until_cancelled(token.cancelled()).await.is_some()
+                && let Some(node) = node.upgrade()
+            {
+                tree::cancel(&node, Cancellation::new(ContextError::Cancelled, None));
+            }
+        }));
+        child
+    }
+
     /// Returns `true` once this context is cancelled or past its deadline.
     ///
     /// One atomic load; no lock.
@@ -657,6 +800,9 @@ impl Context {
         tree::cancel(&self.node, cancellation)
     }
 }
+
+/// Held as the value of a `with_token` child: its drop stops the watcher.
+struct WatcherGuard(#[allow(dead_code, reason = "held for its drop")] DropGuard);
 
 pub(crate) fn cancellation(error: ContextError, cause: Option<Cause>) -> Cancellation {
     Cancellation::new(error, cause)

@@ -56,6 +56,7 @@ use tokio::runtime::{self, Handle};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::Cause;
 use crate::ContextError;
@@ -180,6 +181,9 @@ struct Extras {
     children: Slab<Weak<Node>>,
     callbacks: Slab<Arc<Callback>>,
     timer: Option<AbortHandle>,
+    /// Handed out by `Context::to_token`: cancelled in the walk, with the
+    /// hook, before `cancel` returns.
+    token: Option<CancellationToken>,
 }
 
 /// A node's deadline, and the runtime whose timer task serves it: the one
@@ -475,9 +479,37 @@ impl Node {
         let callbacks = inner
             .extras
             .as_mut()
-            .map(|extras| std::mem::take(&mut extras.callbacks));
+            .map(|extras| (std::mem::take(&mut extras.callbacks), extras.token.take()));
         drop(inner);
         drop(callbacks);
+    }
+
+    /// The token cancelled with this node: a fresh never-cancelled one,
+    /// kept nowhere, when the node can never be cancelled; a cancelled one
+    /// when it already is; else the node's own, made on first use and
+    /// cancelled by [`Taken::finish`]. `token` is the one to keep, if the
+    /// node has none yet (`with_token`'s watcher stop), else a new one.
+    pub(crate) fn token(&self, token: Option<CancellationToken>) -> CancellationToken {
+        if !self.cancellable {
+            return token.unwrap_or_default();
+        }
+        // Under `inner`: the canceller sets the state and takes the extras
+        // under it too, so a token stored here is always cancelled.
+        let mut inner = lock(&self.inner);
+        if self.abandoned.load(Ordering::Relaxed) {
+            return token.unwrap_or_default();
+        }
+        if self.is_cancelled() {
+            drop(inner);
+            let token = token.unwrap_or_default();
+            token.cancel();
+            return token;
+        }
+        inner
+            .extras()
+            .token
+            .get_or_insert_with(|| token.unwrap_or_default())
+            .clone()
     }
 
     /// Forgets a registration made by [`Node::register`]. A no-op once the
@@ -625,6 +657,9 @@ impl Taken {
             // The group may have been dropped meanwhile: ours may be the
             // last reference, and its tasks' destructors run here.
             panics.catch(move || drop(hook));
+        }
+        if let Some(token) = extras.token {
+            panics.catch(move || token.cancel());
         }
         if self.wake {
             panics.catch(|| node.notify.notify_waiters());

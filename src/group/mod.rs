@@ -10,7 +10,11 @@ mod task;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, MutexGuard};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+
+use tokio::sync::futures::OwnedNotified;
 
 pub use builder::TaskGroupBuilder;
 pub use joiner::{AllFailed, Decision, FailFast, FirstOk, Joiner, Supervise, Unread, hedge};
@@ -126,6 +130,12 @@ use crate::{Context, ContextError};
 pub struct TaskGroup<T, E, J = FailFast> {
     shared: Arc<Shared<T, E, J>>,
     next_id: u64,
+    /// The [`Stream`](futures_core::Stream) impl's waiter for `progress`,
+    /// kept between a `Pending` and the next poll. `next` and `join` drop a
+    /// stale one first: a waiter nobody polls would otherwise take a
+    /// wake-up meant for them. Locked only by those `&self` methods; the
+    /// stream reaches it through `&mut`.
+    stream_waiter: Mutex<Option<Pin<Box<OwnedNotified>>>>,
 }
 
 impl<T, E> TaskGroup<T, E>
@@ -298,6 +308,7 @@ where
         TaskGroup {
             shared: Shared::new(parent, name, limit, joiner),
             next_id: 0,
+            stream_waiter: Mutex::new(None),
         }
     }
 
@@ -552,36 +563,59 @@ where
     /// # }
     /// ```
     pub async fn next(&self) -> Option<(TaskId, Outcome<T, E>)> {
+        self.drop_stream_waiter();
         let mut woken = false;
         loop {
             let progress = self.shared.progress.notified();
-            {
-                let mut state = self.shared.lock();
-                let found = state.pop_done();
-                // `next` takes `&self`, so several calls may wait at once,
-                // and a task's completion wakes only one of them: a call
-                // that was woken passes the wake-up on when another caller
-                // has something to see (a further result, or the end), or
-                // that caller would wait forever.
-                let joined = state.is_joined();
-                if found.is_some() || joined {
-                    let pass_on = woken && (state.has_done() || joined);
-                    drop(state);
-                    if pass_on {
-                        self.shared.progress.notify_one();
-                    }
-                    return found;
-                }
-                // Nothing finished and one task running: if it is the
-                // caller, it would wait for itself forever (closures
-                // queued behind it cannot start while it holds its slot).
-                if state.only_one_running() {
-                    self.refuse_own_task(state, "next");
-                }
+            if let Some(found) = self.next_step(woken) {
+                return found;
             }
             progress.await;
             woken = true;
         }
+    }
+
+    /// One look at the group for [`next`](TaskGroup::next) and the
+    /// `Stream` impl: `Some` with what to hand out (a task, or `None` for
+    /// the end), or `None` to wait for `progress`. `woken`: the caller was
+    /// woken by `progress` since its last look.
+    fn next_step(&self, woken: bool) -> Option<Option<(TaskId, Outcome<T, E>)>> {
+        let mut state = self.shared.lock();
+        let found = state.pop_done();
+        // `next` takes `&self`, so several calls may wait at once, and a
+        // task's completion wakes only one of them: a call that was woken
+        // passes the wake-up on when another caller has something to see
+        // (a further result, or the end), or that caller would wait
+        // forever.
+        let joined = state.is_joined();
+        if found.is_some() || joined {
+            let pass_on = woken && (state.has_done() || joined);
+            drop(state);
+            if pass_on {
+                self.shared.progress.notify_one();
+            }
+            return Some(found);
+        }
+        // Nothing finished and one task running: if it is the caller, it
+        // would wait for itself forever (closures queued behind it cannot
+        // start while it holds its slot).
+        if state.only_one_running() {
+            self.refuse_own_task(state, "next");
+        }
+        None
+    }
+
+    /// Drops the `Stream`'s waiter left from a poll nobody followed up (a
+    /// `select!` that dropped `StreamExt::next`). Dropping a waiter that
+    /// was woken passes the wake-up on to the next one (tokio's `Notified`
+    /// does), so it is not lost.
+    fn drop_stream_waiter(&self) {
+        let stale = self
+            .stream_waiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(stale);
     }
 
     /// Hands out a task that has already finished, if any, without waiting:
@@ -727,6 +761,7 @@ where
     /// joiner, and takes what they left.
     async fn join(&self) -> Unread<T, E> {
         self.refuse_own_task(self.shared.lock(), "wait");
+        self.drop_stream_waiter();
         loop {
             let progress = self.shared.progress.notified();
             {
@@ -755,6 +790,109 @@ where
         let id = TaskId(self.next_id);
         self.next_id += 1;
         id
+    }
+}
+
+/// The group as a [`Stream`](futures_core::Stream) of finished tasks:
+/// each item is what [`next`](TaskGroup::next) would return, with the same
+/// rules, so [`StreamExt`](https://docs.rs/futures/0.3/futures/stream/trait.StreamExt.html)
+/// combinators work on `&mut group`.
+///
+/// The stream ends when `next` would return `None`: every task spawned has
+/// been handed out. Spawning again afterwards makes it yield again.
+/// [`size_hint`](futures_core::Stream::size_hint) is exact:
+/// [`len`](TaskGroup::len) tasks are still to come while the stream holds
+/// the group (`&mut`), since only the group's owner can spawn.
+///
+/// # Panics
+///
+/// Like [`next`](TaskGroup::next): when polled from the group's last
+/// running task, which would wait for itself forever.
+///
+/// # Cancel safety
+///
+/// Cancel safe, like `next`: a task is removed from the group only in the
+/// poll that returns it, so dropping a `StreamExt::next()` future in a
+/// `select!` loses nothing. A wake-up it was owed is passed on to the next
+/// `next` or `wait`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use futures::{Stream, StreamExt};
+/// use taskgroup::{Outcome, TaskGroup};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mut group = TaskGroup::<u64, String>::new();
+/// for ms in [30, 10, 20] {
+///     group.spawn(move |ctx| async move {
+///         ctx.sleep(Duration::from_millis(ms)).await.map_err(|e| e.to_string())?;
+///         Ok(ms)
+///     });
+/// }
+/// assert_eq!(group.size_hint(), (3, Some(3)));
+/// // The first two to finish, in completion order.
+/// let first: Vec<u64> = (&mut group)
+///     .filter_map(|(_id, outcome)| async move {
+///         match outcome {
+///             Outcome::Ok(ms) => Some(ms),
+///             _ => None,
+///         }
+///     })
+///     .take(2)
+///     .collect()
+///     .await;
+/// assert_eq!(first, [10, 20]);
+/// assert_eq!(group.len(), 1);
+/// # }
+/// ```
+impl<T, E, J> futures_core::Stream for TaskGroup<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    type Item = (TaskId, Outcome<T, E>);
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let waiter = this
+            .stream_waiter
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        // `next`'s loop, with its waiter kept in the group between polls.
+        let mut woken = false;
+        if let Some(progress) = waiter.as_mut() {
+            if progress.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *waiter = None;
+            woken = true;
+        }
+        loop {
+            let mut progress = Box::pin(Arc::clone(&this.shared.progress).notified_owned());
+            if let Some(found) = this.next_step(woken) {
+                return Poll::Ready(found);
+            }
+            if progress.as_mut().poll(cx).is_pending() {
+                *this
+                    .stream_waiter
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(progress);
+                return Poll::Pending;
+            }
+            woken = true;
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let len = self.len();
+        (len, Some(len))
     }
 }
 

@@ -307,7 +307,9 @@ pub(super) struct Shared<T, E, J> {
     /// Itself, for the cancel hook, which is handed `&self`.
     me: Weak<Self>,
     /// A task finished (or the group was cancelled): for `next` and `wait`.
-    pub(super) progress: Notify,
+    /// In an `Arc` so that the group's `Stream` can keep an owned waiter
+    /// between polls.
+    pub(super) progress: Arc<Notify>,
     /// A slot freed up (or the group was cancelled): for `ready`.
     pub(super) slot_freed: Notify,
 }
@@ -382,7 +384,7 @@ where
                 joiner: Mutex::new(Some(joiner)),
                 delivering: AtomicUsize::new(0),
                 me: me.clone(),
-                progress: Notify::new(),
+                progress: Arc::new(Notify::new()),
                 slot_freed: Notify::new(),
             }
         })

@@ -82,7 +82,7 @@ use crate::{CancelHandle, Context};
 /// let addr = listener.local_addr()?;
 /// let server = tokio::spawn(
 ///     axum::serve(listener, app)
-///         .with_graceful_shutdown(async move { root.done().await })
+///         .with_graceful_shutdown(root.done_owned())
 ///         .into_future(),
 /// );
 ///

@@ -59,7 +59,7 @@
 //!         DisconnectListener::new(listener, &root),
 //!         app.into_make_service_with_connect_info::<ConnectionContext>(),
 //!     )
-//!     .with_graceful_shutdown(async move { root.done().await })
+//!     .with_graceful_shutdown(root.done_owned())
 //!     .into_future(),
 //! );
 //!
@@ -147,6 +147,7 @@ pub use propagate::{
 };
 pub use watch::{ConnectionContext, Watchable, WatchedIo};
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use with_axum::{DisconnectListener, MissingContextLayer};
 
 /// Why a request's or a connection's [`Context`](crate::Context) was cancelled because the

@@ -50,6 +50,7 @@ use crate::Context;
 /// assert!(String::from_utf8_lossy(&body).contains("ContextLayer"));
 /// # }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> FromRequestParts<S> for Context {
     type Rejection = MissingContextLayer;
 
@@ -86,6 +87,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Context {
 /// assert_eq!(body, "bare");
 /// # }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Context {
     type Rejection = Infallible;
 
