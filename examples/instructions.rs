@@ -1,0 +1,64 @@
+//! Instruction counts of the group's hot paths, for callgrind: on a
+//! current-thread runtime a run is deterministic, so the count compares
+//! two builds exactly where wall-clock time on a shared machine cannot.
+//!
+//! `instructions SCENARIO N REPS` runs SCENARIO (`spawn_wait`: spawn N
+//! no-op tasks and wait; `first_error`: N tasks parked on `ctx.sleep(1 h)`,
+//! then one failing task, then `wait`) REPS times. Count it at N and at 0
+//! and divide the difference by N × REPS (BENCHMARKS.md, "Join policies"):
+//!
+//! ```text
+//! cargo build --release --example instructions
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/instructions spawn_wait 1000 20
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/instructions spawn_wait 0 1
+//! ```
+use std::convert::Infallible;
+use std::time::Duration;
+use taskgroup::{GroupError, TaskGroup};
+
+async fn spawn_wait(n: usize) {
+    let mut group = TaskGroup::<(), Infallible>::new();
+    for _ in 0..n {
+        group.spawn(|_ctx| async { Ok(()) });
+    }
+    assert_eq!(group.wait().await.unwrap().len(), n);
+}
+
+async fn first_error(n: usize) {
+    let mut group = TaskGroup::<(), usize>::new();
+    for _ in 0..n {
+        group.spawn(|ctx| async move {
+            let _ = ctx.sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        });
+    }
+    tokio::task::yield_now().await;
+    group.spawn(move |_ctx| async move { Err(n) });
+    assert_eq!(group.wait().await, Err(GroupError::Failed(n)));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: instructions spawn_wait|first_error N REPS";
+    let [_, scenario, n, reps] = &args[..] else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let n: usize = n.parse().expect(usage);
+    let reps: usize = reps.parse().expect(usage);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..reps {
+            match scenario.as_str() {
+                "spawn_wait" => spawn_wait(n).await,
+                "first_error" => first_error(n).await,
+                _ => panic!("{usage}"),
+            }
+        }
+    });
+}
