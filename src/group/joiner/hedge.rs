@@ -34,7 +34,10 @@ use crate::{Context, Outcome, TaskGroup, TaskId};
 /// # Panics
 ///
 /// Panics at once if `attempts` is 0. If an attempt panics, the others are
-/// cancelled and joined, and the panic is resumed in the caller.
+/// cancelled and joined, and the panic is resumed in the caller. `f` itself
+/// runs in the caller's task, as the future is polled: a panic there
+/// unwinds out of the future, which drops every attempt. Like
+/// [`TaskGroup::spawn`], the future must be polled inside a tokio runtime.
 ///
 /// # Cancel safety
 ///
