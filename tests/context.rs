@@ -1814,3 +1814,55 @@ async fn after_cancel_is_dropped_once_its_context_can_never_end() {
     cancel_parent.cancel();
     rx.await.expect("the callback ran");
 }
+
+/// An application error with room for the context's end.
+#[derive(Debug, PartialEq)]
+enum FetchError {
+    NotFound,
+    Stopped(ContextError),
+}
+
+impl From<ContextError> for FetchError {
+    fn from(error: ContextError) -> Self {
+        FetchError::Stopped(error)
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn try_run_flattens_the_futures_error_and_the_contexts_end_into_one() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    assert_eq!(ctx.try_run(async { Ok::<_, FetchError>(7) }).await, Ok(7));
+    assert_eq!(
+        ctx.try_run(async { Err::<u8, _>(FetchError::NotFound) })
+            .await,
+        Err(FetchError::NotFound)
+    );
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let slow = async move {
+        struct SetOnDrop(Arc<AtomicBool>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _guard = SetOnDrop(flag);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<u8, FetchError>(1)
+    };
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cancel.cancel();
+    });
+    let start = Instant::now();
+    assert_eq!(
+        ctx.try_run(slow).await,
+        Err(FetchError::Stopped(ContextError::Cancelled))
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the future was dropped at the cancel"
+    );
+    canceller.await.unwrap();
+}

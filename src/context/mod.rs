@@ -675,6 +675,61 @@ impl Context {
         ContextRunFuture::new(&self.node, fut)
     }
 
+    /// [`run`](Context::run) for a fallible `fut`, flattened: its own error
+    /// and the context's end come back as one `E`, for any error type that
+    /// a [`ContextError`] converts into (`std::io::Error`,
+    /// `anyhow::Error`, or your own enum with a `From<ContextError>`).
+    /// Where `ctx.run(fut).await` gives `Result<Result<T, E>, ContextError>`,
+    /// `ctx.try_run(fut).await?` gives `T`.
+    ///
+    /// # Errors
+    ///
+    /// `fut`'s own error, or the context's [`ContextError`] converted into
+    /// `E` if the context ends before `fut` completes.
+    ///
+    /// # Cancel safety
+    ///
+    /// As cancel safe as `fut`: dropping the returned future drops `fut`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io;
+    /// use std::time::Duration;
+    /// use taskgroup::{Context, ContextError};
+    ///
+    /// async fn read_config(slow: bool) -> io::Result<String> {
+    ///     if slow {
+    ///         tokio::time::sleep(Duration::from_secs(5)).await;
+    ///     }
+    ///     Ok("port = 8080".to_string())
+    /// }
+    ///
+    /// async fn load(ctx: &Context, slow: bool) -> io::Result<usize> {
+    ///     let config = ctx.try_run(read_config(slow)).await?; // one `?`
+    ///     Ok(config.len())
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(50));
+    /// assert_eq!(load(&ctx, false).await.unwrap(), 11);
+    /// let late = load(&ctx, true).await.unwrap_err();
+    /// assert_eq!(late.kind(), io::ErrorKind::TimedOut);
+    /// assert_eq!(
+    ///     late.get_ref().and_then(|e| e.downcast_ref::<ContextError>()),
+    ///     Some(&ContextError::DeadlineExceeded)
+    /// );
+    /// # }
+    /// ```
+    pub async fn try_run<T, E, F>(&self, fut: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: From<ContextError>,
+    {
+        self.run(fut).await?
+    }
+
     /// Sleeps for `duration`, or until this context is over.
     ///
     /// # Errors

@@ -146,6 +146,13 @@ where
     /// Creates a group with no limit, whose context is a child of
     /// [`Context::background`].
     ///
+    /// The task types usually come from the tasks. When every task only
+    /// ever returns `Ok(..)`, nothing says what `E` is, and rustc stops with
+    /// E0283, "type annotations needed ... cannot satisfy `_: Display`":
+    /// name the error type, `TaskGroup::<T, MyError>::new()` (or
+    /// `TaskGroup::<_, std::io::Error>::new()`), or return a typed error
+    /// somewhere (`Err::<T, MyError>(..)`).
+    ///
     /// # Examples
     ///
     /// ```
