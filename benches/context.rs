@@ -8,7 +8,14 @@
 //!   it. For the crate that is `with_cancel()` and dropping both halves
 //!   (dropping the `CancelHandle` cancels the child, as Go's `defer
 //!   cancel()` does); for the token, `child_token()` and dropping it.
+//! - `to_token`: `context`, derive a child (`with_cancel()`), take its
+//!   token (`to_token()`, the first: the token is made then) and drop all
+//!   three; `context_no_token`, the same without `to_token`, so the token's
+//!   own cost is the difference; `child_token`, the baseline, a token's
+//!   `child_token()` made and dropped.
 //! - `is_cancelled/uncontended`: one thread asks a live context.
+//!   `context_with_token`: a context that has handed out a token (and keeps
+//!   it alive), which must stay the same single atomic load.
 //! - `is_cancelled/contended`: the same while a second thread asks the same
 //!   context (the same token) in a loop. `atomic_load` is the floor: a bare
 //!   `AtomicU8` read, with the second thread reading it too. It shows what
@@ -49,6 +56,25 @@ fn child_create_drop(c: &mut Criterion) {
     group.bench_function("context", |b| b.iter(|| black_box(parent.with_cancel())));
     let token = CancellationToken::new();
     group.bench_function("child_token", |b| b.iter(|| black_box(token.child_token())));
+    group.finish();
+}
+
+fn to_token(c: &mut Criterion) {
+    let mut group = c.benchmark_group("to_token");
+    let (parent, _cancel) = Context::background().with_cancel();
+    group.bench_function("context", |b| {
+        b.iter(|| {
+            let (child, _cancel) = black_box(&parent).with_cancel();
+            black_box(child.to_token())
+        })
+    });
+    group.bench_function("context_no_token", |b| {
+        b.iter(|| black_box(black_box(&parent).with_cancel()))
+    });
+    let token = CancellationToken::new();
+    group.bench_function("child_token", |b| {
+        b.iter(|| black_box(black_box(&token).child_token()))
+    });
     group.finish();
 }
 
@@ -97,6 +123,11 @@ fn is_cancelled(c: &mut Criterion) {
 
     group.bench_function(BenchmarkId::new("context", "uncontended"), |b| {
         b.iter(|| black_box(&ctx).is_cancelled())
+    });
+    let (with_token, _with_token_cancel) = Context::background().with_cancel();
+    let _handed_out = with_token.to_token();
+    group.bench_function(BenchmarkId::new("context_with_token", "uncontended"), |b| {
+        b.iter(|| black_box(&with_token).is_cancelled())
     });
     group.bench_function(BenchmarkId::new("token", "uncontended"), |b| {
         b.iter(|| black_box(&token).is_cancelled())
@@ -260,6 +291,6 @@ fn quick() -> Criterion {
 criterion_group! {
     name = benches;
     config = quick();
-    targets = child_create_drop, is_cancelled, value, deep_chain_cancel, done_pending
+    targets = child_create_drop, to_token, is_cancelled, value, deep_chain_cancel, done_pending
 }
 criterion_main!(benches);
