@@ -5,58 +5,11 @@
 //! while a test measures, and everything measured here is allocated and
 //! freed on the test's thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::live_bytes;
 
 use taskgroup::Context;
-
-struct CountingAlloc;
-
-thread_local! {
-    /// Bytes allocated minus bytes freed by this thread. `const` and with
-    /// no destructor, so the allocator may touch it at any point of a
-    /// thread's life without allocating.
-    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(bytes: isize) {
-    LIVE_BYTES.with(|live| live.set(live.get() + bytes));
-}
-
-fn live_bytes() -> isize {
-    LIVE_BYTES.with(Cell::get)
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged and only adds bookkeeping on a thread-local counter, so
-// `System`'s guarantees carry over.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            count(l.size() as isize);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        count(-(l.size() as isize));
-        // SAFETY: `p` was allocated by `System` (every allocation goes
-        // through this allocator) with layout `l`.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: forwarded as is; `p` came from `System` with layout `l`.
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            count(new as isize - l.size() as isize);
-        }
-        q
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// A long-lived parent that once held 100,000 children at once gives their
 /// slab back when the last one goes: it kept 16 bytes per child ever linked

@@ -7,6 +7,9 @@
 //! stands for "let everything that can run, run", never for "sleep long
 //! enough".
 
+mod support;
+use support::{DropFlag, drop_flag};
+
 use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -31,20 +34,6 @@ use tokio_test::{assert_pending, assert_ready, task};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// Sets its flag when dropped: tells whether a task's future was dropped.
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, SeqCst);
-    }
-}
-
-fn drop_flag() -> (DropFlag, Arc<AtomicBool>) {
-    let flag = Arc::new(AtomicBool::new(false));
-    (DropFlag(flag.clone()), flag)
 }
 
 /// Counts task bodies running at once, and the most ever seen.

@@ -5,62 +5,15 @@
 //! (The resident set cannot show it: glibc keeps freed small chunks
 //! mapped.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::live_bytes;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use taskgroup::{Outcome, TaskGroup};
 use tokio::sync::watch;
-
-struct CountingAlloc;
-
-thread_local! {
-    /// Bytes this thread has allocated and not freed (frees of another
-    /// thread's allocations count against it).
-    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(bytes: isize) {
-    // A const thread-local without a destructor is there until the thread
-    // is gone; `try_with` still guards the allocator from ever panicking.
-    let _ = LIVE_BYTES.try_with(|live| live.set(live.get() + bytes));
-}
-
-fn live_bytes() -> isize {
-    LIVE_BYTES.with(Cell::get)
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged and only adds bookkeeping in a thread-local counter (which
-// does not allocate), so `System`'s guarantees carry over.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            count(l.size() as isize);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        count(-(l.size() as isize));
-        // SAFETY: `p` was allocated by `System` (every allocation goes
-        // through this allocator) with layout `l`.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: forwarded as is; `p` came from `System` with layout `l`.
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            count(new as isize - l.size() as isize);
-        }
-        q
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// Yields until `done()` holds (a current-thread runtime without a timer).
 async fn until(mut done: impl FnMut() -> bool) {

@@ -3,8 +3,8 @@
 //! `Supervise`, `FirstOk` and `hedge`. `FailFast` is the rest of the suite.
 
 mod support;
+use support::{drop_flag, message};
 
-use std::any::Any;
 use std::future::pending;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -33,28 +33,6 @@ fn quiet_expected_panics() {
             }
         }));
     });
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default()
-}
-
-/// Sets a flag when dropped: proves a task's future was dropped.
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, SeqCst);
-    }
-}
-
-fn drop_flag() -> (DropFlag, Arc<AtomicBool>) {
-    let flag = Arc::new(AtomicBool::new(false));
-    (DropFlag(flag.clone()), flag)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

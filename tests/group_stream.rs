@@ -4,7 +4,9 @@
 //! Timing is deterministic: paused time and channels for ordering; no
 //! sleep stands for a signal.
 
-use std::any::Any;
+mod support;
+use support::message;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,14 +31,6 @@ fn sleepers(delays: &[u64]) -> TaskGroup<u64, String> {
         });
     }
     group
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

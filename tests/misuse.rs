@@ -2,7 +2,9 @@
 //! row, named after it: each gets a clear error or a documented panic,
 //! never a hang, and no task is lost.
 
-use std::any::Any;
+mod support;
+use support::{drop_flag, message};
+
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -15,20 +17,6 @@ use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// Sets a flag when dropped: proves user code was dropped.
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, SeqCst);
-    }
-}
-
-fn drop_flag() -> (DropFlag, Arc<AtomicBool>) {
-    let flag = Arc::new(AtomicBool::new(false));
-    (DropFlag(flag.clone()), flag)
-}
 
 /// Panics when dropped, with a "misuse panic" payload.
 struct PanicOnDrop(&'static str);
@@ -58,14 +46,6 @@ fn quiet_expected_panics() {
             }
         }));
     });
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default()
 }
 
 fn alive_tasks() -> usize {
