@@ -89,6 +89,7 @@
 //! | `context.AfterFunc` | [`after_cancel`](Context::after_cancel) |
 //! | `cancel()` / `context.WithCancelCause` + `cancel(err)` | [`cancel()`](CancelHandle::cancel) / [`cancel_with(err)`](CancelHandle::cancel_with) |
 //! | `defer cancel()` | automatic: dropping the [`CancelHandle`] cancels |
+//! | `ctx, _ := context.WithTimeout(..)` (go vet warns) | `let (ctx, _cancel) = ..`: `_` drops the handle, which cancels at once |
 //! | `<-ctx.Done()`, `ctx.Err()`, `context.Cause(ctx)` | [`done().await`](Context::done), [`err()`](Context::err), [`cause()`](Context::cause) |
 //! | `errgroup.WithContext(ctx)` | [`TaskGroup::with_context(&ctx)`](TaskGroup::with_context) |
 //! | `g.Go(f)`, `g.TryGo(f)`, `g.SetLimit(n)` | [`spawn`](TaskGroup::spawn), [`try_spawn`](TaskGroup::try_spawn), [`builder().limit(n)`](TaskGroupBuilder::limit) |
@@ -130,6 +131,7 @@
 //!
 //! | Misuse | What you get | Test |
 //! |---|---|---|
+//! | `let (ctx, _) = parent.with_timeout(d)` (or `with_cancel`, `with_deadline`): `_` drops the [`CancelHandle`] at once | the context is cancelled on that line: `err()` is `Cancelled`, not `DeadlineExceeded`, and the cause's `Display` says "context cancelled: its CancelHandle was dropped"; bind `_cancel` to keep it | `a_cancel_handle_bound_to_underscore_cancels_at_once_and_the_cause_says_why` |
 //! | [`limit(0)`](TaskGroupBuilder::limit) | a panic at once: "TaskGroup limit must be at least 1: ..." | `limit_zero_panics_naming_the_limit` |
 //! | a deadline in the past ([`with_deadline`](Context::with_deadline) before now, `with_timeout(Duration::ZERO)`) | a context born expired: `err()` is `DeadlineExceeded`, no panic, no timer | `deadline_in_the_past_is_born_expired` |
 //! | a timeout that overflows (`with_timeout(Duration::MAX)`, `ctx.sleep(Duration::MAX)`) | no deadline of its own (the parent's stays); the sleep lasts until the context ends | `timeouts_that_overflow_mean_no_deadline` |

@@ -480,6 +480,39 @@ async fn ready_from_a_task_holding_the_only_slot_panics_instead_of_hanging() {
     );
 }
 
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_cancel_handle_bound_to_underscore_cancels_at_once_and_the_cause_says_why() {
+    // `_` is not a binding: the handle is dropped on this line, and a
+    // dropped handle cancels. The error kind stays `Cancelled` (not
+    // `DeadlineExceeded`); the cause names the mistake.
+    let (ctx, _) = Context::background().with_timeout(Duration::from_secs(5));
+    assert_eq!(ctx.err(), Some(ContextError::Cancelled));
+    let cause = ctx.cause().unwrap();
+    assert_eq!(
+        cause.to_string(),
+        "context cancelled: its CancelHandle was dropped"
+    );
+    assert_eq!(
+        cause.downcast_ref::<ContextError>(),
+        Some(&ContextError::Cancelled)
+    );
+    // Children see the same cause; `_cancel` keeps the context alive.
+    let (kept, _cancel) = Context::background().with_timeout(Duration::from_secs(5));
+    assert_eq!(kept.err(), None);
+    let (parent, handle) = Context::background().with_cancel();
+    let child = parent.with_value(1u8);
+    drop(handle);
+    assert_eq!(
+        child.cause().unwrap().to_string(),
+        "context cancelled: its CancelHandle was dropped"
+    );
+    // An explicit cancel says nothing of the kind.
+    let (plain, handle) = Context::background().with_cancel();
+    handle.cancel();
+    drop(handle);
+    assert_eq!(plain.cause().unwrap().to_string(), "context cancelled");
+}
+
 /// An error whose `Display` panics.
 #[derive(Debug, PartialEq)]
 struct BadDisplay;

@@ -40,8 +40,26 @@ pub struct Cause(Repr);
 #[derive(Clone)]
 enum Repr {
     Context(ContextError),
+    /// Cancelled because its `CancelHandle` was dropped (armed): a
+    /// `Cancelled` that says why, with no allocation.
+    HandleDropped,
     Error(Arc<dyn Error + Send + Sync + 'static>),
 }
+
+/// The error behind [`Cause::handle_dropped`]: what `Display` says.
+#[derive(Debug)]
+struct HandleDropped;
+
+impl fmt::Display for HandleDropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("context cancelled: its CancelHandle was dropped")
+    }
+}
+
+impl Error for HandleDropped {}
+
+static HANDLE_DROPPED: HandleDropped = HandleDropped;
+static CANCELLED: ContextError = ContextError::Cancelled;
 
 impl Cause {
     /// Wraps an error as a cause.
@@ -75,6 +93,14 @@ impl Cause {
         Cause(Repr::Error(Arc::new(error)))
     }
 
+    /// The cause of a context cancelled because its armed
+    /// [`CancelHandle`](crate::CancelHandle) was dropped: it downcasts to
+    /// [`ContextError::Cancelled`] like a plain cancel, and its `Display`
+    /// says the handle was dropped.
+    pub(crate) fn handle_dropped() -> Cause {
+        Cause(Repr::HandleDropped)
+    }
+
     /// Returns the wrapped error as `&E` if it is an `E`.
     ///
     /// A cause made from a [`ContextError`] (the default when a context is
@@ -95,6 +121,7 @@ impl Cause {
     pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
         match &self.0 {
             Repr::Context(kind) => (kind as &dyn Error).downcast_ref(),
+            Repr::HandleDropped => (&CANCELLED as &dyn Error).downcast_ref(),
             Repr::Error(error) => (&**error as &(dyn Error + 'static)).downcast_ref(),
         }
     }
@@ -126,6 +153,7 @@ impl Cause {
     pub fn as_error(&self) -> &(dyn Error + Send + Sync + 'static) {
         match &self.0 {
             Repr::Context(kind) => kind,
+            Repr::HandleDropped => &HANDLE_DROPPED,
             Repr::Error(error) => &**error,
         }
     }

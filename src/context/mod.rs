@@ -1013,7 +1013,13 @@ impl CancelHandle {
 impl Drop for CancelHandle {
     fn drop(&mut self) {
         if self.armed {
-            self.cancel();
+            // A plain cancel whose cause says why: `let (ctx, _) =
+            // parent.with_timeout(d)` drops the handle at once, and the
+            // user should read that, not a bare "context cancelled".
+            tree::cancel(
+                &self.node,
+                Cancellation::new(ContextError::Cancelled, Some(Cause::handle_dropped())),
+            );
         }
     }
 }

@@ -77,10 +77,13 @@ pin_project! {
     impl<B> PinnedDrop for ContextBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(request) = this.request.take()
-                && !this.ended.load(Ordering::Relaxed)
-            {
-                request.cancel_with(Disconnected::BodyDropped);
+            if let Some(request) = this.request.take() {
+                if this.ended.load(Ordering::Relaxed) {
+                    // Over: a plain cancel, not "its handle was dropped".
+                    request.cancel();
+                } else {
+                    request.cancel_with(Disconnected::BodyDropped);
+                }
             }
         }
     }
@@ -176,9 +179,11 @@ where
                     None | Some(Err(_)) => true,
                 };
                 if last {
-                    // The response is over. Dropping the handle cancels
-                    // with no special cause.
-                    this.request.take();
+                    // The response is over: cancelled with no special
+                    // cause.
+                    if let Some(request) = this.request.take() {
+                        request.cancel();
+                    }
                 }
                 Poll::Ready(frame)
             }

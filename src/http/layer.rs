@@ -412,21 +412,25 @@ where
         match this.state.project() {
             StateProj::Called { future, head } => {
                 let result = std::task::ready!(future.poll(cx));
-                // On an error the request is over: dropping the handle
-                // cancels with no special cause. On a response the body
-                // takes the handle, unless it is one hyper never sends
-                // (HEAD, 1xx, 204, 304): then the response is over with its
-                // head, and the handle goes now.
-                let request = this.request.take();
-                Poll::Ready(result.map(|response| {
+                // On an error the request is over: cancelled with no
+                // special cause. On a response the body takes the handle,
+                // unless it is one hyper never sends (HEAD, 1xx, 204, 304):
+                // then the response is over with its head, and the request
+                // ends now.
+                let mut request = this.request.take();
+                let result = result.map(|response| {
                     let status = response.status();
                     let bodiless = *head
                         || status.is_informational()
                         || status == StatusCode::NO_CONTENT
                         || status == StatusCode::NOT_MODIFIED;
-                    let request = if bodiless { None } else { request };
-                    response.map(|body| ContextBody::new(body, request))
-                }))
+                    let body_request = if bodiless { None } else { request.take() };
+                    response.map(|body| ContextBody::new(body, body_request))
+                });
+                if let Some(request) = request {
+                    request.cancel();
+                }
+                Poll::Ready(result)
             }
             StateProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()
