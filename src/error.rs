@@ -259,6 +259,7 @@ impl<E: std::error::Error + 'static> std::error::Error for GroupError<E> {
 #[derive(Clone, Debug)]
 pub struct TaskFailed {
     pub(crate) task: crate::TaskId,
+    pub(crate) name: Option<std::sync::Arc<str>>,
     pub(crate) group: Option<std::sync::Arc<str>>,
     pub(crate) panic: bool,
     pub(crate) message: String,
@@ -270,6 +271,7 @@ impl TaskFailed {
     pub(crate) fn new(task: crate::TaskId, panic: bool, message: String) -> Self {
         TaskFailed {
             task,
+            name: None,
             group: None,
             panic,
             message,
@@ -283,6 +285,16 @@ impl TaskFailed {
     /// See [`TaskFailed`].
     pub fn task(&self) -> crate::TaskId {
         self.task
+    }
+
+    /// The task's name, if it was spawned with one
+    /// ([`TaskBuilder::name`](crate::TaskBuilder::name)).
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskBuilder::name`](crate::TaskBuilder::name).
+    pub fn task_name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// The name of its group, if the group was given one.
@@ -316,6 +328,9 @@ impl TaskFailed {
 impl fmt::Display for TaskFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "task {}", self.task.index())?;
+        if let Some(name) = &self.name {
+            write!(f, " ({name})")?;
+        }
         if let Some(group) = &self.group {
             write!(f, " of group {group:?}")?;
         }

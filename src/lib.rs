@@ -184,8 +184,8 @@ pub use context::{
 };
 pub use error::{ContextError, GroupError, TaskFailed};
 pub use group::{
-    AllFailed, Decision, FailFast, FirstOk, Joiner, Outcome, Supervise, TaskGroup,
-    TaskGroupBuilder, TaskId, Unread, hedge,
+    AllFailed, Decision, FailFast, FirstOk, Joiner, Outcome, ShutdownReport, Supervise,
+    TaskBuilder, TaskGroup, TaskGroupBuilder, TaskId, TaskInfo, Unread, hedge,
 };
 
 /// The README's examples, compiled and run as doctests.

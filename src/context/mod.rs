@@ -839,6 +839,134 @@ impl Context {
         }
     }
 
+    /// Runs cleanup that must finish although this context is cancelled:
+    /// calls `f` with a *shielded* context and runs the future it returns
+    /// for at most `budget`.
+    ///
+    /// The shielded context keeps this context's values, is not cancelled
+    /// when this context is (by its parent, its deadline or its handle), and
+    /// has a deadline of its own, `budget` from now; nested shields take the
+    /// earlier of the two. This is Trio's `CancelScope(shield=True)`,
+    /// Kotlin's `NonCancellable`, Go's `context.WithoutCancel` with a
+    /// timeout, with the budget built in so that a shield cannot hang.
+    ///
+    /// Inside a task of a [`TaskGroup`](crate::TaskGroup), the group does
+    /// not drop the task while the section runs: not at its cancel, not at
+    /// the end of a [grace](crate::TaskGroupBuilder::grace), not when the
+    /// group is dropped. After the section, a task of a cancelled group is
+    /// dropped at its next await. `wait` and `shutdown` wait for the section.
+    /// So the shield holds for at most `budget` past the cancel.
+    ///
+    /// Anywhere else (a plain tokio task, a scope, a `select!`), it only
+    /// changes the context: whoever drops the `shield` future still drops
+    /// the section with it, as with any future.
+    ///
+    /// A panic inside the section is the task's panic, as anywhere in it.
+    ///
+    /// # Errors
+    ///
+    /// [`ContextError::DeadlineExceeded`] when the budget ran out before
+    /// the section finished; the section is dropped then. A zero budget
+    /// gives it at once, without polling the section.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as [`with_timeout`](Context::with_timeout):
+    /// the budget runs on tokio's timer.
+    ///
+    /// # Cancel safety
+    ///
+    /// As cancel safe as the section: dropping the future drops it (which,
+    /// in a group task, only the group's owner can do by dropping the task's
+    /// future, and the group does not while the section runs).
+    ///
+    /// # Examples
+    ///
+    /// A checkpoint write that a cancel must not cut in half:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Context, ContextError, Outcome, TaskGroup};
+    ///
+    /// async fn write_checkpoint(ctx: &Context) -> Result<&'static str, ContextError> {
+    ///     ctx.sleep(Duration::from_millis(50)).await?; // a slow disk
+    ///     Ok("checkpoint written")
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<&str, ContextError>::new();
+    /// group.spawn(|ctx| async move {
+    ///     // Cancelled 10 ms in, the write still finishes, within a second.
+    ///     ctx.shield(Duration::from_secs(1), |ctx| async move { write_checkpoint(&ctx).await })
+    ///         .await?
+    /// });
+    /// tokio::time::sleep(Duration::from_millis(10)).await;
+    /// group.cancel();
+    /// let outcomes = group.wait_outcomes().await;
+    /// assert!(matches!(outcomes[0], Outcome::Ok("checkpoint written")));
+    /// # }
+    /// ```
+    ///
+    /// A task that should clean up *after* noticing the cancel needs time
+    /// to notice it: a group [grace](crate::TaskGroupBuilder::grace). A
+    /// shield entered during the grace finishes even if the grace ends
+    /// first:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{ContextError, Outcome, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<&str, ContextError>::builder()
+    ///     .grace(Duration::from_millis(10))
+    ///     .build();
+    /// group.spawn(|ctx| async move {
+    ///     let _ = ctx.sleep(Duration::from_secs(60)).await; // the job, cut short
+    ///     ctx.shield(Duration::from_secs(1), |ctx| async move {
+    ///         ctx.sleep(Duration::from_millis(200)).await?; // release the lock
+    ///         Ok("unlocked")
+    ///     })
+    ///     .await?
+    /// });
+    /// tokio::task::yield_now().await;
+    /// group.cancel();
+    /// let outcomes = group.wait_outcomes().await;
+    /// assert!(matches!(outcomes[0], Outcome::Ok("unlocked")));
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn shield<F, Fut>(
+        &self,
+        budget: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<Fut::Output, ContextError>> + use<'_, F, Fut>
+    where
+        F: FnOnce(Context) -> Fut,
+        Fut: Future,
+    {
+        let runtime = runtime("shield");
+        async move {
+            // Entered at the first poll: inside the group task's poll.
+            let _mark = crate::group::ShieldMark::enter();
+            let own = Instant::now().checked_add(budget);
+            let until = match (own, self.value::<ShieldedUntil>()) {
+                (Some(own), Some(outer)) => Some(own.min(outer.0)),
+                (None, Some(outer)) => Some(outer.0),
+                (own, None) => own,
+            };
+            let mut shielded = self.without_cancel();
+            if let Some(until) = until {
+                shielded = shielded.with_value(ShieldedUntil(until));
+            }
+            let (shielded, handle) = shielded.with_optional_deadline(until, runtime);
+            let out = shielded.run(f(shielded.clone())).await;
+            handle.cancel();
+            out
+        }
+    }
+
     /// A cancellable child whose cancellation also runs `hook`, inside the
     /// cancel walk. For task groups.
     pub(crate) fn with_hook(&self, hook: Weak<dyn CancelHook>) -> Context {
@@ -855,6 +983,10 @@ impl Context {
         tree::cancel(&self.node, cancellation)
     }
 }
+
+/// The deadline of the shielded section a context is in: a nested shield
+/// takes the earlier one.
+struct ShieldedUntil(Instant);
 
 /// Held as the value of a `with_token` child: its drop stops the watcher.
 struct WatcherGuard(#[allow(dead_code, reason = "held for its drop")] DropGuard);

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::TaskGroup;
 use super::joiner::{FailFast, Joiner};
@@ -34,6 +35,7 @@ pub struct TaskGroupBuilder<T, E, J = FailFast> {
     limit: Option<usize>,
     name: Option<Arc<str>>,
     context: Option<Context>,
+    grace: Duration,
     joiner: J,
     // `fn() -> (T, E)`: the builder holds no T or E, so it is Send and Sync
     // whatever they are.
@@ -46,6 +48,7 @@ impl<T, E> TaskGroupBuilder<T, E> {
             limit: None,
             name: None,
             context: None,
+            grace: Duration::ZERO,
             joiner: FailFast,
             _types: PhantomData,
         }
@@ -113,6 +116,49 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
         self
     }
 
+    /// Gives the group's async tasks `grace` to end on their own once the
+    /// group is cancelled, before they are dropped. The default is zero:
+    /// dropped at their next await, at once.
+    ///
+    /// At the cancel, queued closures never start and every context is
+    /// cancelled at once, as always; running tasks see their context
+    /// cancelled and go on being polled. A task that returns within the
+    /// grace reports what it returned. Once the grace has passed, every
+    /// task still running is dropped at its next await (a
+    /// [shielded](Context::shield) one when its section ends). Dropping the
+    /// group ends the grace at once; [`TaskGroup::shutdown`] brings its own.
+    /// Blocking tasks are never dropped, grace or not.
+    ///
+    /// The grace runs on tokio's timer, on the runtime the group's tasks
+    /// run on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Outcome, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<&str, String>::builder()
+    ///     .grace(Duration::from_secs(5))
+    ///     .build();
+    /// group.spawn(|ctx| async move {
+    ///     ctx.done().await;
+    ///     tokio::time::sleep(Duration::from_secs(1)).await; // flush, within the grace
+    ///     Ok("flushed")
+    /// });
+    /// tokio::task::yield_now().await;
+    /// group.cancel();
+    /// let outcomes = group.wait_outcomes().await;
+    /// assert!(matches!(outcomes[0], Outcome::Ok("flushed")));
+    /// # }
+    /// ```
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
     /// Sets how the group ends: its join policy. The default is
     /// [`FailFast`]; [`Supervise`](crate::Supervise) never cancels,
     /// [`FirstOk`](crate::FirstOk) stops at the first success, and any
@@ -139,6 +185,7 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
             limit: self.limit,
             name: self.name,
             context: self.context,
+            grace: self.grace,
             joiner,
             _types: PhantomData,
         }
@@ -159,7 +206,7 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
         J: Joiner<T, E>,
     {
         let parent = self.context.unwrap_or_else(Context::background);
-        TaskGroup::from_builder(&parent, self.name, self.limit, self.joiner)
+        TaskGroup::from_builder(&parent, self.name, self.limit, self.grace, self.joiner)
     }
 }
 
@@ -169,6 +216,7 @@ impl<T, E, J> fmt::Debug for TaskGroupBuilder<T, E, J> {
             .field("limit", &self.limit)
             .field("name", &self.name)
             .field("context", &self.context)
+            .field("grace", &self.grace)
             .field("joiner", &std::any::type_name::<J>())
             .finish()
     }

@@ -3,6 +3,7 @@
 
 mod builder;
 mod joiner;
+mod lifecycle;
 mod outcome;
 mod runner;
 mod shared;
@@ -13,12 +14,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
+use std::time::Duration;
 
 use tokio::sync::futures::OwnedNotified;
 
 pub use builder::TaskGroupBuilder;
 pub use joiner::{AllFailed, Decision, FailFast, FirstOk, Joiner, Supervise, Unread, hedge};
+use lifecycle::Spawned;
+pub use lifecycle::{ShutdownReport, TaskBuilder, TaskInfo};
 pub use outcome::{Outcome, TaskId};
+pub(crate) use runner::ShieldMark;
 use shared::{AsyncBody, BlockingBody, Shared};
 
 use crate::context::cancellation;
@@ -202,7 +207,7 @@ impl<T, E> TaskGroup<T, E> {
     /// # Examples
     ///
     /// ```
-    /// use taskgroup::{Context, TaskGroup};
+    /// use taskgroup::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
@@ -310,10 +315,11 @@ where
         parent: &Context,
         name: Option<Arc<str>>,
         limit: Option<usize>,
+        grace: Duration,
         joiner: J,
     ) -> TaskGroup<T, E, J> {
         TaskGroup {
-            shared: Shared::new(parent, name, limit, joiner),
+            shared: Shared::new(parent, name, limit, grace, joiner),
             next_id: 0,
             stream_waiter: Mutex::new(None),
         }
@@ -366,7 +372,9 @@ where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let id = self.next_id();
-        let admitted = self.shared.admit(id, AsyncBody::new(f), true);
+        let admitted = self
+            .shared
+            .admit(id, Spawned::here(), AsyncBody::new(f), true);
         debug_assert!(admitted.is_ok(), "spawn always admits");
         id
     }
@@ -410,8 +418,16 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
+        self.try_admit(Spawned::here(), f)
+    }
+
+    fn try_admit<F, Fut>(&mut self, spawned: Spawned, f: F) -> Result<TaskId, F>
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
         let id = TaskId(self.next_id);
-        match self.shared.admit(id, AsyncBody::new(f), false) {
+        match self.shared.admit(id, spawned, AsyncBody::new(f), false) {
             Ok(()) => {
                 self.next_id += 1;
                 Ok(id)
@@ -458,9 +474,39 @@ where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
         let id = self.next_id();
-        let admitted = self.shared.admit(id, BlockingBody(f), true);
+        let admitted = self
+            .shared
+            .admit(id, Spawned::here(), BlockingBody(f), true);
         debug_assert!(admitted.is_ok(), "spawn_blocking always admits");
         id
+    }
+
+    /// Starts a task with a name or a deadline of its own: the
+    /// [`TaskBuilder`]'s `spawn`, `try_spawn` and `spawn_blocking` spawn it
+    /// as the group's own methods do.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Outcome, Supervise, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::builder().joiner(Supervise).build();
+    /// group
+    ///     .build_task()
+    ///     .name("slow")
+    ///     .timeout(Duration::from_millis(100))
+    ///     .spawn(|ctx| async move { ctx.sleep(Duration::from_secs(1)).await.map(|()| 1) });
+    /// group.build_task().name("fast").spawn(|_ctx| async { Ok(2) });
+    /// let outcomes = group.wait().await;
+    /// assert!(matches!(outcomes[0], Outcome::Err(taskgroup::ContextError::DeadlineExceeded)));
+    /// assert!(matches!(outcomes[1], Outcome::Ok(2)));
+    /// # }
+    /// ```
+    pub fn build_task(&mut self) -> TaskBuilder<'_, T, E, J> {
+        TaskBuilder::new(self)
     }
 
     /// Waits until the group has room for another task: until running and
@@ -714,17 +760,130 @@ where
     /// ```
     pub async fn wait(self) -> J::Output {
         let unread = self.join().await;
-        let joiner_panic = self.shared.lock().take_joiner_panic();
-        if let Some(payload) = joiner_panic {
-            drop(self); // cancel, as on every return
-            std::panic::resume_unwind(payload);
-        }
+        self.finish(unread)
+    }
+
+    /// What `wait` returns once the tasks are joined: re-raises a panic of
+    /// the group's own bookkeeping, else asks the joiner. Cancels the group
+    /// either way.
+    fn finish(self, unread: Unread<T, E>) -> J::Output {
+        self.resume_own_panic();
         let Some(joiner) = self.shared.take_joiner() else {
             unreachable!("only `wait` takes the joiner, and only a panic drops it");
         };
         let output = joiner.finish(unread, &self.shared.ctx);
         drop(self);
         output
+    }
+
+    /// Re-raises the first panic of the group's own bookkeeping (a joiner's
+    /// `on_complete`, or user code its cancel ran), after dropping the
+    /// group.
+    fn resume_own_panic(&self) {
+        let own_panic = self.shared.lock().take_panic();
+        if let Some(payload) = own_panic {
+            // The group is dropped by the unwind, which cancels it, as on
+            // every return.
+            std::panic::resume_unwind(payload);
+        }
+    }
+
+    /// Cancels the group, gives its tasks `grace` to end on their own,
+    /// drops the async tasks still running, and reports: what
+    /// [`wait`](TaskGroup::wait) returns, the tasks that had to be dropped
+    /// ([`stragglers`](ShutdownReport::stragglers)), and the blocking tasks
+    /// still running ([`still_blocking`](ShutdownReport::still_blocking)),
+    /// each named and with where it was spawned.
+    ///
+    /// Returns as soon as every task has ended, possibly long before
+    /// `grace` is over. A [shielded](Context::shield) section is waited
+    /// for, up to its budget; a blocking task is not (it cannot be
+    /// dropped), so a shutdown never hangs on one: it counts as
+    /// [`Outcome::Cancelled`] in the output.
+    ///
+    /// `grace` replaces the group's own [grace](TaskGroupBuilder::grace)
+    /// for this shutdown; on a group already cancelled and in its grace,
+    /// whichever ends first ends it. The cancel is a plain one, as
+    /// [`cancel`](TaskGroup::cancel)'s.
+    ///
+    /// # Panics
+    ///
+    /// As [`wait`](TaskGroup::wait): the first task panic (under joiners
+    /// that re-raise), or a panic of the group's own bookkeeping, is
+    /// re-raised here once every task was joined; and when called from one
+    /// of the group's own tasks, which would wait for itself. Outside a
+    /// tokio runtime with a timer, as [`tokio::time::sleep`] does.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future drops the group, which drops
+    /// every async task at once (but shielded ones), as dropping the `wait`
+    /// future does.
+    ///
+    /// # Examples
+    ///
+    /// A server's graceful shutdown:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut jobs = TaskGroup::<(), String>::new();
+    /// jobs.build_task().name("polite").spawn(|ctx| async move {
+    ///     ctx.done().await;
+    ///     tokio::time::sleep(Duration::from_millis(200)).await; // wind down
+    ///     Ok(())
+    /// });
+    /// jobs.build_task().name("deaf").spawn(|_ctx| async {
+    ///     loop {
+    ///         tokio::time::sleep(Duration::from_secs(1)).await;
+    ///     }
+    /// });
+    /// tokio::task::yield_now().await;
+    /// // ... on ctrl-c:
+    /// let report = jobs.shutdown(Duration::from_secs(2)).await;
+    /// for task in report.stragglers() {
+    ///     eprintln!("dropped after the grace: {task}");
+    /// }
+    /// assert_eq!(report.stragglers().len(), 1);
+    /// assert_eq!(report.stragglers()[0].name(), Some("deaf"));
+    /// # }
+    /// ```
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport<J::Output> {
+        self.refuse_own_task(self.shared.lock(), "shutdown");
+        self.drop_stream_waiter();
+        self.shared.drive();
+        self.shared
+            .ctx
+            .cancel_internal(cancellation(ContextError::Cancelled, None));
+        let _ = tokio::time::timeout(grace, self.settled()).await;
+        self.shared.drop_tasks();
+        self.settled().await;
+        let now = tokio::time::Instant::now();
+        let (stragglers, still_blocking, unread) = {
+            let mut state = self.shared.lock();
+            let (stragglers, still) = state.take_report(self.shared.epoch, now);
+            (stragglers, still, state.take_unread())
+        };
+        ShutdownReport {
+            output: self.finish(unread),
+            stragglers,
+            still_blocking,
+        }
+    }
+
+    /// Waits until every task has ended but the blocking ones still
+    /// running.
+    async fn settled(&self) {
+        loop {
+            let progress = self.shared.progress.notified();
+            if self.shared.lock().is_settled() {
+                return;
+            }
+            progress.await;
+        }
     }
 
     /// Joins every task and returns each one's [`Outcome`], in spawn order:
@@ -761,6 +920,7 @@ where
     /// ```
     pub async fn wait_outcomes(self) -> Vec<Outcome<T, E>> {
         let unread = self.join().await;
+        self.resume_own_panic();
         unread.collect_in_spawn_order(|_, outcome| Some(outcome))
     }
 
@@ -915,9 +1075,14 @@ where
 
 impl<T, E, J> Drop for TaskGroup<T, E, J> {
     fn drop(&mut self) {
+        if !self.shared.grace.is_zero() {
+            // No grace once the group is gone: no task outlives it.
+            self.shared.drive();
+        }
         self.shared
             .ctx
             .cancel_internal(cancellation(ContextError::Cancelled, None));
+        self.shared.drop_tasks();
     }
 }
 
@@ -926,6 +1091,7 @@ impl<T, E, J> fmt::Debug for TaskGroup<T, E, J> {
         f.debug_struct("TaskGroup")
             .field("name", &self.shared.name)
             .field("limit", &self.shared.limit)
+            .field("grace", &self.shared.grace)
             .field("spawned", &self.next_id)
             .field("cancelled", &self.shared.ctx.is_cancelled())
             .finish_non_exhaustive()

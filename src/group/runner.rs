@@ -105,11 +105,14 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::{Arc, PoisonError};
 use std::task::{self, Poll, Wake, Waker};
+use std::time::Duration;
 
 use slab::Slab;
 use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
-use crate::loom::{AtomicBool, AtomicU8, AtomicUsize, Mutex, MutexGuard};
+use crate::loom::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Mutex, MutexGuard};
 
 // A child module, so that its models can drive the runner's own code.
 #[cfg(all(test, loom))]
@@ -248,6 +251,7 @@ impl Runner {
             body: Mutex::new(Some(body)),
             runner: self.clone(),
             parked_key: AtomicUsize::new(NOT_PARKED),
+            shields: AtomicU32::new(0),
         });
         let scheduled = cell.state.schedule();
         debug_assert!(scheduled, "a new cell is idle");
@@ -262,22 +266,45 @@ impl Runner {
 
     /// Whether the caller is polling one of this runner's cells.
     pub(super) fn is_running_here(self: &Arc<Self>) -> bool {
-        POLLING.with(|polling| polling.get() == Arc::as_ptr(self) as usize)
+        POLLING.with(|polling| polling.get().runner == Arc::as_ptr(self) as usize)
     }
 
-    /// Cancels every task: none is polled again, and each one's future is
-    /// dropped by a shard (invariant 4).
+    /// The drop step of a cancel: no future is polled again, except a
+    /// shielded one's, and each one's future is dropped by a shard
+    /// (invariants 4 and 9). Idempotent.
     pub(super) fn cancel(self: &Arc<Self>) {
-        self.cancelled.store(true, SeqCst);
+        if self.cancelled.swap(true, SeqCst) {
+            // Every parked cell was aborted then; one parked since sees
+            // the flag when it registers (invariant 4).
+            return;
+        }
         let parked: Vec<Arc<Cell>> = self.lock().parked.iter().map(|(_, c)| c.clone()).collect();
         let idle: Vec<Arc<Cell>> = parked.into_iter().filter(|c| c.state.abort()).collect();
         self.push_all(idle);
     }
 
-    /// Whether no future may be polled again: the group was cancelled
-    /// (invariant 4) or its runtime is shutting down (invariant 6).
-    fn stopped(&self) -> bool {
-        self.cancelled.load(SeqCst) || self.closed.load(SeqCst)
+    /// Whether the drop step has come (invariant 9).
+    pub(super) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(SeqCst)
+    }
+
+    /// The drop step after a grace: [`Runner::cancel`] once `grace` has
+    /// passed on the runtime the shards run on, or at once when the runner
+    /// has no runtime yet (it has run no task). The timer is a tokio task
+    /// whose drop cancels: aborting it, or its runtime shutting down, drops
+    /// the tasks then (invariant 9).
+    pub(super) fn cancel_after(self: &Arc<Self>, grace: Duration) -> Option<AbortHandle> {
+        let runtime = self.lock().runtime.clone();
+        let Some(runtime) = runtime else {
+            self.cancel();
+            return None;
+        };
+        let at_end = CancelOnDrop(self.clone());
+        let timer = runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            drop(at_end);
+        });
+        Some(timer.abort_handle())
     }
 
     /// Queues a cell whose state says it must be pushed (invariant 1).
@@ -501,14 +528,12 @@ impl Runner {
     }
 
     /// Registers a cell that returned `Pending` for the first time
-    /// (invariant 3). Returns whether the runner was cancelled or closed
-    /// meanwhile (invariants 4 and 6): then the caller ends it.
-    fn park(&self, cell: &Arc<Cell>) -> bool {
+    /// (invariant 3). The caller reads `cancelled` and `closed` after it
+    /// (invariants 4 and 6), and ends the cell if it must.
+    fn park(&self, cell: &Arc<Cell>) {
         let mut queue = self.lock();
         let key = queue.parked.insert(cell.clone());
         cell.parked_key.store(key, Relaxed);
-        drop(queue);
-        self.stopped()
     }
 
     /// A registered cell ended: out of `parked`. The last one out, with
@@ -558,6 +583,15 @@ impl Runner {
     }
 }
 
+/// The end of a grace: the drop step, when the timer fires or is dropped.
+struct CancelOnDrop(Arc<Runner>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// Keeps a value off the cache lines of its neighbours (128 bytes: two
 /// lines, as adjacent-line prefetchers pair them).
 #[repr(align(128))]
@@ -569,10 +603,31 @@ enum Take {
     Exit,
 }
 
+/// What a thread is polling: a runner's cell, as addresses (0: none),
+/// and the number of shielded sections that cell is inside, written back
+/// to the cell when its poll returns (invariant 9).
+#[derive(Clone, Copy)]
+struct Polled {
+    runner: usize,
+    cell: usize,
+    shields: u32,
+}
+
+const NOT_POLLING: Polled = Polled {
+    runner: 0,
+    cell: 0,
+    shields: 0,
+};
+
 thread_local! {
-    /// The runner whose cell this thread is polling, as an address (0:
-    /// none): how `wait` knows it was called from its own group's task.
-    static POLLING: ThreadCell<usize> = const { ThreadCell::new(0) };
+    /// The cell this thread is polling: how `wait` knows it was called
+    /// from its own group's task, and where a shield counts itself.
+    static POLLING: ThreadCell<Polled> = const { ThreadCell::new(NOT_POLLING) };
+
+    /// The clock, read at most once per batch a shard polls: when a task
+    /// was first polled, to within one batch, for a tenth of what reading
+    /// the clock for every task would cost.
+    static BATCH_NOW: ThreadCell<Option<Instant>> = const { ThreadCell::new(None) };
 
     /// The number of workers of the runtime whose shard this thread is
     /// polling (0: none), so this thread is one of them (invariant 7).
@@ -607,21 +662,77 @@ impl Drop for InShard {
     }
 }
 
-/// Marks the thread as polling a runner's cell, until dropped.
-struct Polling {
-    outer: usize,
+/// Marks the thread as polling a runner's cell, until dropped; then
+/// writes the cell's shield count back (invariant 9).
+struct Polling<'a> {
+    outer: Polled,
+    cell: &'a Cell,
 }
 
-impl Polling {
-    fn enter(runner: &Arc<Runner>) -> Polling {
-        let outer = POLLING.with(|polling| polling.replace(Arc::as_ptr(runner) as usize));
-        Polling { outer }
+impl<'a> Polling<'a> {
+    fn enter(cell: &'a Arc<Cell>) -> Polling<'a> {
+        let polled = Polled {
+            runner: Arc::as_ptr(&cell.runner) as usize,
+            cell: Arc::as_ptr(cell) as usize,
+            shields: cell.shields.load(Relaxed),
+        };
+        let outer = POLLING.with(|polling| polling.replace(polled));
+        Polling { outer, cell }
     }
 }
 
-impl Drop for Polling {
+impl Drop for Polling<'_> {
     fn drop(&mut self) {
-        POLLING.with(|polling| polling.set(self.outer));
+        let polled = POLLING.with(|polling| polling.replace(self.outer));
+        self.cell.shields.store(polled.shields, Relaxed);
+    }
+}
+
+/// When the task being polled was first polled: the clock as this shard's
+/// batch first read it (see [`BATCH_NOW`]). Outside a shard, the clock.
+pub(super) fn batch_now() -> Instant {
+    BATCH_NOW.with(|now| {
+        now.get().unwrap_or_else(|| {
+            let read = Instant::now();
+            now.set(Some(read));
+            read
+        })
+    })
+}
+
+/// A shielded section entered inside the poll of a group's task: while one
+/// is alive, a cancel's drop step passes that task by (invariant 9).
+pub(crate) struct ShieldMark {
+    cell: usize,
+}
+
+impl ShieldMark {
+    /// Counts a shielded section in the task being polled, if the caller
+    /// is polling one of a group's tasks.
+    pub(crate) fn enter() -> Option<ShieldMark> {
+        POLLING.with(|polling| {
+            let mut polled = polling.get();
+            if polled.cell == 0 {
+                return None;
+            }
+            polled.shields += 1;
+            polling.set(polled);
+            Some(ShieldMark { cell: polled.cell })
+        })
+    }
+}
+
+impl Drop for ShieldMark {
+    fn drop(&mut self) {
+        POLLING.with(|polling| {
+            let mut polled = polling.get();
+            // Dropped anywhere but in its own task's poll, the task's
+            // future is being dropped: its count no longer matters.
+            if polled.cell == self.cell {
+                polled.shields -= 1;
+                polling.set(polled);
+            }
+        });
     }
 }
 
@@ -644,7 +755,7 @@ impl Future for Shard {
         let mut polled = 0;
         loop {
             match this.runner.take(&mut this.batch, cx.waker()) {
-                Take::Batch => {}
+                Take::Batch => BATCH_NOW.with(|now| now.set(None)),
                 Take::Park => return Poll::Pending,
                 Take::Exit => {
                     this.finished = true;
@@ -688,13 +799,17 @@ struct Cell {
     /// Its key in `parked`, once registered (invariant 3). Written and read
     /// under the queue lock, or by the holder of its queue entry.
     parked_key: AtomicUsize,
+    /// The shielded sections its future is inside (invariant 9). Written
+    /// and read by the holder of its queue entry only.
+    shields: AtomicU32,
 }
 
 impl Cell {
     /// Polls the cell once, or ends it if aborted, cancelled or closed. The
     /// caller held its queue entry (invariant 1).
     fn run(self: Arc<Self>) {
-        if self.state.start() || self.runner.stopped() {
+        let aborted = self.state.start();
+        if self.must_end() || (aborted && !self.is_shielded()) {
             return self.end();
         }
         let waker = Waker::from(self.clone());
@@ -702,7 +817,7 @@ impl Cell {
         let mut body = self.body.lock().unwrap_or_else(PoisonError::into_inner);
         let ready = match body.as_mut() {
             Some(fut) => {
-                let _polling = Polling::enter(&self.runner);
+                let _polling = Polling::enter(&self);
                 // The group's `TaskFuture` catches the user's panics; what
                 // could still unwind here is a panic the group's own
                 // bookkeeping resumes after recording it: the task has
@@ -716,14 +831,29 @@ impl Cell {
         if ready {
             return self.end();
         }
-        if self.parked_key.load(Relaxed) == NOT_PARKED && self.runner.park(&self) {
-            // Cancelled or closed before `cancel` or `close` could see it.
+        if self.parked_key.load(Relaxed) == NOT_PARKED {
+            self.runner.park(&self);
+        }
+        if self.must_end() {
+            // Cancelled or closed before `cancel` or `close` could see it,
+            // or its last shielded section just ended (invariant 9).
             return self.end();
         }
         if self.state.stop() {
             let runner = self.runner.clone();
             runner.push(self);
         }
+    }
+
+    /// Whether the cell must not be polled again: its runtime is shutting
+    /// down, or the drop step came and it is not shielded (invariant 9).
+    fn must_end(&self) -> bool {
+        self.runner.closed.load(SeqCst)
+            || (self.runner.cancelled.load(SeqCst) && !self.is_shielded())
+    }
+
+    fn is_shielded(&self) -> bool {
+        self.shields.load(Relaxed) > 0
     }
 
     /// Ends the cell: drops its future (if a poll has not finished it) and
@@ -811,13 +941,20 @@ impl TaskState {
     }
 
     /// Taken from the queue: scheduled → running. Returns whether it was
-    /// aborted; then it must not be polled.
+    /// aborted; then it must not be polled, unless it is shielded
+    /// (invariant 9): the abort is used up, so that a shielded cell that
+    /// returns `Pending` goes idle instead of being queued again at once.
     pub(crate) fn start(&self) -> bool {
         let prev = self.0.fetch_xor(SCHEDULED | RUNNING, AcqRel);
         debug_assert!(
             prev & (SCHEDULED | RUNNING) == SCHEDULED,
             "a cell ran without being queued"
         );
+        if prev & CANCELLED != 0 {
+            // An abort meanwhile finds the cell running, and marks it
+            // notified: it is queued again all the same.
+            self.0.fetch_and(!CANCELLED, AcqRel);
+        }
         prev & CANCELLED != 0
     }
 

@@ -63,12 +63,15 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use slab::Slab;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use super::joiner::{Decision, Joiner, Unread};
+use super::lifecycle::{EndOnDrop, Spawned, Tag, TaskInfo, UNPOLLED, since};
 use super::outcome::{Outcome, TaskId};
 use super::runner::Runner;
 use super::task::{Completion, TaskFuture};
@@ -87,9 +90,14 @@ pub(super) enum Work<T, E> {
 /// A queued closure whose slot was just reserved: a blocking one with its
 /// key in `tasks`.
 enum Start<T, E> {
-    Async(TaskId, Box<dyn FnOnce(Context) -> BoxFuture<T, E> + Send>),
+    Async(
+        TaskId,
+        Spawned,
+        Box<dyn FnOnce(Context) -> BoxFuture<T, E> + Send>,
+    ),
     Blocking(
         TaskId,
+        Spawned,
         usize,
         Box<dyn FnOnce(Context) -> Result<T, E> + Send>,
     ),
@@ -103,8 +111,13 @@ pub(super) trait Body<T, E>: Send + 'static {
 
     fn into_work(self) -> Work<T, E>;
 
-    fn start<J: Joiner<T, E>>(self, shared: &Arc<Shared<T, E, J>>, id: TaskId, key: Option<usize>)
-    where
+    fn start<J: Joiner<T, E>>(
+        self,
+        shared: &Arc<Shared<T, E, J>>,
+        id: TaskId,
+        spawned: Spawned,
+        key: Option<usize>,
+    ) where
         T: Send + 'static,
         E: Send + 'static;
 }
@@ -132,12 +145,17 @@ where
         Work::Async(Box::new(move |ctx| Box::pin(f(ctx))))
     }
 
-    fn start<J: Joiner<T, E>>(self, shared: &Arc<Shared<T, E, J>>, id: TaskId, _: Option<usize>)
-    where
+    fn start<J: Joiner<T, E>>(
+        self,
+        shared: &Arc<Shared<T, E, J>>,
+        id: TaskId,
+        spawned: Spawned,
+        _: Option<usize>,
+    ) where
         T: Send + 'static,
         E: Send + 'static,
     {
-        shared.start_async(id, self.0);
+        shared.start_async(id, spawned, self.0);
     }
 }
 
@@ -154,13 +172,18 @@ where
         Work::Blocking(Box::new(self.0))
     }
 
-    fn start<J: Joiner<T, E>>(self, shared: &Arc<Shared<T, E, J>>, id: TaskId, key: Option<usize>)
-    where
+    fn start<J: Joiner<T, E>>(
+        self,
+        shared: &Arc<Shared<T, E, J>>,
+        id: TaskId,
+        spawned: Spawned,
+        key: Option<usize>,
+    ) where
         T: Send + 'static,
         E: Send + 'static,
     {
         let key = key.expect("a blocking task is admitted with its key");
-        shared.start_blocking(id, key, self.0);
+        shared.start_blocking(id, spawned, key, self.0);
     }
 }
 
@@ -169,6 +192,9 @@ pub(super) struct Ended<T, E> {
     pub(super) id: TaskId,
     pub(super) outcome: Outcome<T, E>,
     pub(super) held: Held,
+    /// Who it was: its name for the joiner's cause, and all of it for the
+    /// shutdown report if the group dropped it (invariant 8).
+    pub(super) tag: Tag,
 }
 
 /// What an ended task gives back.
@@ -188,10 +214,10 @@ const KEPT: usize = 64;
 
 pub(super) struct State<T, E> {
     running: usize,
-    queue: VecDeque<(TaskId, Work<T, E>)>,
+    queue: VecDeque<(TaskId, Spawned, Work<T, E>)>,
     /// Abort handles of started blocking tasks, `None` until spawned
-    /// (invariant 4).
-    tasks: Slab<(TaskId, Option<AbortHandle>)>,
+    /// (invariant 4), and who they are, for a shutdown's report.
+    tasks: Slab<(TaskId, Option<AbortHandle>, Tag)>,
     /// Closures being dropped unstarted (invariant 2).
     discarding: usize,
     /// Finished, not yet handed out, in completion order.
@@ -208,8 +234,17 @@ pub(super) struct State<T, E> {
     cancelling: bool,
     /// A thread is starting queued closures (invariant 7).
     starting: bool,
-    /// The panic of the joiner's own `on_complete`, for `wait`.
-    joiner_panic: Option<Box<dyn Any + Send>>,
+    /// The first panic of the group's own bookkeeping, for `wait`: the
+    /// joiner's `on_complete`, or user code that a decision's cancel ran
+    /// (invariant 9).
+    panic: Option<Box<dyn Any + Send>>,
+    /// Async tasks the group dropped unfinished (invariant 8).
+    stragglers: Vec<(TaskId, Tag)>,
+    /// A shutdown, or the group's drop, decides when the tasks are
+    /// dropped: the cancel hook starts no grace (invariant 8).
+    driven: bool,
+    /// The timer that ends the grace (invariant 8).
+    grace_timer: Option<AbortHandle>,
 }
 
 impl<T, E> State<T, E> {
@@ -240,9 +275,15 @@ impl<T, E> State<T, E> {
         self.running == 1 && self.discarding == 0
     }
 
+    /// Whether every task has ended but the blocking ones still running:
+    /// where a shutdown stops waiting.
+    pub(super) fn is_settled(&self) -> bool {
+        self.running == self.tasks.len() && self.queue.is_empty() && self.discarding == 0
+    }
+
     /// Takes every queued closure out to be dropped unstarted; they stay
     /// outstanding until [`Shared::discard`] records them.
-    fn take_queue(&mut self) -> VecDeque<(TaskId, Work<T, E>)> {
+    fn take_queue(&mut self) -> VecDeque<(TaskId, Spawned, Work<T, E>)> {
         let queued = std::mem::take(&mut self.queue);
         self.discarding += queued.len();
         queued
@@ -275,8 +316,34 @@ impl<T, E> State<T, E> {
         )
     }
 
-    pub(super) fn take_joiner_panic(&mut self) -> Option<Box<dyn Any + Send>> {
-        self.joiner_panic.take()
+    pub(super) fn take_panic(&mut self) -> Option<Box<dyn Any + Send>> {
+        self.panic.take()
+    }
+
+    /// What a shutdown reports once the group is settled: the stragglers
+    /// and the blocking tasks still running, each in spawn order, as of
+    /// `now`. The ones still running count as cancelled in what `finish`
+    /// is given.
+    pub(super) fn take_report(
+        &mut self,
+        epoch: Instant,
+        now: Instant,
+    ) -> (Vec<TaskInfo>, Vec<TaskInfo>) {
+        let mut stragglers: Vec<TaskInfo> = std::mem::take(&mut self.stragglers)
+            .into_iter()
+            .map(|(id, tag)| tag.info(id, epoch, now))
+            .collect();
+        stragglers.sort_by_key(TaskInfo::id);
+        let mut still: Vec<TaskInfo> = self
+            .tasks
+            .iter()
+            .map(|(_, (id, _, tag))| tag.clone().info(*id, epoch, now))
+            .collect();
+        still.sort_by_key(TaskInfo::id);
+        for task in &still {
+            self.done.push_back((task.id(), Outcome::Cancelled));
+        }
+        (stragglers, still)
     }
 }
 
@@ -287,7 +354,7 @@ struct After<T, E> {
     /// The slot of the task that cancels, released after the cancel.
     canceller: Option<Held>,
     /// Queued closures to drop unstarted.
-    unstarted: VecDeque<(TaskId, Work<T, E>)>,
+    unstarted: VecDeque<(TaskId, Spawned, Work<T, E>)>,
     /// A queued closure this thread is to start (invariant 7).
     start: Option<Start<T, E>>,
     freed_slot: bool,
@@ -297,6 +364,11 @@ pub(super) struct Shared<T, E, J> {
     pub(super) ctx: Context,
     pub(super) name: Option<Arc<str>>,
     pub(super) limit: Option<usize>,
+    /// How long a cancel lets running async tasks end on their own
+    /// before they are dropped (invariant 8).
+    pub(super) grace: Duration,
+    /// When the group was built: what a task's [`Tag::born`] counts from.
+    pub(super) epoch: Instant,
     /// Runs the async tasks.
     runner: Arc<Runner>,
     state: Mutex<State<T, E>>,
@@ -337,7 +409,7 @@ impl<T, E, J> Shared<T, E, J> {
         state
             .tasks
             .iter()
-            .any(|(_, (_, handle))| handle.as_ref().is_some_and(|h| h.id() == me))
+            .any(|(_, (_, handle, _))| handle.as_ref().is_some_and(|h| h.id() == me))
     }
 
     /// Takes the joiner out, for `finish`.
@@ -359,14 +431,18 @@ where
         parent: &Context,
         name: Option<Arc<str>>,
         limit: Option<usize>,
+        grace: Duration,
         joiner: J,
     ) -> Arc<Self> {
+        let epoch = Instant::now();
         Arc::new_cyclic(|me: &Weak<Self>| {
             let hook: Weak<dyn CancelHook> = me.clone();
             Shared {
                 ctx: parent.with_hook(hook),
                 name,
                 limit,
+                grace,
+                epoch,
                 runner: Runner::new(),
                 state: Mutex::new(State {
                     running: 0,
@@ -379,7 +455,10 @@ where
                     late_ok: Vec::new(),
                     cancelling: false,
                     starting: false,
-                    joiner_panic: None,
+                    panic: None,
+                    stragglers: Vec::new(),
+                    driven: false,
+                    grace_timer: None,
                 }),
                 joiner: Mutex::new(Some(joiner)),
                 delivering: AtomicUsize::new(0),
@@ -401,22 +480,26 @@ where
     pub(super) fn admit<B: Body<T, E>>(
         self: &Arc<Self>,
         id: TaskId,
+        spawned: Spawned,
         body: B,
         queue: bool,
     ) -> Result<(), B> {
+        // A blocking task's age counts from here; an async task's from its
+        // first poll, where reading the clock costs less (see `batch_now`).
+        let born = B::BLOCKING.then(|| since(self.epoch, Instant::now()));
         let mut state = self.lock();
         if self.ctx.is_cancelled() {
             if !queue {
                 return Err(body);
             }
-            self.record_unstarted(state, id, body);
+            self.record_unstarted(state, id, &spawned, body);
         } else if self.has_room(&state) {
             state.running += 1;
-            let key = B::BLOCKING.then(|| state.tasks.insert((id, None)));
+            let key = born.map(|born| state.tasks.insert((id, None, spawned.tag(born))));
             drop(state);
-            body.start(self, id, key);
+            body.start(self, id, spawned, key);
         } else if queue {
-            state.queue.push_back((id, body.into_work()));
+            state.queue.push_back((id, spawned, body.into_work()));
         } else {
             return Err(body);
         }
@@ -431,6 +514,7 @@ where
         self: &Arc<Self>,
         mut state: MutexGuard<'_, State<T, E>>,
         id: TaskId,
+        spawned: &Spawned,
         f: X,
     ) {
         state.discarding += 1;
@@ -440,6 +524,7 @@ where
             id,
             outcome,
             held: Held::Unstarted,
+            tag: spawned.tag(UNPOLLED),
         });
     }
 
@@ -451,12 +536,12 @@ where
     /// task bound the group to one; the task is then recorded as
     /// cancelled.
     #[track_caller]
-    fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, f: F)
+    fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, spawned: Spawned, f: F)
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let completion = Completion::new(self, id, None);
+        let completion = Completion::new(self, id, None, spawned.tag(UNPOLLED));
         self.runner.bind();
         // Invariant 3: the last look before user code runs.
         if self.ctx.is_cancelled() {
@@ -466,10 +551,26 @@ where
             }
             return;
         }
-        let ctx = self.ctx.clone();
+        let Some(timeout) = spawned.timeout else {
+            let ctx = self.ctx.clone();
+            let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
+                Ok(fut) => fut,
+                Err(payload) => return completion.finish(Outcome::Panicked(payload)),
+            };
+            return self
+                .runner
+                .spawn(Box::pin(TaskFuture::new(fut, completion)));
+        };
+        // A deadline of its own: a child context, ended with the task.
+        let (ctx, handle) = self.ctx.with_timeout(timeout);
+        let end = EndOnDrop(handle);
         let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
             Ok(fut) => fut,
             Err(payload) => return completion.finish(Outcome::Panicked(payload)),
+        };
+        let fut = async move {
+            let _end = end;
+            fut.await
         };
         self.runner
             .spawn(Box::pin(TaskFuture::new(fut, completion)));
@@ -481,11 +582,14 @@ where
     ///
     /// Outside a tokio runtime, as `tokio::task::spawn_blocking` does.
     #[track_caller]
-    fn start_blocking<F>(self: &Arc<Self>, id: TaskId, key: usize, f: F)
+    fn start_blocking<F>(self: &Arc<Self>, id: TaskId, spawned: Spawned, key: usize, f: F)
     where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
-        let completion = Completion::new(self, id, Some(key));
+        let tag = self.lock().tasks.get(key).map(|(_, _, tag)| tag.clone());
+        let tag = tag.unwrap_or_else(|| spawned.tag(UNPOLLED));
+        let completion = Completion::new(self, id, Some(key), tag);
+        let timeout = spawned.timeout;
         if self.ctx.is_cancelled() {
             if let Some(payload) = drop_catching(f) {
                 completion.finish(Outcome::Panicked(payload));
@@ -502,7 +606,16 @@ where
                 }
                 return; // `completion` reports it cancelled
             }
-            let outcome = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
+            let run = move || match timeout {
+                None => f(ctx),
+                Some(timeout) => {
+                    // A deadline of its own, ended with the task.
+                    let (ctx, handle) = ctx.with_timeout(timeout);
+                    let _end = EndOnDrop(handle);
+                    f(ctx)
+                }
+            };
+            let outcome = match catch_unwind(AssertUnwindSafe(run)) {
                 Ok(result) => Outcome::from_result(result),
                 Err(payload) => Outcome::Panicked(payload),
             };
@@ -517,7 +630,7 @@ where
     fn track(&self, key: usize, id: TaskId, handle: AbortHandle) {
         let mut state = self.lock();
         match state.tasks.get_mut(key) {
-            Some((owner, slot)) if *owner == id => *slot = Some(handle.clone()),
+            Some((owner, slot, _)) if *owner == id => *slot = Some(handle.clone()),
             // Already finished: its entry is gone (and maybe reused).
             _ => return,
         }
@@ -583,7 +696,7 @@ where
                     task: ended.id,
                     message: panic_message(&*payload).to_owned(),
                 });
-                self.lock().joiner_panic.get_or_insert(payload);
+                self.lock().panic.get_or_insert(payload);
                 let _ = drop_catching(joiner.take());
                 Decision::Cancel(cause)
             }
@@ -601,12 +714,25 @@ where
         decision: Decision,
         after: &mut After<T, E>,
     ) -> Option<Cause> {
-        let Ended { id, outcome, held } = ended;
-        if let Held::Slot { key: Some(key), .. } = held {
-            state.tasks.try_remove(key);
-            if state.tasks.is_empty() && state.tasks.capacity() > KEPT {
-                state.tasks = Slab::new();
+        let Ended {
+            id,
+            outcome,
+            held,
+            tag,
+        } = ended;
+        match held {
+            Held::Slot { key: Some(key), .. } => {
+                state.tasks.try_remove(key);
+                if state.tasks.is_empty() && state.tasks.capacity() > KEPT {
+                    state.tasks = Slab::new();
+                }
             }
+            // An async task the group dropped unfinished (invariant 8).
+            Held::Slot {
+                key: None,
+                ran: false,
+            } => state.stragglers.push((id, tag.clone())),
+            _ => {}
         }
         let mut unused = None;
         let mut cancels = false;
@@ -614,7 +740,7 @@ where
             if state.cancelled_by.is_none() && !state.cancelling && !self.ctx.is_cancelled() {
                 state.cancelled_by = Some(id);
                 state.cancelling = true;
-                after.cancel = Some(self.label(cause));
+                after.cancel = Some(self.label(cause, id, tag.name.as_ref()));
                 cancels = true;
             } else {
                 unused = Some(cause);
@@ -633,15 +759,21 @@ where
     }
 
     /// A [`TaskFailed`] cause, as the built-in joiners make it, gets the
-    /// group's name.
-    fn label(&self, cause: Cause) -> Cause {
-        match (&self.name, cause.downcast_ref::<TaskFailed>()) {
-            (Some(name), Some(failed)) if failed.group.is_none() => Cause::new(TaskFailed {
-                group: Some(name.clone()),
-                ..failed.clone()
-            }),
-            _ => cause,
+    /// group's name, and the task's if it is about this task.
+    fn label(&self, cause: Cause, id: TaskId, task: Option<&Arc<str>>) -> Cause {
+        let Some(failed) = cause.downcast_ref::<TaskFailed>() else {
+            return cause;
+        };
+        let group = failed.group.is_none() && self.name.is_some();
+        let named = failed.name.is_none() && failed.task == id && task.is_some();
+        if !group && !named {
+            return cause;
         }
+        Cause::new(TaskFailed {
+            group: failed.group.clone().or_else(|| self.name.clone()),
+            name: failed.name.clone().or_else(|| task.cloned()),
+            ..failed.clone()
+        })
     }
 
     /// Gives back what an ended task held: its slot, to a queued closure if
@@ -675,15 +807,19 @@ where
         if state.starting || state.cancelling || !room || self.ctx.is_cancelled() {
             return None;
         }
-        let (id, work) = state.queue.pop_front()?;
+        let (id, spawned, work) = state.queue.pop_front()?;
         if state.queue.is_empty() && state.queue.capacity() > KEPT {
             state.queue = VecDeque::new();
         }
         state.starting = true;
         state.running += 1;
         Some(match work {
-            Work::Async(f) => Start::Async(id, f),
-            Work::Blocking(f) => Start::Blocking(id, state.tasks.insert((id, None)), f),
+            Work::Async(f) => Start::Async(id, spawned, f),
+            Work::Blocking(f) => {
+                let tag = spawned.tag(since(self.epoch, Instant::now()));
+                let key = state.tasks.insert((id, None, tag));
+                Start::Blocking(id, spawned, key, f)
+            }
         })
     }
 
@@ -723,11 +859,15 @@ where
         if !after.unstarted.is_empty() {
             self.discard(std::mem::take(&mut after.unstarted));
         }
+        if let Some(payload) = escaped {
+            // User code the cancel ran panicked (a context value's
+            // destructor, an `after_cancel` callback). This thread may be a
+            // shard's, where nobody would see it: `wait` re-raises it
+            // (invariant 9).
+            self.lock().panic.get_or_insert(payload);
+        }
         if let Some(start) = after.start {
             self.start_queued(start);
-        }
-        if let Some(payload) = escaped {
-            resume_unwind(payload);
         }
     }
 
@@ -737,8 +877,8 @@ where
         let mut start = first;
         loop {
             let started = catch_unwind(AssertUnwindSafe(|| match start {
-                Start::Async(id, f) => self.start_async(id, f),
-                Start::Blocking(id, key, f) => self.start_blocking(id, key, f),
+                Start::Async(id, spawned, f) => self.start_async(id, spawned, f),
+                Start::Blocking(id, spawned, key, f) => self.start_blocking(id, spawned, key, f),
             }));
             let mut state = self.lock();
             state.starting = false;
@@ -760,14 +900,59 @@ where
     /// (invariants 1 and 2). Called without the state lock: dropping a
     /// closure runs user code, whose panic must not escape into the
     /// canceller and leave the group unjoinable.
-    fn discard(self: &Arc<Self>, queued: VecDeque<(TaskId, Work<T, E>)>) {
-        for (id, work) in queued {
+    fn discard(self: &Arc<Self>, queued: VecDeque<(TaskId, Spawned, Work<T, E>)>) {
+        for (id, spawned, work) in queued {
             let outcome = drop_catching(work).map_or(Outcome::Cancelled, Outcome::Panicked);
             self.complete(Ended {
                 id,
                 outcome,
                 held: Held::Unstarted,
+                tag: spawned.tag(UNPOLLED),
             });
+        }
+    }
+}
+
+impl<T, E, J> Shared<T, E, J> {
+    /// The second step of a cancel, after the signal: drops the async
+    /// tasks now, or once the group's grace has passed (invariant 8).
+    fn begin_grace(&self) {
+        if self.grace.is_zero() {
+            return self.runner.cancel();
+        }
+        let Some(timer) = self.runner.cancel_after(self.grace) else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.driven {
+            // The group was dropped meanwhile, and dropped its tasks.
+            drop(state);
+            timer.abort();
+        } else {
+            state.grace_timer = Some(timer);
+        }
+    }
+
+    /// Takes over the second step of a cancel from the cancel hook: a
+    /// shutdown, or the group's drop, decides when the tasks are dropped
+    /// (invariant 8).
+    pub(super) fn drive(&self) {
+        self.lock().driven = true;
+    }
+
+    /// Drops every async task now, but shielded ones (invariant 8): the end
+    /// of a grace cut short. Called once the group context is cancelled.
+    pub(super) fn drop_tasks(&self) {
+        if self.runner.is_cancelled() {
+            return;
+        }
+        let mut state = self.lock();
+        state.driven = true;
+        let timer = state.grace_timer.take();
+        drop(state);
+        self.runner.cancel();
+        if let Some(timer) = timer {
+            timer.abort();
         }
     }
 }
@@ -784,11 +969,14 @@ where
         let blocking: Vec<AbortHandle> = state
             .tasks
             .iter()
-            .filter_map(|(_, (_, handle))| handle.clone())
+            .filter_map(|(_, (_, handle, _))| handle.clone())
             .collect();
         let queued = state.take_queue();
+        let driven = state.driven;
         drop(state);
-        self.runner.cancel();
+        if !driven {
+            self.begin_grace();
+        }
         for task in blocking {
             task.abort();
         }

@@ -10,7 +10,9 @@ use std::task::{self, Poll};
 use pin_project_lite::pin_project;
 
 use super::joiner::Joiner;
+use super::lifecycle::{Tag, UNPOLLED, since};
 use super::outcome::{Outcome, TaskId};
+use super::runner::batch_now;
 use super::shared::{Ended, Held, Shared};
 
 /// Owned by a started task: reports its outcome exactly once, when it
@@ -23,10 +25,17 @@ where
 {
     shared: Arc<Shared<T, E, J>>,
     id: TaskId,
-    /// Its entry in `tasks`, for a blocking task.
-    key: Option<usize>,
+    /// Its entry in `tasks`, for a blocking task; [`NO_KEY`] for an async
+    /// one. A `u32`, so that the whole stays within 16 bytes of what it was
+    /// before it kept a [`Tag`].
+    key: u32,
     finished: bool,
+    /// Who it is, for the joiner's cause and the shutdown report.
+    tag: Tag,
 }
+
+/// `Completion::key` of an async task.
+const NO_KEY: u32 = u32::MAX;
 
 impl<T, E, J> Completion<T, E, J>
 where
@@ -34,12 +43,29 @@ where
     E: Send + 'static,
     J: Joiner<T, E>,
 {
-    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, key: Option<usize>) -> Self {
+    pub(super) fn new(
+        shared: &Arc<Shared<T, E, J>>,
+        id: TaskId,
+        key: Option<usize>,
+        tag: Tag,
+    ) -> Self {
+        let key = key.map_or(NO_KEY, |key| {
+            u32::try_from(key).expect("fewer than 4 billion blocking tasks at once")
+        });
         Completion {
             shared: shared.clone(),
             id,
             key,
             finished: false,
+            tag,
+        }
+    }
+
+    /// Called on every poll of an async task: the first one records when
+    /// it was first polled.
+    fn polled(&mut self) {
+        if self.tag.born == UNPOLLED {
+            self.tag.born = since(self.shared.epoch, batch_now());
         }
     }
 
@@ -56,11 +82,17 @@ where
         self.report(outcome, false);
     }
 
-    fn report(&self, outcome: Outcome<T, E>, ran: bool) {
+    fn report(&mut self, outcome: Outcome<T, E>, ran: bool) {
+        let key = (self.key != NO_KEY).then_some(self.key as usize);
+        let tag = Tag {
+            name: self.tag.name.take(),
+            ..self.tag
+        };
         self.shared.complete(Ended {
             id: self.id,
             outcome,
-            held: Held::Slot { key: self.key, ran },
+            held: Held::Slot { key, ran },
+            tag,
         });
     }
 }
@@ -148,6 +180,9 @@ where
         let Some(fut) = this.fut.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
+        if let Some(completion) = this.completion.as_mut() {
+            completion.polled();
+        }
         let mut outcome = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => Outcome::from_result(result),
