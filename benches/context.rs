@@ -22,6 +22,14 @@
 //!   the machine does to any loop when both cores are busy (on a loaded
 //!   2-core machine the measured thread then gets preempted more), apart
 //!   from any contention on the context itself.
+//! - `check/K`: `check()` on a live context, inside an entered
+//!   current_thread runtime with timers (as a task calls it). K:
+//!   `cancel`, a context with no deadline; `deadline`, one with a deadline
+//!   an hour away. `instant_now` is the floor of what comparing against a
+//!   deadline can cost: `tokio::time::Instant::now()` alone (the benches
+//!   build tokio with `test-util`, whose clock asks the runtime whether
+//!   time is paused; without it this is `std::time::Instant::now()`,
+//!   measured as `std_instant_now`).
 //! - `value/D`: look up a value set D contexts up the chain (D = 1: on the
 //!   context itself). There is no tokio counterpart, so no baseline.
 //! - `deep_chain_cancel/N`: cancel the root of a chain N contexts deep
@@ -168,6 +176,28 @@ fn is_cancelled(c: &mut Criterion) {
     group.finish();
 }
 
+fn check(c: &mut Criterion) {
+    let mut group = c.benchmark_group("check");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _enter = runtime.enter();
+    let (plain, _plain_cancel) = Context::background().with_cancel();
+    let (near, _near_cancel) = Context::background().with_timeout(Duration::from_secs(3600));
+    for (name, ctx) in [("cancel", &plain), ("deadline", &near)] {
+        group.bench_function(BenchmarkId::new("context", name), |b| {
+            b.iter(|| black_box(black_box(ctx).check()).is_ok())
+        });
+    }
+    group.bench_function("instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    // What the clock read is in a build without tokio's `test-util`.
+    group.bench_function("std_instant_now", |b| b.iter(|| black_box(Instant::now())));
+    group.finish();
+}
+
 #[derive(Debug, PartialEq)]
 struct Needle(u64);
 #[allow(dead_code)] // only its type matters
@@ -291,6 +321,6 @@ fn quick() -> Criterion {
 criterion_group! {
     name = benches;
     config = quick();
-    targets = child_create_drop, to_token, is_cancelled, value, deep_chain_cancel, done_pending
+    targets = child_create_drop, to_token, is_cancelled, check, value, deep_chain_cancel, done_pending
 }
 criterion_main!(benches);

@@ -29,6 +29,17 @@
 //!    client drops the call, and the origin, which got the budget as
 //!    `grpc-timeout`, stops its handler.
 //!
+//! Runs 2 and 3 count both sides and say how they add up: `client:` is
+//! what the group saw (a fetch dropped in flight was sent, and its answer
+//! not read yet), `origin:` what the server saw (a handler stopped is one
+//! whose request context ended while it still worked). The two differ by
+//! the requests whose handler had already answered, or that never reached
+//! one.
+//!
+//! Each run draws a progress bar on stderr when stderr is a terminal; when
+//! it is not (a pipe, a log file, CI) it prints one summary line per run
+//! there instead, so stdout reads the same either way.
+//!
 //! ```text
 //! cargo run --release --example fanout_fetch
 //! cargo run --release --example fanout_fetch -- --urls 5000 --limit 128 --poison-at 1000 --deadline-ms 30
@@ -94,26 +105,58 @@ async fn main() {
     let mut poisoned = urls.clone();
     poisoned[args.poison_at] = format!("http://{}/poison", origin.addr);
     let before = origin.stats.snapshot();
-    fail_fast(&client, &poisoned, args.limit).await;
+    let client_side = fail_fast(&client, &poisoned, args.limit).await;
     origin.settle().await;
-    let after = origin.stats.snapshot();
+    let origin_side = origin.stats.snapshot().since(before);
+    // Each request the client dropped in flight either reached a handler
+    // that was still working (stopped: the origin saw its client hang up),
+    // reached one that had already answered (the answer was on its way),
+    // or never reached a handler at all.
+    let not_arrived = client_side.sent.saturating_sub(origin_side.received);
+    let answered = client_side
+        .dropped
+        .saturating_sub(origin_side.stopped + not_arrived);
     println!(
-        "   the origin received {} requests and stopped {} handlers whose client hung up\n",
-        after.received - before.received,
-        after.stopped - before.stopped,
+        "   origin: received {} requests; of the {} the client dropped in flight,\n           \
+         {} handlers were still working and stopped when their client hung up,\n           \
+         {answered} had already answered (the reply was on its way){}\n",
+        origin_side.received,
+        client_side.dropped,
+        origin_side.stopped,
+        if not_arrived > 0 {
+            format!(", {not_arrived} never reached a handler")
+        } else {
+            String::new()
+        },
     );
 
     // Run 3: a deadline per request.
     let deadline = Duration::from_millis(args.deadline_ms);
     println!("3. a deadline of {deadline:?} per request");
     let before = origin.stats.snapshot();
-    with_deadline(&client, &urls, args.limit, deadline).await;
+    let gave_up = with_deadline(&client, &urls, args.limit, deadline).await;
     origin.settle().await;
-    let after = origin.stats.snapshot();
-    println!(
-        "   the origin stopped {} handlers at their deadline (sent as grpc-timeout) or hang-up",
-        after.stopped - before.stopped,
-    );
+    let origin_side = origin.stats.snapshot().since(before);
+    if let Some(run) = gave_up {
+        // A handler the origin stopped either answered 504 in time (its
+        // deadline, the client's rounded down, ran out first) or found its
+        // client gone. A fetch that gave up reached such a handler, one
+        // that answered too late, or none at all.
+        let not_arrived = urls.len().saturating_sub(origin_side.received);
+        let stopped_gone = origin_side.stopped.saturating_sub(run.timed_out);
+        let late = run.gave_up.saturating_sub(stopped_gone + not_arrived);
+        println!(
+            "   origin: received {} requests and stopped {} handlers at their deadline \
+             (sent as grpc-timeout) or hang-up:\n           \
+             {} answered 504, {stopped_gone} found their client gone;\n           \
+             of the other {} fetches that gave up, {late} answered too late, \
+             {not_arrived} never reached a handler in time",
+            origin_side.received,
+            origin_side.stopped,
+            run.timed_out,
+            run.gave_up - stopped_gone.min(run.gave_up),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -192,7 +235,7 @@ async fn fetch_all(client: &HttpClient, urls: &[String], limit: usize) -> Run {
         let (client, url) = (client.clone(), url.clone());
         group.spawn(move |ctx| async move { fetch(&ctx, &client, &url).await });
     }
-    let mut progress = Progress::new(urls.len());
+    let mut progress = Progress::new("fetch them all", urls.len());
     let mut fetched = Vec::with_capacity(urls.len());
     while let Some((_id, outcome)) = group.next().await {
         match outcome {
@@ -242,8 +285,16 @@ impl Run {
     }
 }
 
+/// What the client saw in run 2.
+struct FailFast {
+    /// Requests handed to the HTTP client.
+    sent: usize,
+    /// Of those, the ones dropped before their answer was read.
+    dropped: usize,
+}
+
 /// Run 2.
-async fn fail_fast(client: &HttpClient, urls: &[String], limit: usize) {
+async fn fail_fast(client: &HttpClient, urls: &[String], limit: usize) -> FailFast {
     let start = Instant::now();
     let sent_before = SENT.load(Ordering::Relaxed);
     let mut group = TaskGroup::<Fetched, FetchError>::builder()
@@ -266,25 +317,50 @@ async fn fail_fast(client: &HttpClient, urls: &[String], limit: usize) {
             Ok(fetched)
         });
     }
-    let outcomes = group.wait_outcomes().await;
+    let mut progress = Progress::new("fail fast", urls.len());
+    let (mut ok, mut failed, mut cancelled) = (0, 0, 0);
+    while let Some((_id, outcome)) = group.next().await {
+        progress.tick(!outcome.is_ok());
+        match outcome {
+            Outcome::Ok(_) => ok += 1,
+            Outcome::Err(_) => failed += 1,
+            Outcome::Cancelled => cancelled += 1,
+            Outcome::Panicked(payload) => std::panic::resume_unwind(payload),
+        }
+    }
+    progress.finish();
     let wall = start.elapsed();
     let sent = SENT.load(Ordering::Relaxed) - sent_before;
-    let ok = outcomes.iter().filter(|o| o.is_ok()).count();
-    let failed = outcomes.iter().filter(|o| o.is_err()).count();
-    let cancelled = outcomes.iter().filter(|o| o.is_cancelled()).count();
     match group_ctx.cause() {
         Some(cause) => println!("   stopped after {:.0} ms: {cause}", ms(wall)),
         None => println!("   nothing failed ({:.0} ms)", ms(wall)),
     }
+    let dropped = sent - ok - failed;
     println!(
-        "   {ok} fetched, {failed} failed, {cancelled} cancelled: {} dropped in flight, {} never sent",
-        sent - ok - failed,
+        "   client: {ok} fetched, {failed} failed, {cancelled} cancelled:\n           \
+         {dropped} in flight (sent, answer not read yet) and dropped, \
+         {} still queued and never sent",
         urls.len() - sent
     );
+    FailFast { sent, dropped }
 }
 
-/// Run 3.
-async fn with_deadline(client: &HttpClient, urls: &[String], limit: usize, deadline: Duration) {
+/// What the client saw in run 3.
+struct DeadlineRun {
+    /// Answers that came in time with the origin's `504`: its handler's
+    /// deadline ran out first.
+    timed_out: usize,
+    /// Fetches that gave up at their deadline.
+    gave_up: usize,
+}
+
+/// Run 3; `None` if it failed.
+async fn with_deadline(
+    client: &HttpClient,
+    urls: &[String],
+    limit: usize,
+    deadline: Duration,
+) -> Option<DeadlineRun> {
     let start = Instant::now();
     let mut group = TaskGroup::<Option<Fetched>, FetchError>::builder()
         .limit(limit)
@@ -302,17 +378,40 @@ async fn with_deadline(client: &HttpClient, urls: &[String], limit: usize, deadl
             }
         });
     }
+    let mut progress = Progress::new("a deadline per request", urls.len());
+    let (mut in_time, mut timed_out, mut gave_up) = (0, 0, 0);
+    while let Some((_id, outcome)) = group.next().await {
+        progress.tick(!matches!(&outcome, Outcome::Ok(Some(f)) if f.status.is_success()));
+        match outcome {
+            Outcome::Ok(Some(fetched)) => {
+                in_time += 1;
+                timed_out += usize::from(fetched.status == StatusCode::GATEWAY_TIMEOUT);
+            }
+            Outcome::Ok(None) => gave_up += 1,
+            // Any other error fails the group; `wait` reports it.
+            Outcome::Err(_) | Outcome::Cancelled => {}
+            Outcome::Panicked(payload) => std::panic::resume_unwind(payload),
+        }
+    }
+    progress.finish();
     match group.wait().await {
-        Ok(results) => {
-            let in_time = results.iter().filter(|r| r.is_some()).count();
+        Ok(_) => {
             println!(
-                "   {in_time} answered within {deadline:?}, {} gave up at it ({:.0} ms in all)",
-                results.len() - in_time,
+                "   client: {in_time} answered within {deadline:?} ({timed_out} of them \
+                 504: the origin's deadline came first),\n           \
+                 {gave_up} gave up at it ({:.0} ms in all)",
                 ms(start.elapsed())
             );
+            Some(DeadlineRun { timed_out, gave_up })
         }
-        Err(GroupError::Failed(e)) => println!("   failed: {e}"),
-        Err(GroupError::Cancelled(e)) => println!("   cancelled: {e}"),
+        Err(GroupError::Failed(e)) => {
+            println!("   failed: {e}");
+            None
+        }
+        Err(GroupError::Cancelled(e)) => {
+            println!("   cancelled: {e}");
+            None
+        }
     }
 }
 
@@ -321,8 +420,11 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// A progress bar on stderr, redrawn in place with `\r` when stderr is a
-/// terminal.
+/// terminal; when it is not (a log file, a pipe, CI), one summary line per
+/// phase instead, once the phase is over.
 struct Progress {
+    phase: &'static str,
+    start: Instant,
     total: usize,
     done: usize,
     failed: usize,
@@ -331,8 +433,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: usize) -> Progress {
+    fn new(phase: &'static str, total: usize) -> Progress {
         Progress {
+            phase,
+            start: Instant::now(),
             total,
             done: 0,
             failed: 0,
@@ -368,9 +472,18 @@ impl Progress {
     }
 
     fn finish(&mut self) {
-        self.draw();
         if self.terminal {
+            self.draw();
             eprintln!();
+        } else {
+            eprintln!(
+                "   [{}] {}/{} done ({} failed) in {:.0} ms",
+                self.phase,
+                self.done,
+                self.total,
+                self.failed,
+                ms(self.start.elapsed())
+            );
         }
     }
 }
@@ -389,6 +502,16 @@ struct Stats {
 struct Snapshot {
     received: usize,
     stopped: usize,
+}
+
+impl Snapshot {
+    /// The counts since `before`.
+    fn since(self, before: Snapshot) -> Snapshot {
+        Snapshot {
+            received: self.received - before.received,
+            stopped: self.stopped - before.stopped,
+        }
+    }
 }
 
 impl Stats {

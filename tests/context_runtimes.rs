@@ -213,3 +213,42 @@ fn a_waiter_on_a_runtime_without_timers_relies_on_the_serving_runtime() {
     waiter.join().expect("the waiter thread");
     drop(a);
 }
+
+#[test]
+fn check_between_blocking_chunks_stops_at_the_deadline_on_a_current_thread_runtime() {
+    // The program: an async task doing blocking chunks, never
+    // yielding, on the runtime's only thread. Its timer task cannot run;
+    // `check` reads the clock itself.
+    let runtime = current_thread();
+    let (stopped_after, chunks, flag_before, error) = runtime.block_on(async {
+        let (ctx, _cancel) = Context::background().with_timeout(DEADLINE);
+        let start = Instant::now();
+        let mut chunks = 0u32;
+        loop {
+            // One chunk of blocking work: 1 ms of spinning.
+            let chunk = std::time::Instant::now();
+            while chunk.elapsed() < Duration::from_millis(1) {
+                std::hint::spin_loop();
+            }
+            let flag_before = ctx.err();
+            if let Err(error) = ctx.check() {
+                break (start.elapsed(), chunks, flag_before, error);
+            }
+            assert!(start.elapsed() < HANG, "the deadline never fired");
+            chunks += 1;
+        }
+    });
+    assert_eq!(error, ContextError::DeadlineExceeded);
+    // Nothing else fired it: the flag was still clear just before the
+    // `check` that stopped the loop.
+    assert_eq!(flag_before, None);
+    assert!(
+        stopped_after >= DEADLINE,
+        "stopped early: {stopped_after:?}"
+    );
+    assert!(
+        stopped_after < DEADLINE + Duration::from_millis(500),
+        "stopped late: {stopped_after:?}"
+    );
+    assert!(chunks > 0);
+}

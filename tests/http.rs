@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use taskgroup::http::{
     ConnectionContext, ContextLayer, DisconnectListener, Disconnected, PropagateDeadlineLayer,
+    RunToCompletion,
 };
 use taskgroup::{CancelHandle, Cause, Context, ContextError, TaskGroup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -135,7 +136,16 @@ impl Server {
         root: Context,
         shutdown: CancelHandle,
     ) -> Server {
-        let app = app.layer(layer);
+        Server::serve(app.layer(layer), watched, root, shutdown).await
+    }
+
+    /// Serves `app`, which has its `ContextLayer` already.
+    async fn serve(
+        app: Router<()>,
+        watched: bool,
+        root: Context,
+        shutdown: CancelHandle,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = if watched {
@@ -695,6 +705,193 @@ async fn the_layer_never_cuts_a_handler_short() {
     let (status, body) = call_with_header(server.addr, "5m").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "answered anyway (Some(DeadlineExceeded))");
+}
+
+// ---------------------------------------------------------------------------
+// Drop or run to completion: what a handler's own code does after the
+// client hangs up.
+
+/// A handler in the style of Go's tutorial: works in steps, and logs why
+/// when its context ends in step 3. `alive` counts it while it runs.
+#[derive(Clone)]
+struct Steps {
+    alive: Gauge,
+    log: mpsc::UnboundedSender<String>,
+}
+
+async fn steps(State(steps): State<Steps>, ctx: Context) -> String {
+    let _alive = steps.alive.enter();
+    match ctx.sleep(Duration::from_secs(60)).await {
+        Ok(()) => "step 3 done".to_string(),
+        Err(e) => {
+            let cause = ctx.cause().expect("a cancelled context has a cause");
+            let line = format!("Failed: step 3: {e}: {cause}");
+            steps.log.send(line.clone()).unwrap();
+            line
+        }
+    }
+}
+
+async fn steps_server<M>(
+    layer: ContextLayer<M>,
+    watched: bool,
+) -> (Server, Steps, mpsc::UnboundedReceiver<String>)
+where
+    ContextLayer<M>: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+    <ContextLayer<M> as tower::Layer<axum::routing::Route>>::Service: tower::Service<
+            Request<Body>,
+            Response: axum::response::IntoResponse + 'static,
+            Error: Into<Infallible> + 'static,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let (log, lines) = mpsc::unbounded_channel();
+    let state = Steps {
+        alive: Gauge::new(),
+        log,
+    };
+    let app = Router::new()
+        .route("/steps", get(steps))
+        .with_state(state.clone())
+        .layer(layer);
+    let (root, shutdown) = Context::background().with_cancel();
+    (
+        Server::serve(app, watched, root, shutdown).await,
+        state,
+        lines,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_to_completion_lets_the_handler_log_its_cancel_once_after_the_client_hangs_up() {
+    for watched in [false, true] {
+        let (root, _keep) = Context::background().with_cancel();
+        let layer = ContextLayer::new(&root).run_to_completion(PATIENCE);
+        let (server, state, mut lines) = steps_server(layer, watched).await;
+        let client = raw_client(server.addr, b"GET /steps HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        state.alive.reach(1).await;
+        let start = Instant::now();
+        drop(client);
+        let line = timeout(PATIENCE, lines.recv()).await.unwrap().unwrap();
+        println!(
+            "run_to_completion (watched: {watched}): hang-up to the handler's log line in {:?}",
+            start.elapsed()
+        );
+        if watched {
+            // The watch or hyper, whichever saw the hang-up first.
+            assert!(
+                line.starts_with("Failed: step 3: context cancelled: "),
+                "{line}"
+            );
+            let gone = [
+                Disconnected::ResponseDropped,
+                Disconnected::PeerClosed,
+                Disconnected::PeerReset,
+            ];
+            assert!(
+                gone.iter().any(|g| line.ends_with(&g.to_string())),
+                "{line}"
+            );
+        } else {
+            assert_eq!(
+                line,
+                format!(
+                    "Failed: step 3: context cancelled: {}",
+                    Disconnected::ResponseDropped
+                )
+            );
+        }
+        // The handler ran to its end, and logged exactly once.
+        state.alive.reach(0).await;
+        assert!(matches!(
+            lines.try_recv(),
+            Err(mpsc::error::TryRecvError::Empty)
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_handler_whose_client_hangs_up_is_dropped_before_its_error_path() {
+    let layer = ContextLayer::new(&Context::background());
+    let (server, state, mut lines) = steps_server(layer, false).await;
+    let client = raw_client(server.addr, b"GET /steps HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    state.alive.reach(1).await;
+    drop(client);
+    // Dropped at its await: gone, and nothing after the await ran.
+    state.alive.reach(0).await;
+    assert!(matches!(
+        lines.try_recv(),
+        Err(mpsc::error::TryRecvError::Empty)
+    ));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn run_to_completion_drops_a_handler_that_ignores_its_cancel_after_the_grace() {
+    use tower::{Layer, Service};
+    const GRACE: Duration = Duration::from_millis(250);
+    let alive = Gauge::new();
+    let counted = alive.clone();
+    let layer = ContextLayer::new(&Context::background()).run_to_completion(GRACE);
+    let mode: RunToCompletion = *layer.mode();
+    assert_eq!(mode.grace(), GRACE);
+    let mut service = layer.layer(tower::service_fn(move |_req: Request<()>| {
+        let entered = counted.enter();
+        async move {
+            let _entered = entered;
+            // Ignores its context: never ends on its own.
+            std::future::pending::<Result<http::Response<String>, Infallible>>().await
+        }
+    }));
+    let response = service.call(Request::new(()));
+    tokio::task::yield_now().await;
+    assert_eq!(alive.get(), 1);
+    // While the client waits, the layer never cuts the handler short.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(alive.get(), 1);
+    // The client goes: the handler has GRACE more, then it is dropped.
+    let left = Instant::now();
+    drop(response);
+    // The handler's task wakes up to the news (no time passes).
+    tokio::task::yield_now().await;
+    tokio::time::advance(GRACE - Duration::from_millis(1)).await;
+    assert_eq!(alive.get(), 1);
+    alive.reach(0).await;
+    assert_eq!(left.elapsed(), GRACE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_to_completion_answers_as_before_and_re_raises_a_handler_panic() {
+    let (root, _keep) = Context::background().with_cancel();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|ctx: Context| async move { format!("live: {}", !ctx.is_cancelled()) }),
+        )
+        .route(
+            "/panic",
+            get(|| async {
+                panic!("handler panicked on purpose");
+                #[allow(unreachable_code)] // the handler's return type
+                ""
+            }),
+        )
+        .layer(ContextLayer::new(&root).run_to_completion(PATIENCE));
+    let (root, shutdown) = Context::background().with_cancel();
+    let server = Server::serve(app, false, root, shutdown).await;
+    let (status, body) = call_with_header(server.addr, "5S").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "live: true"));
+    // The panic reaches hyper's connection task as it would without the
+    // option: the connection is closed without an answer.
+    let mut stream = raw_client(server.addr, b"GET /panic HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut answer = Vec::new();
+    timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
 }
 
 // ---------------------------------------------------------------------------

@@ -98,6 +98,57 @@ async fn deadline_in_the_past_is_born_expired() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_deadline_on_a_blocked_current_thread_runtime_fires_at_check_not_at_is_cancelled() {
+    let (ctx, _cancel) = Context::background().with_timeout(Duration::from_millis(300));
+    let child = ctx.with_value(7u8);
+    let called = Arc::new(AtomicBool::new(false));
+    let flag = called.clone();
+    let _reg = ctx.after_cancel(move || flag.store(true, SeqCst));
+
+    // The clock moves, but this task never yields: the deadline's timer
+    // task cannot run on the runtime's only thread (the blocking chunks of
+    // the issue). `advance` moves the clock on its first poll.
+    assert!(
+        tokio::time::advance(Duration::from_millis(299))
+            .now_or_never()
+            .is_none()
+    );
+    assert_eq!(child.check(), Ok(()), "before the deadline");
+    assert!(
+        tokio::time::advance(Duration::from_millis(1_700))
+            .now_or_never()
+            .is_none()
+    );
+    // The flag alone has not seen it: no timer has run.
+    assert!(!ctx.is_cancelled());
+    assert_eq!(ctx.err(), None);
+    // `check` reads the clock: the child expires the context that owns the
+    // deadline, with every context sharing it, at once.
+    assert_eq!(child.check(), Err(ContextError::DeadlineExceeded));
+    assert_eq!(ctx.err(), Some(ContextError::DeadlineExceeded));
+    assert_eq!(child.err(), Some(ContextError::DeadlineExceeded));
+    assert_eq!(
+        ctx.cause().unwrap().downcast_ref::<ContextError>(),
+        Some(&ContextError::DeadlineExceeded)
+    );
+    // Its after_cancel callback runs once the thread is free again.
+    assert!(!called.load(SeqCst));
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    assert!(called.load(SeqCst));
+
+    // A context cancelled before its deadline keeps saying Cancelled.
+    let (early, cancel) = Context::background().with_timeout(Duration::from_millis(10));
+    cancel.cancel();
+    assert!(
+        tokio::time::advance(Duration::from_secs(1))
+            .now_or_never()
+            .is_none()
+    );
+    assert_eq!(early.check(), Err(ContextError::Cancelled));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn timeouts_that_overflow_mean_no_deadline() {
     let (ctx, cancel) = Context::background().with_timeout(Duration::MAX);
     assert_eq!(ctx.deadline(), None);

@@ -38,8 +38,31 @@ use crate::ContextError;
 ///
 /// `Context` is one `Arc`: clone it freely and move it into tasks. Checking
 /// it ([`is_cancelled`](Context::is_cancelled), [`err`](Context::err),
-/// [`check`](Context::check)) is a single atomic load, with no lock, so it
+/// [`check`](Context::check)) takes no lock and is a single atomic load
+/// (`check` on a live context with a deadline adds one clock read), so it
 /// belongs in hot loops.
+///
+/// # When a deadline fires
+///
+/// A deadline expires its context (`err()` becomes
+/// `Some(DeadlineExceeded)`) at the first of:
+///
+/// - its timer task runs: at the deadline, on the runtime that was current
+///   when it was made, as soon as that runtime gets to it;
+/// - a waiter ([`done`](Context::done), [`run`](Context::run),
+///   [`sleep`](Context::sleep)) polled on another runtime has armed a timer
+///   there, and it runs (below);
+/// - [`check`](Context::check) is called at or after the deadline: it reads
+///   the clock itself.
+///
+/// [`is_cancelled`](Context::is_cancelled) and [`err`](Context::err) read
+/// the flag only. Timers run only when their runtime's threads are free:
+/// on a current_thread runtime whose thread is blocked (an async task
+/// doing blocking work in chunks without yielding), no timer runs, and
+/// `is_cancelled()` and `err()` stay live past the deadline; call
+/// `check()` between the chunks (or use
+/// [`TaskGroup::spawn_blocking`](crate::TaskGroup::spawn_blocking), or a
+/// multi-thread runtime, where another thread serves the timer).
 ///
 /// The name collides with [`std::task::Context`] and with
 /// `anyhow::Context`: import the latter as `use anyhow::Context as _;` to use
@@ -57,8 +80,9 @@ use crate::ContextError;
 /// deadline holds even when the runtime it was made on has been dropped or
 /// is a current_thread runtime that nobody drives. Until one of the timers
 /// fires, [`err`](Context::err) stays `None`: with the serving runtime gone,
-/// checks alone (`is_cancelled()` in a loop) see the deadline only once a
-/// waiter on a live runtime has fired it. A waiter polled outside any
+/// `is_cancelled()` in a loop sees the deadline only once a waiter on a
+/// live runtime or a [`check`](Context::check) (which reads the clock) has
+/// fired it. A waiter polled outside any
 /// runtime, or on one built without timers, cannot arm a timer (tokio's
 /// "timers are disabled" panic message is printed once per thread and
 /// runtime, and caught) and relies on the serving runtime.
@@ -534,9 +558,18 @@ impl Context {
         child
     }
 
-    /// Returns `true` once this context is cancelled or past its deadline.
+    /// Returns `true` once this context is cancelled, or expired by its
+    /// deadline.
     ///
-    /// One atomic load; no lock.
+    /// One atomic load; no lock, no clock. A deadline shows here once it
+    /// has fired: its timer task ran (on the runtime the deadline was made
+    /// on), a waiter ([`done`](Context::done), [`run`](Context::run),
+    /// [`sleep`](Context::sleep)) armed its own timer and it ran, or a
+    /// [`check`](Context::check) saw the clock past it. On a current_thread
+    /// runtime whose only thread is busy (blocking work inside an async
+    /// task) no timer can run, so `is_cancelled` stays `false` past the
+    /// deadline until something calls `check` or the thread yields. See
+    /// [When a deadline fires](Context#when-a-deadline-fires).
     ///
     /// # Examples
     ///
@@ -553,7 +586,11 @@ impl Context {
     /// Returns why this context is over, or `None` while it is live. Once
     /// `Some`, it never changes.
     ///
-    /// One atomic load; no lock.
+    /// One atomic load; no lock, no clock: like
+    /// [`is_cancelled`](Context::is_cancelled), it shows a deadline once it
+    /// has fired (a timer ran, or a [`check`](Context::check) saw the
+    /// clock past it), which on a blocked current_thread runtime can be
+    /// late. See [When a deadline fires](Context#when-a-deadline-fires).
     ///
     /// # Examples
     ///
@@ -614,6 +651,18 @@ impl Context {
     /// Returns `Ok(())` while the context is live, `Err` once it is over: the
     /// `?`-friendly check for loops.
     ///
+    /// Unlike [`is_cancelled`](Context::is_cancelled) and
+    /// [`err`](Context::err), `check` does not wait for a timer to fire a
+    /// deadline: on a live context that has one it also reads tokio's clock
+    /// ([`tokio::time::Instant::now`], so paused time works), and once the
+    /// clock is at or past the deadline it expires the context there and
+    /// then — with every context that shares the deadline, as the timer
+    /// would have — and returns `Err(DeadlineExceeded)`. So a loop of
+    /// blocking chunks with `ctx.check()?` between them stops at its
+    /// deadline even on a current_thread runtime it never yields to. The
+    /// cost: one atomic load, plus one clock read (tens of nanoseconds)
+    /// when the context has a deadline and is live.
+    ///
     /// # Errors
     ///
     /// The context's [`ContextError`] once it is cancelled or past its
@@ -638,11 +687,29 @@ impl Context {
     /// cancel.cancel();
     /// assert_eq!(crunch(&ctx, 3), Err(ContextError::Cancelled));
     /// ```
+    #[inline]
     pub fn check(&self) -> Result<(), ContextError> {
-        match self.err() {
-            Some(error) => Err(error),
+        if let Some(error) = self.err() {
+            return Err(error);
+        }
+        match self.deadline() {
+            Some(deadline) => self.check_deadline(deadline),
             None => Ok(()),
         }
+    }
+
+    /// `check` on a live context with a deadline: expires it if the clock
+    /// is past the deadline and no timer has yet.
+    #[inline(never)]
+    fn check_deadline(&self, deadline: Instant) -> Result<(), ContextError> {
+        if Instant::now() < deadline {
+            return Ok(());
+        }
+        let expired = Cancellation::new(ContextError::DeadlineExceeded, None);
+        tree::cancel(Node::deadline_owner(&self.node), expired);
+        // A cancel that raced this one may have won: report what the
+        // context says now.
+        Err(self.err().unwrap_or(ContextError::DeadlineExceeded))
     }
 
     /// Runs `fut` until it completes or this context is over, whichever is

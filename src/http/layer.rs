@@ -40,6 +40,14 @@ use crate::{CancelHandle, Context};
 /// itself. As in Go, the handler decides what to answer when its context
 /// ends (tower's `Timeout` layer is there for a hard cut).
 ///
+/// When the client goes away, hyper drops the response future, and with it
+/// (by default, [`DropOnDisconnect`]) the handler, at the await it is
+/// parked on: code after that await never runs.
+/// [`run_to_completion`](ContextLayer::run_to_completion) runs the handler
+/// on a task of its own instead, so it sees the cancel and finishes its
+/// error path; see [Drop or run to
+/// completion](super#drop-or-run-to-completion).
+///
 /// A malformed `grpc-timeout` (empty, a sign, a fraction, more than 8
 /// digits, an unknown unit) is answered `400 Bad Request` with a text body
 /// saying what is wrong ([`grpc_timeout::DecodeError`]), and the inner
@@ -105,9 +113,73 @@ use crate::{CancelHandle, Context};
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct ContextLayer {
+pub struct ContextLayer<M = DropOnDisconnect> {
     root: Context,
     max_timeout: Option<Duration>,
+    mode: M,
+}
+
+/// The default way a [`ContextLayer`] runs a handler: inside the response
+/// future, so a client that goes away drops the handler at its next await
+/// (hyper drops the response future) and nothing after that await runs.
+///
+/// See [Drop or run to completion](super#drop-or-run-to-completion), and
+/// [`RunToCompletion`] for the other way.
+///
+/// # Examples
+///
+/// ```
+/// use taskgroup::Context;
+/// use taskgroup::http::{ContextLayer, DropOnDisconnect};
+///
+/// let layer: ContextLayer<DropOnDisconnect> = ContextLayer::new(&Context::background());
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropOnDisconnect;
+
+/// A [`ContextLayer`] that runs each handler on a tokio task of its own, so
+/// a handler whose client went away sees its context cancelled and runs
+/// its own error path to the end; made by
+/// [`ContextLayer::run_to_completion`].
+///
+/// See [Drop or run to completion](super#drop-or-run-to-completion).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::Context;
+/// use taskgroup::http::{ContextLayer, RunToCompletion};
+///
+/// let layer: ContextLayer<RunToCompletion> =
+///     ContextLayer::new(&Context::background()).run_to_completion(Duration::from_secs(2));
+/// assert_eq!(layer.mode().grace(), Duration::from_secs(2));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunToCompletion {
+    grace: Duration,
+}
+
+impl RunToCompletion {
+    /// How long a handler may go on after its client went away before it
+    /// is dropped: the `grace` given to
+    /// [`run_to_completion`](ContextLayer::run_to_completion).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::Context;
+    /// use taskgroup::http::ContextLayer;
+    ///
+    /// let layer = ContextLayer::new(&Context::background())
+    ///     .run_to_completion(Duration::from_millis(500));
+    /// assert_eq!(layer.mode().grace(), Duration::from_millis(500));
+    /// ```
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
 }
 
 impl ContextLayer {
@@ -130,9 +202,87 @@ impl ContextLayer {
         ContextLayer {
             root: root.clone(),
             max_timeout: None,
+            mode: DropOnDisconnect,
         }
     }
 
+    /// Runs every handler on a tokio task of its own, so that a handler
+    /// whose client went away is not dropped: it sees its request context
+    /// cancelled (cause [`Disconnected`]) and finishes its own error path,
+    /// as a Go handler does after `ctx.Err()`.
+    ///
+    /// Nothing changes while the client waits: the response future waits
+    /// for the handler's task, and the layer never cuts the handler short.
+    /// Once the client is gone (the response future is dropped), the
+    /// handler's task goes on, for at most `grace` more: a handler still
+    /// running then is dropped at its next await, so one that ignores its
+    /// context cannot run forever. What a detached handler returns is
+    /// dropped (there is no one to send it to).
+    ///
+    /// The bound counts from the client leaving, not from the request's
+    /// deadline: a client that gives up exactly at the deadline (`curl -m
+    /// 1` with `grpc-timeout: 1S`) still leaves the handler `grace` to log
+    /// and clean up. The deadline itself still cancels the context as
+    /// before.
+    ///
+    /// See [Drop or run to completion](super#drop-or-run-to-completion)
+    /// for when each is right. The handler's future must be `Send +
+    /// 'static` (axum's always are); tokio task-locals of the connection's
+    /// task are not visible in it. A detached handler is not waited for by
+    /// a graceful shutdown: `axum::serve` may return while it finishes
+    /// (within `grace`).
+    ///
+    /// # Panics
+    ///
+    /// The service panics at `call` outside a tokio runtime (it spawns the
+    /// handler's task). A panic in the handler is raised again in the
+    /// response future while the client waits, as without this option;
+    /// after the client left, tokio reports it on the handler's task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use http::{Request, Response};
+    /// use taskgroup::Context;
+    /// use taskgroup::http::{ContextLayer, Disconnected};
+    /// use tower::{Layer, Service};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let (log, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    /// let layer = ContextLayer::new(&Context::background()).run_to_completion(Duration::from_secs(1));
+    /// let mut service = layer.layer(tower::service_fn(move |req: Request<()>| {
+    ///     let log = log.clone();
+    ///     async move {
+    ///         let ctx = req.extensions().get::<Context>().unwrap().clone();
+    ///         if let Err(e) = ctx.sleep(Duration::from_secs(60)).await {
+    ///             // The error path: it runs although the client is gone.
+    ///             log.send(format!("step 3 failed: {e}: {}", ctx.cause().unwrap())).unwrap();
+    ///         }
+    ///         Ok::<_, Infallible>(Response::new(String::new()))
+    ///     }
+    /// }));
+    /// let response = service.call(Request::new(()));
+    /// tokio::task::yield_now().await; // the handler starts
+    /// drop(response); // the client went away: hyper drops the response future
+    /// assert_eq!(
+    ///     lines.recv().await.unwrap(),
+    ///     format!("step 3 failed: context cancelled: {}", Disconnected::ResponseDropped),
+    /// );
+    /// # }
+    /// ```
+    pub fn run_to_completion(self, grace: Duration) -> ContextLayer<RunToCompletion> {
+        ContextLayer {
+            root: self.root,
+            max_timeout: self.max_timeout,
+            mode: RunToCompletion { grace },
+        }
+    }
+}
+
+impl<M> ContextLayer<M> {
     /// Gives every request at most `timeout`: its deadline is the earlier
     /// of `timeout` from its arrival and its `grpc-timeout` header.
     ///
@@ -162,29 +312,46 @@ impl ContextLayer {
     /// assert_eq!(response.body().get_ref().unwrap(), "Err(DeadlineExceeded)");
     /// # }
     /// ```
-    pub fn max_timeout(mut self, timeout: Duration) -> ContextLayer {
+    pub fn max_timeout(mut self, timeout: Duration) -> ContextLayer<M> {
         self.max_timeout = Some(timeout);
         self
     }
+
+    /// How this layer runs handlers: [`DropOnDisconnect`] (the default) or
+    /// [`RunToCompletion`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::Context;
+    /// use taskgroup::http::{ContextLayer, DropOnDisconnect};
+    ///
+    /// assert_eq!(*ContextLayer::new(&Context::background()).mode(), DropOnDisconnect);
+    /// ```
+    pub fn mode(&self) -> &M {
+        &self.mode
+    }
 }
 
-impl<S> Layer<S> for ContextLayer {
-    type Service = ContextService<S>;
+impl<S, M: Clone> Layer<S> for ContextLayer<M> {
+    type Service = ContextService<S, M>;
 
-    fn layer(&self, inner: S) -> ContextService<S> {
+    fn layer(&self, inner: S) -> ContextService<S, M> {
         ContextService {
             inner,
             root: self.root.clone(),
             max_timeout: self.max_timeout,
+            mode: self.mode.clone(),
         }
     }
 }
 
-impl fmt::Debug for ContextLayer {
+impl<M: fmt::Debug> fmt::Debug for ContextLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ContextLayer")
             .field("root", &self.root)
             .field("max_timeout", &self.max_timeout)
+            .field("mode", &self.mode)
             .finish()
     }
 }
@@ -217,13 +384,14 @@ impl fmt::Debug for ContextLayer {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct ContextService<S> {
+pub struct ContextService<S, M = DropOnDisconnect> {
     inner: S,
     root: Context,
     max_timeout: Option<Duration>,
+    mode: M,
 }
 
-impl<S> ContextService<S> {
+impl<S, M> ContextService<S, M> {
     /// The wrapped service.
     ///
     /// # Examples
@@ -252,6 +420,24 @@ impl<S> ContextService<S> {
             return info.0.context();
         }
         &self.root
+    }
+
+    /// Derives the request's context and puts it in the request's
+    /// extensions: the handle that ends it, and whether the request is a
+    /// HEAD; or the message of a `400` for a malformed `grpc-timeout`.
+    fn prepare<B>(&self, req: &mut Request<B>) -> Result<(CancelHandle, bool), String> {
+        let header = header_timeout(req)?;
+        let timeout = match (header, self.max_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let parent = self.parent(req);
+        let (ctx, cancel) = match timeout {
+            Some(timeout) => parent.with_timeout(timeout),
+            None => parent.with_cancel(),
+        };
+        req.extensions_mut().insert(ctx);
+        Ok((cancel, req.method() == http::Method::HEAD))
     }
 }
 
@@ -288,38 +474,143 @@ where
     /// Panics outside a tokio runtime when the request has a deadline, as
     /// [`Context::with_timeout`] does.
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let header = match header_timeout(&req) {
-            Ok(timeout) => timeout,
-            Err(message) => return ContextResponseFuture::reject(message),
-        };
-        let timeout = match (header, self.max_timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let parent = self.parent(&req);
-        let (ctx, cancel) = match timeout {
-            Some(timeout) => parent.with_timeout(timeout),
-            None => parent.with_cancel(),
-        };
-        req.extensions_mut().insert(ctx);
-        let head = req.method() == http::Method::HEAD;
-        ContextResponseFuture {
-            state: State::Called {
-                future: self.inner.call(req),
-                head,
-            },
-            request: Some(cancel),
+        match self.prepare(&mut req) {
+            Ok((cancel, head)) => ContextResponseFuture::called(self.inner.call(req), head, cancel),
+            Err(message) => ContextResponseFuture::reject(message),
         }
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for ContextService<S> {
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ContextService<S, RunToCompletion>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ContextBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ContextResponseFuture<HandlerTask<Result<Response<ResBody>, S::Error>>, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    /// Derives the request's context, calls the inner service and runs its
+    /// future on a task of its own ([`ContextLayer::run_to_completion`]).
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a tokio runtime.
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        match self.prepare(&mut req) {
+            Ok((cancel, head)) => {
+                let handler = HandlerTask::spawn(self.inner.call(req), self.mode.grace);
+                ContextResponseFuture::called(handler, head, cancel)
+            }
+            Err(message) => ContextResponseFuture::reject(message),
+        }
+    }
+}
+
+impl<S: fmt::Debug, M: fmt::Debug> fmt::Debug for ContextService<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ContextService")
             .field("inner", &self.inner)
             .field("root", &self.root)
             .field("max_timeout", &self.max_timeout)
+            .field("mode", &self.mode)
             .finish()
+    }
+}
+
+/// A handler running on a tokio task of its own
+/// ([`ContextLayer::run_to_completion`]): resolves to what the handler
+/// returns, and re-raises its panic.
+///
+/// # Cancel safety
+///
+/// Dropping it leaves the handler running (that is the point): the
+/// handler's task then has the layer's grace to end, and is dropped at its
+/// next await after that. What it returns is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use http::{Request, Response};
+/// use taskgroup::Context;
+/// use taskgroup::http::ContextLayer;
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = ContextLayer::new(&Context::background()).run_to_completion(Duration::from_secs(1));
+/// let service = layer.layer(tower::service_fn(|_: Request<()>| async {
+///     Ok::<_, Infallible>(Response::new("answered on its own task"))
+/// }));
+/// let response = service.oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(*response.body().get_ref().unwrap(), "answered on its own task");
+/// # }
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct HandlerTask<T> {
+    task: tokio::task::JoinHandle<Option<T>>,
+    // Dropped with this future: tells the task its client is gone.
+    _attached: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<T: Send + 'static> HandlerTask<T> {
+    fn spawn<F>(handler: F, grace: Duration) -> HandlerTask<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (attached, mut detached) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut handler = std::pin::pin!(handler);
+            // While the client waits: the handler, as if it ran inside the
+            // response future.
+            let output = std::future::poll_fn(|cx| {
+                if let Poll::Ready(output) = handler.as_mut().poll(cx) {
+                    return Poll::Ready(Some(output));
+                }
+                Pin::new(&mut detached).poll(cx).map(|_| None)
+            })
+            .await;
+            if output.is_some() {
+                return output;
+            }
+            // The client is gone (and the context cancelled, by
+            // `ContextResponseFuture`'s drop): `grace` more to end.
+            tokio::time::timeout(grace, handler).await.ok()
+        });
+        HandlerTask {
+            task,
+            _attached: attached,
+        }
+    }
+}
+
+impl<T> Future for HandlerTask<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<T> {
+        match std::task::ready!(Pin::new(&mut self.task).poll(cx)) {
+            Ok(Some(output)) => Poll::Ready(output),
+            // The task gives up only once this future is dropped.
+            Ok(None) => unreachable!("a handler task gave up while its client waited"),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => panic!("the handler's task was cancelled: the runtime is shutting down"),
+        }
+    }
+}
+
+impl<T> fmt::Debug for HandlerTask<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerTask")
+            .field("finished", &self.task.is_finished())
+            .finish_non_exhaustive()
     }
 }
 
@@ -385,6 +676,13 @@ pin_project! {
 }
 
 impl<F, B> ContextResponseFuture<F, B> {
+    fn called(future: F, head: bool, request: CancelHandle) -> ContextResponseFuture<F, B> {
+        ContextResponseFuture {
+            state: State::Called { future, head },
+            request: Some(request),
+        }
+    }
+
     fn reject(message: String) -> ContextResponseFuture<F, B> {
         let mut response = Response::new(ContextBody::message(message + "\n"));
         *response.status_mut() = StatusCode::BAD_REQUEST;

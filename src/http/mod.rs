@@ -12,6 +12,9 @@
 //!   `grpc-timeout` header and an optional maximum, cancelled when the
 //!   response is over or the client goes away. Pass it to a
 //!   [`TaskGroup`](crate::TaskGroup) and the fan-out stops with the request.
+//!   A client that goes away drops the handler (hyper's way), or, with
+//!   [`ContextLayer::run_to_completion`], lets it see the cancel and finish
+//!   its error path (Go's way): see [below](#drop-or-run-to-completion).
 //! - `Context` as an axum extractor: `async fn handler(ctx: Context)`
 //!   (feature `axum`).
 //! - [`grpc_timeout`]: the header's codec; [`propagate_deadline`] and
@@ -83,6 +86,64 @@
 //! # }
 //! ```
 //!
+//! # Drop or run to completion
+//!
+//! When a client goes away, hyper drops the response future. What that
+//! does to the handler's own code depends on where [`ContextLayer`] runs it:
+//!
+//! | | [`ContextLayer::new(&root)`](ContextLayer::new) (the default, [`DropOnDisconnect`]) | [`.run_to_completion(grace)`](ContextLayer::run_to_completion) ([`RunToCompletion`]) |
+//! |---|---|---|
+//! | where the handler runs | inside the response future, on the connection's task | on a tokio task of its own; the response future waits for it |
+//! | while the client waits | the same: the layer never cuts a handler short | the same |
+//! | the client goes away | the handler is dropped at the await it is parked on: **nothing after that await runs** (no log line, no rollback call); its destructors run, and its context is cancelled, so the tasks it handed the context to stop | the handler's context is cancelled (cause [`Disconnected`]) and the handler goes on: its `ctx.sleep`, `ctx.run` or `ctx.check()` returns the error and **its error path runs to the end**, as in Go; what it returns is dropped |
+//! | a handler that ignores its context | dropped at its next await anyway | dropped at its next await once `grace` has passed since the client went away |
+//! | cost per request | nothing extra | a tokio task and a oneshot channel; the handler's future must be `Send + 'static` |
+//!
+//! Which is right:
+//!
+//! - **Drop** (the default) when the handler only computes an answer —
+//!   reads, searches, a fan-out through a [`TaskGroup`](crate::TaskGroup) —
+//!   or cleans up in destructors (guards, a transaction that rolls back when
+//!   dropped). Nobody is waiting for the answer, and dropping stops the work
+//!   soonest.
+//! - **Run to completion** when the code after an await *must* run: logging
+//!   or counting why a request failed (`"Failed: step 3: context
+//!   cancelled"`), a compensating call to another service, releasing a lock
+//!   or rolling back through an async API (there is no async drop). This
+//!   is Go's model; the `grace` keeps a handler that ignores its context
+//!   from running forever (the request's deadline cancels the context but
+//!   does not drop the handler, so the grace counts from the hang-up: a
+//!   client that gives up exactly at the deadline still leaves the handler
+//!   time for its error path).
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use taskgroup::Context;
+//! use taskgroup::http::ContextLayer;
+//!
+//! async fn transfer(ctx: Context) -> String {
+//!     match ctx.sleep(Duration::from_secs(5)).await {
+//!         Ok(()) => "done".to_string(),
+//!         // With `run_to_completion` this runs when the client hangs up;
+//!         // without it the handler is dropped at the `await` above.
+//!         Err(e) => {
+//!             let line = format!("Failed: step 3: {e}: {}", ctx.cause().unwrap());
+//!             eprintln!("{line}");
+//!             line
+//!         }
+//!     }
+//! }
+//!
+//! let (root, _shutdown) = Context::background().with_cancel();
+//! let app: Router = Router::new().route("/transfer", get(transfer)).layer(
+//!     ContextLayer::new(&root)
+//!         .max_timeout(Duration::from_secs(10))
+//!         .run_to_completion(Duration::from_secs(2)),
+//! );
+//! # let _ = app;
+//! ```
+//!
 //! # What each protocol catches
 //!
 //! A client that goes away reaches the request's context in one of two
@@ -140,7 +201,10 @@ mod watch;
 mod with_axum;
 
 pub use body::ContextBody;
-pub use layer::{ContextLayer, ContextResponseFuture, ContextService};
+pub use layer::{
+    ContextLayer, ContextResponseFuture, ContextService, DropOnDisconnect, HandlerTask,
+    RunToCompletion,
+};
 pub use propagate::{
     BoxError, PropagateDeadline, PropagateDeadlineFuture, PropagateDeadlineLayer,
     propagate_deadline,
