@@ -160,6 +160,9 @@
 //! | cancelling twice, with or without causes | the first cancellation and cause win; later ones are no-ops | `cancelling_twice_keeps_the_first_cause` |
 //! | [`done`](Context::done) on a context that can never be cancelled ([`Context::background`], [`without_cancel`](Context::without_cancel)) | it never resolves, by design (Go's `Done()` is `nil` there); [`run`](Context::run) simply runs the future | `done_on_a_context_that_can_never_be_cancelled_never_resolves` |
 //! | `ready` on a group whose limit is full of tasks that never finish | it waits (that is the backpressure) and returns as soon as the group is cancelled | `ready_on_a_full_group_returns_once_cancelled` |
+//! | a [`shield`](Context::shield) with a zero budget | the section is never polled: `Err(DeadlineExceeded)` at once, and no protection from the group's drop | `a_shield_with_a_zero_budget_never_runs_its_section` |
+//! | [`shutdown`](TaskGroup::shutdown) from one of the group's own tasks | the same panic as `wait`'s, naming `shutdown`, instead of a hang | `shutdown_from_one_of_the_groups_own_tasks_panics_instead_of_hanging` |
+//! | a [grace](TaskGroupBuilder::grace) on a group of blocking tasks | no effect: blocking tasks are never dropped, grace or not; `wait` joins them as they return, and `shutdown` names the ones still running in `still_blocking` without waiting | `a_grace_on_a_group_of_blocking_tasks_changes_nothing` |
 //! | a [`ContextRunFuture`] polled after it completed | a panic: "ContextRunFuture polled after completion" | `a_run_future_polled_after_completion_panics` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]

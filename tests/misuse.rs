@@ -871,3 +871,73 @@ async fn a_run_future_polled_after_completion_panics() {
     let again = AssertUnwindSafe(&mut run).catch_unwind().await;
     assert!(message(&*again.unwrap_err()).contains("polled after completion"));
 }
+
+// ---------------------------------------------------------------------------
+// Lifecycle
+
+#[tokio::test(start_paused = true)]
+async fn a_shield_with_a_zero_budget_never_runs_its_section() {
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let mut group = TaskGroup::<(), ContextError>::new();
+    group.spawn(move |ctx| async move {
+        ctx.shield(
+            Duration::ZERO,
+            |_ctx| async move { flag.store(true, SeqCst) },
+        )
+        .await
+    });
+    assert_eq!(
+        group.wait().await,
+        Err(GroupError::Failed(ContextError::DeadlineExceeded))
+    );
+    assert!(!ran.load(SeqCst));
+}
+
+#[tokio::test]
+async fn shutdown_from_one_of_the_groups_own_tasks_panics_instead_of_hanging() {
+    // The group moved into its own task, which shuts it down.
+    let own = TaskGroup::<(), String>::new();
+    let mut holder = TaskGroup::<String, String>::new();
+    let slot = Arc::new(Mutex::new(Some(own)));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let mut guard = slot.lock().unwrap();
+        let g = guard.as_mut().unwrap();
+        let slot = slot.clone();
+        g.spawn(move |_ctx| async move {
+            let me = slot.lock().unwrap().take().unwrap();
+            let caught = AssertUnwindSafe(me.shutdown(Duration::from_secs(1)))
+                .catch_unwind()
+                .await;
+            let _ = tx.send(message(&*caught.expect_err("shutdown must panic")));
+            Ok(())
+        });
+    }
+    holder.spawn(|_ctx| async move { rx.await.map_err(|e| e.to_string()) });
+    let said = holder.wait().await.unwrap().remove(0);
+    assert!(
+        said.contains("TaskGroup::shutdown called from one of the group's own tasks"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grace_on_a_group_of_blocking_tasks_changes_nothing() {
+    let mut group = TaskGroup::<u32, ContextError>::builder()
+        .grace(Duration::from_millis(1))
+        .build();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, running) = std::sync::mpsc::channel();
+    group.spawn_blocking(move |_ctx| {
+        started.send(()).unwrap();
+        released.recv().unwrap();
+        Ok(7)
+    });
+    running.recv().unwrap();
+    group.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await; // past the grace
+    release.send(()).unwrap();
+    let outcomes = group.wait_outcomes().await;
+    assert!(matches!(outcomes[0], Outcome::Ok(7)), "joined, not dropped");
+}

@@ -89,6 +89,23 @@
 //!    woken then was aborted by `close`, and whoever takes it ends it
 //!    unpolled. Spawned outside any runtime then, the task is ended and
 //!    `spawn` panics, saying why.
+//! 9. A cancel reaches the runner in two steps: the signal (the group's
+//!    contexts are cancelled; tasks go on being polled) and the drop step,
+//!    [`Runner::cancel`], now, at the end of the group's grace
+//!    ([`Runner::cancel_after`], a tokio task whose drop cancels, so an
+//!    abort or a shutdown of its runtime drops the tasks then), or when
+//!    the group is dropped. After the drop step a cell is ended by whoever
+//!    holds its entry, at the next `run` or right after a poll that
+//!    returned `Pending`, unless it is shielded: its `shields` count, kept
+//!    in the thread's `POLLING` while it is polled and written back after,
+//!    is above zero. The count changes only inside the cell's own poll (a
+//!    shield is entered in its first poll, and left when it completes or
+//!    is dropped there; a shield dropped with the task's future elsewhere
+//!    does not count), so the holder of the entry always reads it right.
+//!    An abort that finds a shielded cell is used up at `start`, so the
+//!    cell polls on and parks as usual; the poll in which its last shield
+//!    ends is followed by the check, which ends it. A closed runner ends
+//!    every cell, shielded or not, as tokio drops every task at shutdown.
 //!
 //! # Lock order
 //!

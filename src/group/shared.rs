@@ -47,6 +47,18 @@
 //!    calling one is user code that may panic, and its failure must cancel
 //!    the group before a later closure starts. A slot freed meanwhile is
 //!    taken by that starter, which looks again once its closure returned.
+//! 8. The cancel hook stops what is queued and aborts blocking tasks at
+//!    once; the async tasks are dropped by the runner's drop step (runner
+//!    invariant 9): at once without a grace, else by a timer the hook
+//!    starts, unless a shutdown or the group's drop has taken the step
+//!    over (`driven`), which then calls [`Shared::drop_tasks`] itself. An
+//!    async task dropped unfinished is recorded in `stragglers`, with who
+//!    it was; only a cancel or a runtime shutdown drops one, and each task
+//!    once, so the list is bounded by the tasks running at the cancel.
+//! 9. A panic of the group's own bookkeeping (the joiner's `on_complete`,
+//!    or user code a decision's cancel ran) is kept in `panic` and
+//!    re-raised by `wait`, `wait_outcomes` and `shutdown` after the join:
+//!    it may happen on a shard's thread, where nobody would see it.
 //!
 //! # Lock order
 //!
