@@ -187,6 +187,7 @@ pub use group::{
     AllFailed, Decision, FailFast, FirstOk, Joiner, Outcome, Supervise, TaskGroup,
     TaskGroupBuilder, TaskId, Unread, hedge,
 };
+pub use group::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

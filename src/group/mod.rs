@@ -5,6 +5,7 @@ mod builder;
 mod joiner;
 mod outcome;
 mod runner;
+mod scoped;
 mod shared;
 mod task;
 
@@ -19,6 +20,7 @@ use tokio::sync::futures::OwnedNotified;
 pub use builder::TaskGroupBuilder;
 pub use joiner::{AllFailed, Decision, FailFast, FirstOk, Joiner, Supervise, Unread, hedge};
 pub use outcome::{Outcome, TaskId};
+pub use scoped::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
 use shared::{AsyncBody, BlockingBody, Shared};
 
 use crate::context::cancellation;
