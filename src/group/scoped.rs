@@ -137,7 +137,7 @@ struct Shared<'env, T, E, K: TaskKind> {
 
 /// Tasks spawned and not yet taken by the scope future.
 struct Spawned<'env, T: 'env, E: 'env, K: TaskKind> {
-    tasks: Vec<(TaskId, BoxTask<'env, T, E, K>)>,
+    tasks: VecDeque<(TaskId, BoxTask<'env, T, E, K>)>,
     next_id: u64,
     /// The scope ended, or its future was dropped (invariant 1).
     closed: bool,
@@ -464,7 +464,7 @@ impl<'env, T: 'env, E: 'env, J, K: TaskKind> Scope<'env, T, E, J, K> {
         // Boxing runs no user code: `f` is only moved.
         let task = boxed(f, shared.ctx.clone());
         shared.live.fetch_add(1, SeqCst);
-        spawned.tasks.push((id, task));
+        spawned.tasks.push_back((id, task));
         drop(spawned);
         if !shared.wake.polling.load(SeqCst) {
             shared.wake.notify();
@@ -673,7 +673,7 @@ struct Run<'env, T, E, J, K: TaskKind> {
     ready: VecDeque<usize>,
     body_ready: bool,
     /// Emptied buffers, kept for the next swap.
-    spare_spawned: Vec<(TaskId, BoxTask<'env, T, E, K>)>,
+    spare_spawned: VecDeque<(TaskId, BoxTask<'env, T, E, K>)>,
     spare_ready: Vec<usize>,
     /// Ended tasks, in completion order.
     done: VecDeque<(TaskId, Outcome<T, E>)>,
@@ -754,7 +754,7 @@ where
         live: AtomicUsize::new(0),
         slot_wanted: AtomicBool::new(false),
         spawned: Mutex::new(Spawned {
-            tasks: Vec::new(),
+            tasks: VecDeque::new(),
             next_id: 0,
             closed: false,
             slot_waiters: Vec::new(),
@@ -778,7 +778,7 @@ where
             waiting: VecDeque::new(),
             ready: VecDeque::new(),
             body_ready: true,
-            spare_spawned: Vec::new(),
+            spare_spawned: VecDeque::new(),
             spare_ready: Vec::new(),
             done: VecDeque::new(),
             cancelled_by: None,
@@ -1158,12 +1158,19 @@ where
         let mut spawned = std::mem::take(&mut self.spare_spawned);
         {
             let mut shared = self.shared.spawned();
+            if shared.tasks.is_empty() {
+                self.spare_spawned = spawned;
+                return;
+            }
             std::mem::swap(&mut spawned, &mut shared.tasks);
         }
         if self.shared.ctx.is_cancelled() {
             for (id, fut) in spawned.drain(..) {
                 self.unstarted(id, fut);
             }
+        } else if self.waiting.is_empty() {
+            // The common case, a burst of spawns: no copy.
+            std::mem::swap(&mut spawned, &mut self.waiting);
         } else {
             self.waiting.extend(spawned.drain(..));
         }
