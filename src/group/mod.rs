@@ -6,6 +6,7 @@ mod joiner;
 mod lifecycle;
 mod outcome;
 mod runner;
+mod scoped;
 mod shared;
 mod task;
 
@@ -24,6 +25,7 @@ use lifecycle::Spawned;
 pub use lifecycle::{ShutdownReport, TaskBuilder, TaskInfo};
 pub use outcome::{Outcome, TaskId};
 pub(crate) use runner::ShieldMark;
+pub use scoped::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
 use shared::{AsyncBody, BlockingBody, Shared};
 
 use crate::context::cancellation;
