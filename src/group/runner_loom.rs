@@ -426,6 +426,7 @@ fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Ce
         body: Mutex::new(Some(Box::pin(Forever(probe.clone())))),
         runner: runner.clone(),
         parked_key: AtomicUsize::new(super::NOT_PARKED),
+        shields: loom::sync::atomic::AtomicU32::new(0),
     });
     assert!(cell.state.schedule(), "a new cell is idle");
     (runner, cell, probe)
@@ -532,5 +533,91 @@ fn reopen_racing_a_wake_of_a_cell_the_close_aborted_ends_it_unpolled() {
             runner.lock().parked.is_empty(),
             "an ended cell is still parked"
         );
+    });
+}
+
+/// A stand-in task future that enters a shielded section in its first
+/// poll and leaves it in its second; both return `Pending`. Its drop
+/// counts a violation if the section is still held (invariant 9).
+struct Shielded {
+    probe: Arc<Probe>,
+    mark: Option<super::ShieldMark>,
+    violations: Arc<AtomicUsize>,
+}
+
+impl std::future::Future for Shielded {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let polls = self.probe.polls.fetch_add(1, Relaxed);
+        if polls == 0 {
+            self.mark = super::ShieldMark::enter();
+            assert!(self.mark.is_some(), "a shield inside a cell's poll counts");
+        } else {
+            self.mark = None;
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Shielded {
+    fn drop(&mut self) {
+        if self.mark.is_some() {
+            self.violations.fetch_add(1, Relaxed);
+        }
+        self.probe.drops.fetch_add(1, Relaxed);
+    }
+}
+
+/// Invariant 9: a cancel's drop step races a cell's first poll, in which
+/// the cell enters a shield. Whatever the interleaving, the cell's future
+/// is never dropped while the shield is held; once the section ends (its
+/// own wake, then a second poll), the cell is ended, once.
+#[test]
+fn cancel_racing_a_shields_entry_never_drops_the_section_and_ends_it_after() {
+    loom::model(|| {
+        let runner = super::Runner::new();
+        runner.lock().shards = 2;
+        let probe = Arc::new(Probe::default());
+        let violations = Arc::new(AtomicUsize::new(0));
+        let cell = Arc::new(super::Cell {
+            state: TaskState::new(),
+            body: Mutex::new(Some(Box::pin(Shielded {
+                probe: probe.clone(),
+                mark: None,
+                violations: violations.clone(),
+            }))),
+            runner: runner.clone(),
+            parked_key: AtomicUsize::new(super::NOT_PARKED),
+            shields: loom::sync::atomic::AtomicU32::new(0),
+        });
+        assert!(cell.state.schedule(), "a new cell is idle");
+        let canceller = {
+            let runner = runner.clone();
+            thread::spawn(move || runner.cancel())
+        };
+        cell.clone().run();
+        canceller.join().unwrap();
+        // The section ends: its own waker polls the cell again.
+        std::task::Wake::wake_by_ref(&cell);
+        loop {
+            let next = runner.lock().ready.pop_front();
+            match next {
+                Some(next) => next.run(),
+                None => break,
+            }
+        }
+        assert_eq!(violations.load(Relaxed), 0, "dropped inside the shield");
+        assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
+        let polls = probe.polls.load(Relaxed);
+        assert!(
+            polls == 0 || polls == 2,
+            "entered the shield and left it: {polls} polls"
+        );
+        assert!(cell.body.lock().unwrap().is_none());
+        assert!(runner.lock().parked.is_empty());
     });
 }
