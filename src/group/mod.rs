@@ -209,7 +209,7 @@ impl<T, E> TaskGroup<T, E> {
     /// # Examples
     ///
     /// ```
-    /// use taskgroup::TaskGroup;
+    /// use taskgroup::{Context, TaskGroup};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
