@@ -5,7 +5,7 @@
 //! job — needs three things that tokio leaves to glue code: one signal that
 //! stops every branch, the first error cancelling the rest, and a guarantee
 //! that no branch outlives the code that started it. This crate gives them
-//! two types:
+//! two types, and scopes for tasks that borrow:
 //!
 //! - [`Context`]: a cancellation tree with causes, deadlines and typed
 //!   request-scoped values. Cancelling a context cancels every descendant at
@@ -17,6 +17,12 @@
 //!   backpressure, panics never lost, and because Rust can drop a future,
 //!   a task that ignores its context is dropped at its next await point
 //!   instead of leaking.
+//! - [`scope`] and [`scope_local`]: the same group semantics for tasks that
+//!   *borrow* from the caller (no `'static`; with `scope_local`, no
+//!   `Send`), run concurrently inside the scope's own future rather than
+//!   on the runtime's workers. Use them for one request's fan-out of I/O
+//!   over borrowed data, and a `TaskGroup` for parallel CPU work or tasks
+//!   that outlive the caller.
 //!
 //! # A tour
 //!
