@@ -69,6 +69,74 @@ use crate::{Context, ContextError};
 ///
 /// [`hedge`] runs staggered attempts of one call under `FirstOk`.
 ///
+/// # Cancellation, step by step
+///
+/// A cancel (the first error under [`FailFast`], [`cancel`](TaskGroup::cancel),
+/// the parent context's cancel or deadline, [`shutdown`](TaskGroup::shutdown),
+/// or dropping the group) comes in two steps: the *signal*, then the *drop*.
+/// Here is what a task sees at each.
+///
+/// 1. **The signal, at once.** The group's context and every context
+///    derived from it are cancelled: [`Context::done`] resolves,
+///    [`Context::check`] and [`Context::err`] return the error, and
+///    [`Context::cause`] says why (a [`TaskFailed`](crate::TaskFailed) naming
+///    the task that failed). Queued closures (beyond a
+///    [limit](TaskGroupBuilder::limit)) never start: each is reported as
+///    cancelled. Blocking tasks are told too (their context), but a thread
+///    cannot be taken back: each runs until its closure returns.
+/// 2. **The grace, if the group has one.** With
+///    [`grace(d)`](TaskGroupBuilder::grace) (default zero) or
+///    [`shutdown(d)`](TaskGroup::shutdown), async tasks keep running for
+///    `d`: a task that sees the signal and ends on its own within it reports
+///    what it returned, not `Cancelled`. Without a grace this step takes no
+///    time.
+/// 3. **The drop.** Every async task still running is dropped at its next
+///    await point: its future's destructor runs (on one of the group's
+///    runner tasks), so guards are released, and its outcome is
+///    [`Outcome::Cancelled`]. `shutdown` names each one in
+///    [`stragglers`](ShutdownReport::stragglers).
+///
+/// **Inside a shield.** A task inside [`Context::shield`] when the drop
+/// comes, at once or at the grace's end or at the group's drop, is not
+/// dropped: its section runs to its end (its own context is not
+/// cancelled), for at most the shield's budget. The task is dropped at the
+/// first await after the section, unless it returns first. `wait` and
+/// `shutdown` wait for the section; a shield entered during the grace is
+/// kept too.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::{Outcome, Supervise, TaskGroup};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mut group = TaskGroup::<&str, String>::builder().joiner(Supervise).build();
+/// // Sees the signal, saves its state under a shield, and returns.
+/// group.build_task().name("saver").spawn(|ctx| async move {
+///     ctx.done().await;
+///     let saved = ctx
+///         .shield(Duration::from_secs(1), |ctx| async move {
+///             ctx.sleep(Duration::from_millis(300)).await // writing the checkpoint
+///         })
+///         .await;
+///     saved.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+///     Ok("checkpoint saved")
+/// });
+/// // Ignores the signal: dropped when the grace runs out.
+/// group.build_task().name("deaf").spawn(|_ctx| async {
+///     tokio::time::sleep(Duration::from_secs(3600)).await;
+///     Ok("never")
+/// });
+/// tokio::task::yield_now().await;
+///
+/// let report = group.shutdown(Duration::from_millis(100)).await;
+/// assert!(matches!(report.output[0], Outcome::Ok("checkpoint saved")));
+/// assert!(matches!(report.output[1], Outcome::Cancelled));
+/// let names: Vec<_> = report.stragglers().iter().map(|t| t.name()).collect();
+/// assert_eq!(names, [Some("deaf")]);
+/// # }
+/// ```
+///
 /// # How the tasks run
 ///
 /// An async task is not a tokio task of its own. The group runs its tasks
