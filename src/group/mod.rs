@@ -4,6 +4,7 @@
 mod builder;
 mod joiner;
 mod lifecycle;
+mod observe;
 mod outcome;
 mod runner;
 mod scoped;
@@ -13,7 +14,7 @@ mod task;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub use builder::TaskGroupBuilder;
 pub use joiner::{AllFailed, Decision, FailFast, FirstOk, Joiner, Supervise, Unread, hedge};
 use lifecycle::Spawned;
 pub use lifecycle::{ShutdownReport, TaskBuilder, TaskInfo};
+pub use observe::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use outcome::{Outcome, TaskId};
 pub(crate) use runner::ShieldMark;
 pub use scoped::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
@@ -203,6 +205,9 @@ use crate::{Context, ContextError};
 /// # }
 /// ```
 pub struct TaskGroup<T, E, J = FailFast> {
+    /// Its entry in the registry behind [`dump`]: first, so that it goes
+    /// before `shared` (observe.rs, invariant 1).
+    _registration: observe::Registration,
     shared: Arc<Shared<T, E, J>>,
     next_id: u64,
     /// The [`Stream`](futures_core::Stream) impl's waiter for `progress`,
@@ -388,8 +393,11 @@ where
         grace: Duration,
         joiner: J,
     ) -> TaskGroup<T, E, J> {
+        let shared = Shared::new(parent, name, limit, grace, joiner);
+        let observed: Weak<dyn observe::Observed> = Arc::downgrade(&shared) as _;
         TaskGroup {
-            shared: Shared::new(parent, name, limit, grace, joiner),
+            _registration: observe::Registration::new(observed),
+            shared,
             next_id: 0,
             stream_waiter: Mutex::new(None),
         }
@@ -858,6 +866,35 @@ where
         }
     }
 
+    /// What the group and its tasks are doing, as of now, with the live
+    /// groups nested under it (built from its context or its tasks'): the
+    /// part of [`dump`] that is this group. Weakly consistent, never calls
+    /// user code, never waits for a task (see [`dump`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{TaskGroup, TaskState};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<(), String>::builder().name("index").build();
+    /// group.build_task().name("scan").spawn(|ctx| async move {
+    ///     ctx.done().await;
+    ///     Ok(())
+    /// });
+    /// tokio::task::yield_now().await;
+    /// let snap = group.snapshot();
+    /// assert_eq!(snap.tasks()[0].state(), TaskState::Idle);
+    /// println!("{snap}"); // group "index", 0ns old
+    ///                     //   task 0 (scan): idle, 0ns old, spawned at src/main.rs:8:24
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> GroupSnapshot {
+        let addr = self.shared.ctx.addr();
+        observe::subtree(addr).unwrap_or_else(|| observe::Observed::observe(&*self.shared))
+    }
+
     /// Cancels the group, gives its tasks `grace` to end on their own,
     /// drops the async tasks still running, and reports: what
     /// [`wait`](TaskGroup::wait) returns, the tasks that had to be dropped
@@ -937,6 +974,17 @@ where
             let (stragglers, still) = state.take_report(self.shared.epoch, now);
             (stragglers, still, state.take_unread())
         };
+        #[cfg(feature = "tracing")]
+        for task in &stragglers {
+            tracing::warn!(
+                parent: &self.shared.span,
+                task = task.id().index(),
+                name = task.name(),
+                spawned_at = %task.spawned_at(),
+                age = ?task.age(),
+                "straggler dropped at the end of the shutdown's grace"
+            );
+        }
         ShutdownReport {
             output: self.finish(unread),
             stragglers,

@@ -34,6 +34,12 @@ use loom::thread;
 
 use super::TaskState;
 
+/// Who a model's task is: nobody in particular.
+fn meta() -> crate::group::lifecycle::Meta {
+    let spawned = crate::group::lifecycle::Spawned::here();
+    crate::group::lifecycle::Meta::new(crate::TaskId(0), &spawned)
+}
+
 /// The stand-in for a cell's future: counts its drop.
 struct Body {
     drops: Arc<AtomicUsize>,
@@ -420,7 +426,7 @@ impl Drop for Forever {
 /// A runner with `shards` shards counted, and a new cell of it that a
 /// shard has taken into its batch: scheduled, neither queued nor parked.
 fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Cell>, Arc<Probe>) {
-    let runner = super::Runner::new();
+    let runner = super::Runner::new(tokio::time::Instant::now());
     runner.lock().shards = shards;
     let probe = Arc::new(Probe::default());
     let cell = Arc::new(super::Cell {
@@ -429,6 +435,7 @@ fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Ce
         runner: runner.clone(),
         parked_key: AtomicUsize::new(super::NOT_PARKED),
         shields: loom::sync::atomic::AtomicU32::new(0),
+        meta: meta(),
     });
     assert!(cell.state.schedule(), "a new cell is idle");
     (runner, cell, probe)
@@ -581,7 +588,7 @@ impl Drop for Shielded {
 #[test]
 fn cancel_racing_a_shields_entry_never_drops_the_section_and_ends_it_after() {
     loom::model(|| {
-        let runner = super::Runner::new();
+        let runner = super::Runner::new(tokio::time::Instant::now());
         runner.lock().shards = 2;
         let probe = Arc::new(Probe::default());
         let violations = Arc::new(AtomicUsize::new(0));
@@ -595,6 +602,7 @@ fn cancel_racing_a_shields_entry_never_drops_the_section_and_ends_it_after() {
             runner: runner.clone(),
             parked_key: AtomicUsize::new(super::NOT_PARKED),
             shields: loom::sync::atomic::AtomicU32::new(0),
+            meta: meta(),
         });
         assert!(cell.state.schedule(), "a new cell is idle");
         let canceller = {
@@ -646,6 +654,7 @@ fn parked_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cel
         runner: runner.clone(),
         parked_key: AtomicUsize::new(super::NOT_PARKED),
         shields: loom::sync::atomic::AtomicU32::new(0),
+        meta: meta(),
     });
     assert!(cell.state.schedule(), "a new cell is idle");
     cell.clone().run();
@@ -660,7 +669,7 @@ fn parked_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cel
 #[test]
 fn wake_racing_the_graces_end_ends_the_cell_once() {
     loom::model(|| {
-        let runner = super::Runner::new();
+        let runner = super::Runner::new(tokio::time::Instant::now());
         let probe = Arc::new(Probe::default());
         let cell = parked_cell(&runner, Box::pin(Forever(probe.clone())));
         let grace_end = {
@@ -691,7 +700,7 @@ fn wake_racing_the_graces_end_ends_the_cell_once() {
 #[test]
 fn wake_racing_the_graces_end_inside_a_shield_lets_the_section_leave_first() {
     loom::model(|| {
-        let runner = super::Runner::new();
+        let runner = super::Runner::new(tokio::time::Instant::now());
         let probe = Arc::new(Probe::default());
         let violations = Arc::new(AtomicUsize::new(0));
         let body = Box::pin(Shielded {
