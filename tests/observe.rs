@@ -49,7 +49,10 @@ async fn a_parked_task_is_idle_one_beyond_the_limit_queued_and_an_unread_one_fin
         Ok(0)
     });
     group.spawn(|_ctx| async { Ok(1) });
-    group.build_task().name("waiting").spawn(|_ctx| async { Ok(2) });
+    group
+        .build_task()
+        .name("waiting")
+        .spawn(|_ctx| async { Ok(2) });
     let line = line!() - 1;
     // Task 1 finishes in its first poll; its slot goes to task 2, which
     // finishes too.
@@ -58,7 +61,10 @@ async fn a_parked_task_is_idle_one_beyond_the_limit_queued_and_an_unread_one_fin
         (1, TaskState::Finished),
         (2, TaskState::Finished),
     ];
-    eventually("tasks 1 and 2 finish", || states(&group.snapshot()) == expected).await;
+    eventually("tasks 1 and 2 finish", || {
+        states(&group.snapshot()) == expected
+    })
+    .await;
     let snap = group.snapshot();
     assert_eq!(snap.tasks()[2].name(), Some("waiting"));
     assert_eq!(snap.tasks()[2].spawned_at().file(), file!());
@@ -80,7 +86,10 @@ async fn a_parked_task_is_idle_one_beyond_the_limit_queued_and_an_unread_one_fin
         ctx.done().await;
         Ok(())
     });
-    limited.build_task().name("behind").spawn(|_ctx| async { Ok(()) });
+    limited
+        .build_task()
+        .name("behind")
+        .spawn(|_ctx| async { Ok(()) });
     let expected = [(0, TaskState::Idle), (1, TaskState::Queued)];
     eventually("task 0 parks", || states(&limited.snapshot()) == expected).await;
     let snap = limited.snapshot();
@@ -89,9 +98,7 @@ async fn a_parked_task_is_idle_one_beyond_the_limit_queued_and_an_unread_one_fin
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn ages_are_on_tokios_clock_for_groups_and_tasks() {
-    let mut group = TaskGroup::<(), String>::builder()
-        .name("ages")
-        .build();
+    let mut group = TaskGroup::<(), String>::builder().name("ages").build();
     tokio::time::advance(Duration::from_secs(3)).await;
     group.spawn(|ctx| async move {
         ctx.done().await;
@@ -123,15 +130,18 @@ async fn a_blocking_task_mid_body_is_blocking_and_a_busy_one_running() {
             Ok(())
         });
     let (r, e) = (release.clone(), entered.clone());
-    group.build_task().name("busy").spawn(move |_ctx| async move {
-        // Parked once (registered), then busy in its second poll.
-        tokio::task::yield_now().await;
-        e.fetch_add(1, SeqCst);
-        while !r.load(SeqCst) {
-            std::hint::spin_loop();
-        }
-        Ok(())
-    });
+    group
+        .build_task()
+        .name("busy")
+        .spawn(move |_ctx| async move {
+            // Parked once (registered), then busy in its second poll.
+            tokio::task::yield_now().await;
+            e.fetch_add(1, SeqCst);
+            while !r.load(SeqCst) {
+                std::hint::spin_loop();
+            }
+            Ok(())
+        });
     eventually("both tasks are inside their bodies", || {
         entered.load(SeqCst) == 2
     })
@@ -166,7 +176,10 @@ async fn a_task_blocking_its_thread_in_its_first_poll_is_counted_unlisted() {
     release.store(true, SeqCst);
     assert!(snap.tasks().is_empty(), "{snap}");
     assert_eq!(snap.unlisted(), 1);
-    assert!(snap.to_string().contains("1 more in their first poll"), "{snap}");
+    assert!(
+        snap.to_string().contains("1 more in their first poll"),
+        "{snap}"
+    );
     assert_eq!(group.wait().await, Ok(vec![()]));
 }
 
@@ -198,7 +211,11 @@ async fn a_task_inside_a_shield_after_the_cancel_is_shielded() {
     tokio::time::sleep(Duration::from_secs(2)).await; // past the grace
     assert_eq!(states(&group.snapshot()), [(0, TaskState::Shielded)]);
     let outcomes = group.wait_outcomes().await;
-    assert!(outcomes[0].is_ok(), "the section finished: {:?}", outcomes[0]);
+    assert!(
+        outcomes[0].is_ok(),
+        "the section finished: {:?}",
+        outcomes[0]
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -233,11 +250,8 @@ fn groups_nest_by_context_ancestry_three_deep_across_two_runtimes() {
         .enable_all()
         .build()
         .unwrap();
-    let mut a = outer_rt.block_on(async {
-        TaskGroup::<(), String>::builder()
-            .name("nest-a")
-            .build()
-    });
+    let mut a =
+        outer_rt.block_on(async { TaskGroup::<(), String>::builder().name("nest-a").build() });
     let (ctx_tx, ctx_rx) = std::sync::mpsc::channel::<Context>();
     outer_rt.block_on(async {
         a.spawn(move |ctx| async move {
@@ -315,9 +329,7 @@ fn groups_nest_by_context_ancestry_three_deep_across_two_runtimes() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_display_is_a_tree_with_names_states_ages_locations_and_the_cause() {
-    let mut group = TaskGroup::<(), String>::builder()
-        .name("display")
-        .build();
+    let mut group = TaskGroup::<(), String>::builder().name("display").build();
     group.build_task().name("users").spawn(|ctx| async move {
         ctx.done().await;
         Ok(())
@@ -337,7 +349,10 @@ async fn the_display_is_a_tree_with_names_states_ages_locations_and_the_cause() 
     );
     assert!(text.starts_with("group \"display\", 1.5s old, cancelled (context cancelled: task 1 of group \"display\" failed: backend down)\n"), "{text}");
     assert!(text.contains(&expected_task), "{text}");
-    assert!(text.contains("  task 1: finished, 1.5s old, spawned at "), "{text}");
+    assert!(
+        text.contains("  task 1: finished, 1.5s old, spawned at "),
+        "{text}"
+    );
     let _ = group.wait().await;
 }
 
@@ -374,7 +389,7 @@ fn a_dump_races_groups_built_and_dropped_on_other_threads() {
                             });
                             inner.wait().await.map(drop).map_err(|e| e.to_string())
                         });
-                        if built % 2 == 0 {
+                        if built.is_multiple_of(2) {
                             outer.cancel();
                         }
                         let _ = outer.wait().await;

@@ -146,7 +146,11 @@ fn nest(flats: Vec<Flat>, root: Option<usize>) -> Vec<GroupSnapshot> {
         .collect();
     let parents: Vec<Option<usize>> = flats
         .iter()
-        .map(|flat| flat.ancestors.iter().find_map(|addr| index.get(addr).copied()))
+        .map(|flat| {
+            flat.ancestors
+                .iter()
+                .find_map(|addr| index.get(addr).copied())
+        })
         .collect();
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); flats.len()];
     let mut tops = Vec::new();
@@ -184,7 +188,7 @@ fn nest(flats: Vec<Flat>, root: Option<usize>) -> Vec<GroupSnapshot> {
 }
 
 fn oldest_first(groups: &mut [GroupSnapshot]) {
-    groups.sort_by(|a, b| b.age.cmp(&a.age));
+    groups.sort_by_key(|group| std::cmp::Reverse(group.age));
 }
 
 /// A snapshot of every live [`TaskGroup`](crate::TaskGroup) in the
@@ -448,11 +452,7 @@ impl GroupSnapshot {
             writeln!(f, "{:inner$}{task}", "")?;
         }
         if self.unlisted > 0 {
-            writeln!(
-                f,
-                "{:inner$}{} more in their first poll",
-                "", self.unlisted
-            )?;
+            writeln!(f, "{:inner$}{} more in their first poll", "", self.unlisted)?;
         }
         for child in &self.children {
             child.write_tree(f, depth + 1)?;
@@ -559,6 +559,9 @@ impl fmt::Display for TaskSnapshot {
         write!(f, "task {}", self.id.index())?;
         if let Some(name) = &self.name {
             write!(f, " ({name})")?;
+        }
+        if self.state == TaskState::Queued {
+            return write!(f, ": queued, spawned at {}", self.spawned_at);
         }
         write!(
             f,

@@ -928,7 +928,6 @@ impl Cell {
             || (self.runner.cancelled.load(SeqCst) && !self.is_shielded())
     }
 
-
     /// Ends the cell: drops its future (if a poll has not finished it) and
     /// counts it out. Called by the holder of its queue entry (or while it
     /// runs), once: `ENDED` keeps it from being queued again.

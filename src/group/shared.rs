@@ -592,7 +592,9 @@ where
             let ctx = self.ctx.clone();
             let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
                 Ok(fut) => fut,
-                Err(payload) => return completion.finish(Outcome::Panicked(payload), Some(meta.tag())),
+                Err(payload) => {
+                    return completion.finish(Outcome::Panicked(payload), Some(meta.tag()));
+                }
             };
             return self
                 .runner
@@ -1044,7 +1046,12 @@ where
     fn on_cancel(&self) {
         #[cfg(feature = "tracing")]
         if let Some(err) = self.ctx.err() {
-            match self.ctx.cause() {
+            // A cause that is only the error says nothing more.
+            match self
+                .ctx
+                .cause()
+                .filter(|c| c.downcast_ref::<ContextError>().is_none())
+            {
                 Some(cause) => {
                     tracing::info!(parent: &self.span, error = %err, cause = %cause, "group cancelled");
                 }
