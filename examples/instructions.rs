@@ -7,6 +7,10 @@
 //! then one failing task, then `wait`) REPS times. Count it at N and at 0
 //! and divide the difference by N × REPS (BENCHMARKS.md, "Join policies"):
 //!
+//! With the `tracing` feature (`--features tracing`), the group and task
+//! spans are there too; `TASKGROUP_SUBSCRIBER=registry` makes
+//! tracing-subscriber's registry the subscriber, which records them.
+//!
 //! ```text
 //! cargo build --release --example instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
@@ -48,6 +52,14 @@ fn main() {
     };
     let n: usize = n.parse().expect(usage);
     let reps: usize = reps.parse().expect(usage);
+    // `TASKGROUP_SUBSCRIBER=registry`: with tracing-subscriber's registry
+    // as the thread's subscriber, which records every span (it matters
+    // only with the `tracing` feature, which gives the group spans).
+    let _subscriber =
+        (std::env::var("TASKGROUP_SUBSCRIBER").as_deref() == Ok("registry")).then(|| {
+            use tracing_subscriber::util::SubscriberInitExt;
+            tracing_subscriber::registry().set_default()
+        });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -361,7 +361,8 @@ impl GroupSnapshot {
     /// while group.context().err().is_none() {
     ///     tokio::task::yield_now().await;
     /// }
-    /// let cause = group.snapshot().cause().expect("cancelled by the failure");
+    /// let snap = group.snapshot();
+    /// let cause = snap.cause().expect("cancelled by the failure");
     /// assert_eq!(cause.downcast_ref::<TaskFailed>().unwrap().task().index(), 0);
     /// # }
     /// ```
@@ -535,7 +536,8 @@ impl TaskSnapshot {
 
     /// How long since the task started, on tokio's clock: since its first
     /// poll for an async task (read once per batch of polls), since its
-    /// start for a blocking one; zero for a queued task.
+    /// start for a blocking one; zero for a queued task, and for a finished
+    /// one (the group keeps only where it was spawned and its name).
     ///
     /// # Examples
     ///

@@ -905,7 +905,7 @@ impl Cell {
         };
         drop(body);
         if ready {
-            return self.end();
+            return self.end_finished();
         }
         if self.parked_key.load(Relaxed) == NOT_PARKED {
             self.runner.park(&self);
@@ -932,13 +932,29 @@ impl Cell {
     /// counts it out. Called by the holder of its queue entry (or while it
     /// runs), once: `ENDED` keeps it from being queued again.
     fn end(&self) {
+        let body = self.take_ended();
+        self.abandon(body);
+        self.unpark();
+    }
+
+    /// [`Cell::end`] after a poll that returned `Ready`: the future has
+    /// reported its task, and is only dropped.
+    fn end_finished(&self) {
+        let body = self.take_ended();
+        drop(catch_unwind(AssertUnwindSafe(move || drop(body))));
+        self.unpark();
+    }
+
+    /// Marks the cell ended (never queued again) and takes its future.
+    fn take_ended(&self) -> Option<Body> {
         self.state.end();
-        let body = self
-            .body
+        self.body
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        self.abandon(body);
+            .take()
+    }
+
+    fn unpark(&self) {
         let key = self.parked_key.load(Relaxed);
         if key != NOT_PARKED {
             self.runner.unpark(key);

@@ -71,7 +71,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -236,10 +236,13 @@ pub(super) struct State<T, E> {
     discarding: usize,
     /// Finished, not yet handed out, in completion order.
     done: VecDeque<(TaskId, Outcome<T, E>)>,
-    /// Who each task in `done` was, in the same order, for a snapshot
-    /// (`None`: not known, a blocking task the shutdown stopped waiting
-    /// for).
-    done_tags: VecDeque<Option<Tag>>,
+    /// Where each task in `done` was spawned, in the same order, for a
+    /// snapshot (`None`: a blocking task the shutdown stopped waiting for,
+    /// in `done` as cancelled), in runs: a fan-out's tasks come from one
+    /// spawn site, so this stays an entry or two however many finish.
+    done_at: VecDeque<(Option<&'static Location<'static>>, usize)>,
+    /// The names of the named tasks in `done`, in the same order.
+    done_names: VecDeque<(TaskId, Arc<str>)>,
     /// Endings that arrived inside the joiner, on its thread (invariant 5).
     deferred: VecDeque<Ended<T, E>>,
     /// The task whose joiner decision cancelled the group (invariant 6).
@@ -314,14 +317,27 @@ impl<T, E> State<T, E> {
             return None;
         }
         let (id, outcome) = self.done.pop_front()?;
-        self.done_tags.pop_front();
+        if let Some((_, run)) = self.done_at.front_mut() {
+            *run -= 1;
+            if *run == 0 {
+                self.done_at.pop_front();
+            }
+        }
+        if self
+            .done_names
+            .front()
+            .is_some_and(|(named, _)| *named == id)
+        {
+            self.done_names.pop_front();
+        }
         if !self.late_ok.is_empty() {
             self.late_ok.retain(|&late| late != id);
         }
         if self.done.is_empty() && self.done.capacity() > KEPT {
             // Drained after a burst: let the peak go.
             self.done = VecDeque::new();
-            self.done_tags = VecDeque::new();
+            self.done_at = VecDeque::new();
+            self.done_names = VecDeque::new();
             self.late_ok = Vec::new();
         }
         Some((id, outcome))
@@ -329,7 +345,8 @@ impl<T, E> State<T, E> {
 
     /// What a joined group leaves to its joiner.
     pub(super) fn take_unread(&mut self) -> Unread<T, E> {
-        self.done_tags = VecDeque::new();
+        self.done_at = VecDeque::new();
+        self.done_names = VecDeque::new();
         Unread::new(
             std::mem::take(&mut self.done),
             self.cancelled_by,
@@ -363,9 +380,32 @@ impl<T, E> State<T, E> {
         still.sort_by_key(TaskInfo::id);
         for task in &still {
             self.done.push_back((task.id(), Outcome::Cancelled));
-            self.done_tags.push_back(None);
+            push_run(&mut self.done_at, None);
         }
         (stragglers, still)
+    }
+}
+
+/// Appends `at` to the runs of spawn locations of `done`.
+fn push_run(
+    runs: &mut VecDeque<(Option<&'static Location<'static>>, usize)>,
+    at: Option<&'static Location<'static>>,
+) {
+    match runs.back_mut() {
+        Some((last, run)) if same_place(*last, at) => *run += 1,
+        _ => runs.push_back((at, 1)),
+    }
+}
+
+/// The same location, by address: one spawn site's calls share it, and
+/// comparing file names would cost more than the run saves.
+fn same_place(
+    a: Option<&'static Location<'static>>,
+    b: Option<&'static Location<'static>>,
+) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
     }
 }
 
@@ -480,7 +520,8 @@ where
                     tasks: Slab::new(),
                     discarding: 0,
                     done: VecDeque::new(),
-                    done_tags: VecDeque::new(),
+                    done_at: VecDeque::new(),
+                    done_names: VecDeque::new(),
                     deferred: VecDeque::new(),
                     cancelled_by: None,
                     late_ok: Vec::new(),
@@ -800,7 +841,10 @@ where
             state.late_ok.push(id);
         }
         state.done.push_back((id, outcome));
-        state.done_tags.push_back(tag);
+        push_run(&mut state.done_at, tag.as_ref().map(|tag| tag.at));
+        if let Some(name) = tag.and_then(|tag| tag.name) {
+            state.done_names.push_back((id, name));
+        }
         if cancels {
             after.canceller = Some(held);
         } else {
@@ -1172,9 +1216,23 @@ where
         for (_, (id, _, tag)) in &state.tasks {
             tasks.push(task(*id, tag, TaskState::Blocking));
         }
-        for ((id, _), tag) in state.done.iter().zip(&state.done_tags) {
-            if let Some(tag) = tag {
-                tasks.push(task(*id, tag, TaskState::Finished));
+        // `done_at` and `done_names` follow `done`'s order: one walk pairs
+        // them.
+        let mut names = state.done_names.iter().peekable();
+        let spawned_at = state
+            .done_at
+            .iter()
+            .flat_map(|&(at, run)| std::iter::repeat_n(at, run));
+        for ((id, _), at) in state.done.iter().zip(spawned_at) {
+            let name = names.next_if(|(named, _)| named == id);
+            if let Some(at) = at {
+                tasks.push(TaskSnapshot {
+                    id: *id,
+                    name: name.map(|(_, name)| name.clone()),
+                    state: TaskState::Finished,
+                    age: Duration::ZERO,
+                    spawned_at: at,
+                });
             }
         }
         // A task whose decision is cancelling is in `done` and still
