@@ -977,3 +977,260 @@ impl Args {
 // The page
 
 const PAGE: &str = include_str!("jobs.html");
+
+// ---------------------------------------------------------------------------
+// The HTTP checks, without a browser: `cargo test --example jobs`.
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A server's router over a small file, and what must outlive it.
+    struct Server {
+        router: Router,
+        _root: CancelHandle,
+        _dir: TempDir,
+    }
+
+    impl Server {
+        /// `mb` MiB at `chunk_delay_ms` a chunk, `max_jobs` at once.
+        fn start(mb: u64, chunk_delay_ms: u64, max_jobs: usize) -> Server {
+            let dir = TempDir::create().unwrap();
+            let path = dir.path().join("input.bin");
+            generate_file(&path, mb).unwrap();
+            let args = Args {
+                port: 0,
+                mb,
+                chunk_delay_ms,
+                max_jobs,
+            };
+            let (root, cancel) = Context::background().with_cancel();
+            let router = router(App::new(&root, path, &args), &root);
+            Server {
+                router,
+                _root: cancel,
+                _dir: dir,
+            }
+        }
+
+        async fn call(&self, method: Method, uri: &str) -> (StatusCode, Value) {
+            let request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap();
+            let response = self.router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let value = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            (status, value)
+        }
+
+        async fn start_job(&self, uri: &str) -> u64 {
+            let (status, body) = self.call(Method::POST, uri).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            body["id"].as_u64().unwrap()
+        }
+
+        /// Polls job `id` until `done` holds of it; panics after 10 s.
+        async fn wait_for(&self, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+            let start = Instant::now();
+            loop {
+                let (status, job) = self.call(Method::GET, &format!("/jobs/{id}")).await;
+                assert_eq!(status, StatusCode::OK, "{job}");
+                if done(&job) {
+                    return job;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "job {id}: still not {what} after 10 s: {job}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
+        move |job| job["state"] == state
+    }
+
+    fn args(line: &str) -> Result<Args, String> {
+        Args::parse_from(line.split_whitespace().map(str::to_string))
+    }
+
+    #[test]
+    fn bad_options_say_what_is_wrong() {
+        assert_eq!(args("").unwrap().port, 3000);
+        assert_eq!(args("--mb 12 --port 0").unwrap().mb, 12);
+        let zero = args("--mb 0").unwrap_err();
+        assert!(zero.contains("--mb must be at least 1"), "{zero}");
+        let word = args("--mb lots").unwrap_err();
+        assert_eq!(word, "--mb: not a number: \"lots\"");
+        let missing = args("--mb").unwrap_err();
+        assert_eq!(missing, "--mb needs a value");
+        let port = args("--port 70000").unwrap_err();
+        assert!(port.contains("70000 is not a port"), "{port}");
+        assert!(args("--max-jobs 0").unwrap_err().contains("--max-jobs"));
+        assert!(args("--verbose").unwrap_err().contains("unknown option"));
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_named() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let message = bind(port).await.unwrap_err();
+        assert!(
+            message.contains(&format!("port {port} is already in use")),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_page_has_its_buttons() {
+        let server = Server::start(1, 0, 1);
+        let (status, page) = server.call(Method::GET, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        let page = page.as_str().unwrap();
+        for text in ["Process file", "Cancel", "Time limit", "without a context"] {
+            assert!(page.contains(text), "the page lacks {text:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_job_is_404_with_a_message() {
+        let server = Server::start(1, 0, 1);
+        for (method, uri) in [
+            (Method::GET, "/jobs/999"),
+            (Method::GET, "/jobs/999/events"),
+            (Method::POST, "/jobs/999/cancel"),
+        ] {
+            let (status, body) = server.call(method, uri).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            let message = body["message"].as_str().unwrap();
+            assert!(message.contains("There is no job 999"), "{uri}: {message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_the_job_frees_the_lock_and_a_second_cancel_is_a_no_op() {
+        let server = Server::start(64, 20, 2);
+        let id = server.start_job("/jobs").await;
+        server.wait_for(id, "running", state_is("running")).await;
+
+        let (status, first) = server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(first["cancelled"], true, "{first}");
+        let (status, second) = server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(second["cancelled"], false, "{second}");
+        let message = second["message"].as_str().unwrap();
+        assert!(message.contains("does nothing"), "{message}");
+
+        let job = server.wait_for(id, "stopped", state_is("stopped")).await;
+        assert_eq!(job["error"], "context cancelled");
+        assert_eq!(job["lock_free"], true, "{job}");
+        assert!(job["chunks"].as_u64().unwrap() < 64, "{job}");
+        assert!(job["text"].as_str().unwrap().starts_with("Stopped: context cancelled"));
+        // The stop is measured from the click reaching the server.
+        assert!(job["stop_ms"].as_f64().unwrap() < 1000.0, "{job}");
+
+        // And once it has stopped, Cancel still says it does nothing.
+        let (_, third) = server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        assert_eq!(third["cancelled"], false);
+        assert!(third["message"].as_str().unwrap().contains("already stopped"));
+    }
+
+    #[tokio::test]
+    async fn the_time_limit_ends_a_job_with_deadline_exceeded() {
+        let server = Server::start(64, 20, 2);
+        let id = server.start_job("/jobs?time_limit_ms=100").await;
+        let job = server.wait_for(id, "stopped", state_is("stopped")).await;
+        assert_eq!(job["error"], "context deadline exceeded");
+        assert_eq!(job["lock_free"], true, "{job}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_time_limit_is_400() {
+        let server = Server::start(1, 0, 1);
+        for query in ["time_limit_ms=0", "time_limit_ms=soon", "time_limit_ms=", "limit=5"] {
+            let (status, body) = server.call(Method::POST, &format!("/jobs?{query}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+            assert!(body["message"].is_string(), "{query}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_without_a_context_runs_on_after_cancel() {
+        let server = Server::start(16, 10, 2);
+        let id = server.start_job("/jobs/no-context").await;
+        server.wait_for(id, "running", state_is("running")).await;
+        let (status, answer) = server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["cancelled"], false);
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains("without a context"), "{message}");
+        // It keeps going after the cancel...
+        let job = server
+            .wait_for(id, "two chunks on", |job| {
+                job["state"] == "running" && job["chunks_since_cancel"].as_u64() >= Some(2)
+            })
+            .await;
+        assert!(job["text"].as_str().unwrap().starts_with("Still running after Cancel"));
+        // ...to the end.
+        let job = server.wait_for(id, "finished", state_is("finished")).await;
+        assert_eq!(job["chunks"], 16);
+        assert!(job["text"].as_str().unwrap().starts_with("Finished anyway"));
+    }
+
+    #[tokio::test]
+    async fn a_hundred_jobs_at_once_get_a_clear_busy() {
+        let server = Server::start(64, 20, 3);
+        let calls = (0..100).map(|_| server.call(Method::POST, "/jobs"));
+        let answers = futures::future::join_all(calls).await;
+        let started: Vec<u64> = answers
+            .iter()
+            .filter(|(status, _)| *status == StatusCode::CREATED)
+            .map(|(_, body)| body["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(started.len(), 3, "{answers:?}");
+        for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+            assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE);
+            let message = body["message"].as_str().unwrap();
+            assert!(message.starts_with("Busy: 3 jobs"), "{message}");
+        }
+        // One holds the file lock; the other two wait for it.
+        let start = Instant::now();
+        loop {
+            let (_, list) = server.call(Method::GET, "/jobs").await;
+            let jobs = list["jobs"].as_array().unwrap();
+            let waiting: Vec<&Value> = jobs.iter().filter(|job| job["state"] == "waiting").collect();
+            if waiting.len() == 2 && jobs.iter().any(|job| job["state"] == "running") {
+                let text = waiting[0]["text"].as_str().unwrap();
+                assert!(text.starts_with("Waiting for the file lock"), "{text}");
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{list}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for &id in &started {
+            server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        }
+        for &id in &started {
+            server.wait_for(id, "stopped", state_is("stopped")).await;
+        }
+        // The slots are free again.
+        let id = server.start_job("/jobs").await;
+        server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        server.wait_for(id, "stopped", state_is("stopped")).await;
+    }
+}
