@@ -11,18 +11,18 @@
 //! streams to the page over Server-Sent Events. The page has three jobs:
 //!
 //! 1. **Tied to the page**: the job runs under its request's `Context`
-//!   (taskgroup's `ContextLayer` and `DisconnectListener`). Closing the tab
-//!   drops the event stream's connection, which cancels the context: the
-//!   job stops and the lock is free.
+//!    (taskgroup's `ContextLayer` and `DisconnectListener`). Closing the tab
+//!    drops the event stream's connection, which cancels the context: the
+//!    job stops and the lock is free.
 //! 2. **In the background**: the job's context is a child of the server's
-//!   root, and its `CancelHandle` is kept in the server's state by job id.
-//!   The Cancel button cancels it, and so does the deadline from the "Time
-//!   limit" field. The page shows "Stopped: context cancelled" (or "context
-//!   deadline exceeded"), how many milliseconds passed from the click to the
-//!   work stopping, and that the server took the file lock right after.
+//!    root, and its `CancelHandle` is kept in the server's state by job id.
+//!    The Cancel button cancels it, and so does the deadline from the "Time
+//!    limit" field. The page shows "Stopped: context cancelled" (or "context
+//!    deadline exceeded"), how many milliseconds passed from the click to the
+//!    work stopping, and that the server took the file lock right after.
 //! 3. **Without a context**, the bad example: the same loop, with nothing
-//!   to check. Cancel answers, but the work keeps crunching and holding the
-//!   lock until it is done, and the page says so.
+//!    to check. Cancel answers, but the work keeps crunching and holding the
+//!    lock until it is done, and the page says so.
 //!
 //! The API the page uses: `POST /jobs` (`?time_limit_ms=N` for a deadline),
 //! `POST /jobs/no-context`, `GET /jobs/{id}` (JSON), `GET /jobs/{id}/events`
@@ -215,25 +215,18 @@ impl App {
         self.jobs.lock().unwrap().get(&id).cloned()
     }
 
-    /// A new job of `kind`, if a slot is free; else the `503` answer.
+    /// A new job of `kind`, if a slot is free.
     fn new_job(
         &self,
         kind: Kind,
         cancel: Option<CancelHandle>,
         deadline: Option<Instant>,
-    ) -> Result<(Arc<Job>, OwnedSemaphorePermit), Response> {
-        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
-            reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({
-                    "message": format!(
-                        "Busy: {} jobs are already running or waiting for the file. \
-                         Try again when one of them ends.",
-                        self.max_jobs
-                    )
-                }),
-            )
-        })?;
+    ) -> Result<(Arc<Job>, OwnedSemaphorePermit), Busy> {
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy(self.max_jobs))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let job = Arc::new(Job {
             id,
@@ -302,6 +295,10 @@ impl App {
                     lock,
                 },
                 Ok(Ended::Stopped(error)) => {
+                    // A page that went away is noted by `after_cancel`, on a
+                    // task of its own: it may not have run yet. Then the
+                    // work saw the cancel first, at `stopped_at`.
+                    let _ = job.cancel_asked.set(stopped_at);
                     let ctx = ctx.as_ref().expect("only a context stops a job");
                     let cause = ctx.cause().map(|cause| cause.to_string());
                     // From the click (or the page going away), or from the
@@ -313,7 +310,8 @@ impl App {
                     JobState::Stopped {
                         error,
                         cause: cause.filter(|cause| *cause != error.to_string()),
-                        stop_latency: since.map(|since| stopped_at.saturating_duration_since(since)),
+                        stop_latency: since
+                            .map(|since| stopped_at.saturating_duration_since(since)),
                         lock,
                     }
                 }
@@ -324,6 +322,24 @@ impl App {
             job.cancel.lock().unwrap().take();
             drop(permit);
         });
+    }
+}
+
+/// No slot for another job: `--max-jobs` of them run or wait already.
+struct Busy(usize);
+
+impl IntoResponse for Busy {
+    fn into_response(self) -> Response {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "message": format!(
+                    "Busy: {} jobs are already running or waiting for the file. \
+                     Try again when one of them ends.",
+                    self.0
+                )
+            }),
+        )
     }
 }
 
@@ -375,7 +391,6 @@ impl Job {
     fn note_cancel(&self) {
         let _ = self.cancel_asked.set(Instant::now());
     }
-
 }
 
 /// A job's progress, as the blocking thread publishes it.
@@ -390,8 +405,12 @@ struct Status {
 #[derive(Debug, Clone)]
 enum JobState {
     /// Waiting for the file lock, held by job `holder` (0: about to get it).
-    Waiting { holder: u64 },
-    Running { since: Instant },
+    Waiting {
+        holder: u64,
+    },
+    Running {
+        since: Instant,
+    },
     Finished {
         checksum: u64,
         took: Duration,
@@ -476,7 +495,8 @@ fn crunch(app: &App, job: &Job, ctx: Option<&Context>) -> io::Result<Ended> {
                     check(ctx)?;
                     let holder = app.lock_holder.load(Ordering::Relaxed);
                     job.status.send_if_modified(|status| {
-                        let changed = !matches!(status.state, JobState::Waiting { holder: h } if h == holder);
+                        let changed =
+                            !matches!(status.state, JobState::Waiting { holder: h } if h == holder);
                         status.state = JobState::Waiting { holder };
                         changed
                     });
@@ -632,7 +652,7 @@ async fn start_background(State(app): State<Arc<App>>, RawQuery(query): RawQuery
     let deadline = ctx.deadline().map(|deadline| deadline.into_std());
     let (job, permit) = match app.new_job(Kind::Background, Some(cancel), deadline) {
         Ok(job) => job,
-        Err(busy) => return busy,
+        Err(busy) => return busy.into_response(),
     };
     let id = job.id;
     app.run(job, Some(ctx), permit);
@@ -648,7 +668,11 @@ async fn start_background(State(app): State<Arc<App>>, RawQuery(query): RawQuery
 /// The `time_limit_ms` of a query string, if any.
 fn time_limit(query: Option<&str>) -> Result<Option<Duration>, String> {
     let mut limit = None;
-    for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+    for pair in query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+    {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "time_limit_ms" => match value.parse::<u64>() {
@@ -660,7 +684,11 @@ fn time_limit(query: Option<&str>) -> Result<Option<Duration>, String> {
                 }
                 Ok(ms) => limit = Some(Duration::from_millis(ms)),
             },
-            _ => return Err(format!("Unknown parameter {key:?}: only time_limit_ms is known.")),
+            _ => {
+                return Err(format!(
+                    "Unknown parameter {key:?}: only time_limit_ms is known."
+                ));
+            }
         }
     }
     Ok(limit)
@@ -670,7 +698,7 @@ fn time_limit(query: Option<&str>) -> Result<Option<Duration>, String> {
 async fn start_without_context(State(app): State<Arc<App>>) -> Response {
     let (job, permit) = match app.new_job(Kind::NoContext, None, None) {
         Ok(job) => job,
-        Err(busy) => return busy,
+        Err(busy) => return busy.into_response(),
     };
     let id = job.id;
     app.run(job, None, permit);
@@ -688,7 +716,7 @@ async fn start_without_context(State(app): State<Arc<App>>) -> Response {
 async fn page_job(State(app): State<Arc<App>>, ctx: Context) -> Response {
     let (job, permit) = match app.new_job(Kind::Page, None, None) {
         Ok(job) => job,
-        Err(busy) => return busy,
+        Err(busy) => return busy.into_response(),
     };
     app.run(job.clone(), Some(ctx), permit);
     events(job).into_response()
@@ -931,8 +959,7 @@ struct Args {
 }
 
 impl Args {
-    const USAGE: &str =
-        "usage: jobs [--port N] [--mb N] [--chunk-delay-ms N] [--max-jobs N]";
+    const USAGE: &str = "usage: jobs [--port N] [--mb N] [--chunk-delay-ms N] [--max-jobs N]";
 
     fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         let mut parsed = Args {
@@ -1127,10 +1154,14 @@ mod tests {
         let id = server.start_job("/jobs").await;
         server.wait_for(id, "running", state_is("running")).await;
 
-        let (status, first) = server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        let (status, first) = server
+            .call(Method::POST, &format!("/jobs/{id}/cancel"))
+            .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(first["cancelled"], true, "{first}");
-        let (status, second) = server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        let (status, second) = server
+            .call(Method::POST, &format!("/jobs/{id}/cancel"))
+            .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(second["cancelled"], false, "{second}");
         let message = second["message"].as_str().unwrap();
@@ -1140,14 +1171,26 @@ mod tests {
         assert_eq!(job["error"], "context cancelled");
         assert_eq!(job["lock_free"], true, "{job}");
         assert!(job["chunks"].as_u64().unwrap() < 64, "{job}");
-        assert!(job["text"].as_str().unwrap().starts_with("Stopped: context cancelled"));
+        assert!(
+            job["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Stopped: context cancelled")
+        );
         // The stop is measured from the click reaching the server.
         assert!(job["stop_ms"].as_f64().unwrap() < 1000.0, "{job}");
 
         // And once it has stopped, Cancel still says it does nothing.
-        let (_, third) = server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        let (_, third) = server
+            .call(Method::POST, &format!("/jobs/{id}/cancel"))
+            .await;
         assert_eq!(third["cancelled"], false);
-        assert!(third["message"].as_str().unwrap().contains("already stopped"));
+        assert!(
+            third["message"]
+                .as_str()
+                .unwrap()
+                .contains("already stopped")
+        );
     }
 
     #[tokio::test]
@@ -1162,7 +1205,12 @@ mod tests {
     #[tokio::test]
     async fn a_bad_time_limit_is_400() {
         let server = Server::start(1, 0, 1);
-        for query in ["time_limit_ms=0", "time_limit_ms=soon", "time_limit_ms=", "limit=5"] {
+        for query in [
+            "time_limit_ms=0",
+            "time_limit_ms=soon",
+            "time_limit_ms=",
+            "limit=5",
+        ] {
             let (status, body) = server.call(Method::POST, &format!("/jobs?{query}")).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
             assert!(body["message"].is_string(), "{query}: {body}");
@@ -1174,7 +1222,9 @@ mod tests {
         let server = Server::start(16, 10, 2);
         let id = server.start_job("/jobs/no-context").await;
         server.wait_for(id, "running", state_is("running")).await;
-        let (status, answer) = server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        let (status, answer) = server
+            .call(Method::POST, &format!("/jobs/{id}/cancel"))
+            .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(answer["cancelled"], false);
         let message = answer["message"].as_str().unwrap();
@@ -1185,7 +1235,12 @@ mod tests {
                 job["state"] == "running" && job["chunks_since_cancel"].as_u64() >= Some(2)
             })
             .await;
-        assert!(job["text"].as_str().unwrap().starts_with("Still running after Cancel"));
+        assert!(
+            job["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Still running after Cancel")
+        );
         // ...to the end.
         let job = server.wait_for(id, "finished", state_is("finished")).await;
         assert_eq!(job["chunks"], 16);
@@ -1213,7 +1268,10 @@ mod tests {
         loop {
             let (_, list) = server.call(Method::GET, "/jobs").await;
             let jobs = list["jobs"].as_array().unwrap();
-            let waiting: Vec<&Value> = jobs.iter().filter(|job| job["state"] == "waiting").collect();
+            let waiting: Vec<&Value> = jobs
+                .iter()
+                .filter(|job| job["state"] == "waiting")
+                .collect();
             if waiting.len() == 2 && jobs.iter().any(|job| job["state"] == "running") {
                 let text = waiting[0]["text"].as_str().unwrap();
                 assert!(text.starts_with("Waiting for the file lock"), "{text}");
@@ -1223,14 +1281,18 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         for &id in &started {
-            server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+            server
+                .call(Method::POST, &format!("/jobs/{id}/cancel"))
+                .await;
         }
         for &id in &started {
             server.wait_for(id, "stopped", state_is("stopped")).await;
         }
         // The slots are free again.
         let id = server.start_job("/jobs").await;
-        server.call(Method::POST, &format!("/jobs/{id}/cancel")).await;
+        server
+            .call(Method::POST, &format!("/jobs/{id}/cancel"))
+            .await;
         server.wait_for(id, "stopped", state_is("stopped")).await;
     }
 }

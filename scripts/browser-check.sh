@@ -6,7 +6,8 @@
 # apt-get), builds the example and tests/browser.rs, starts the example and
 # chromedriver on free ports, runs tests/browser.rs against them
 # (TASKGROUP_BROWSER=1), and stops both on exit. Screenshots go to
-# target/browser/ (after-cancel.png, no-context.png). The last line is
+# target/browser/ (after-cancel.png, no-context.png and
+# cancel-vs-no-context.png, the README's picture). The last line is
 # `N passed, M failed`; the exit code is non-zero on any failure.
 #
 #   scripts/browser-check.sh

@@ -68,7 +68,10 @@ async fn main() -> ExitCode {
 
     let mut report = Report::default();
     report
-        .check("the page loads and says what it does", page_loads(&browser, &config))
+        .check(
+            "the page loads and says what it does",
+            page_loads(&browser, &config),
+        )
         .await;
     let mut latencies = Vec::new();
     for run in 1..=config.cancel_runs {
@@ -221,26 +224,17 @@ fn failed(what: &str) -> impl FnOnce(fantoccini::error::CmdError) -> String + '_
 }
 
 async fn click(browser: &Client, id: &str) -> Check {
-    let element = browser
-        .find(Locator::Id(id))
-        .await
-        .map_err(failed(id))?;
+    let element = browser.find(Locator::Id(id)).await.map_err(failed(id))?;
     element.click().await.map_err(failed(id))
 }
 
 async fn text(browser: &Client, id: &str) -> Result<String, String> {
-    let element = browser
-        .find(Locator::Id(id))
-        .await
-        .map_err(failed(id))?;
+    let element = browser.find(Locator::Id(id)).await.map_err(failed(id))?;
     element.text().await.map_err(failed(id))
 }
 
 async fn attr(browser: &Client, id: &str, name: &str) -> Result<Option<String>, String> {
-    let element = browser
-        .find(Locator::Id(id))
-        .await
-        .map_err(failed(id))?;
+    let element = browser.find(Locator::Id(id)).await.map_err(failed(id))?;
     element.attr(name).await.map_err(failed(id))
 }
 
@@ -269,7 +263,9 @@ async fn wait_for_text(
             return Ok(seen);
         }
         if start.elapsed() > timeout {
-            return Err(format!("#{id} not {what} after {timeout:?}; it says {seen:?}"));
+            return Err(format!(
+                "#{id} not {what} after {timeout:?}; it says {seen:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -285,7 +281,9 @@ async fn wait_running(browser: &Client, status: &str, at_least: u64) -> Check {
         }
         if start.elapsed() > Duration::from_secs(20) {
             let seen = text(browser, status).await?;
-            return Err(format!("#{status}: the job is not running after 20 s: {seen:?}"));
+            return Err(format!(
+                "#{status}: the job is not running after 20 s: {seen:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -328,13 +326,10 @@ async fn page_loads(browser: &Client, config: &Config) -> Check {
     Ok(())
 }
 
-async fn cancel_stops_the_job(
-    browser: &Client,
-    config: &Config,
-    screenshot: Option<PathBuf>,
-    latencies: &mut Vec<f64>,
-) -> Check {
-    open_page(browser, config).await?;
+/// Starts a background job on the open page, clicks Cancel once it runs,
+/// and checks what the page says; returns the page's click-to-stop
+/// milliseconds and its sentence about them.
+async fn start_and_cancel(browser: &Client) -> Result<(f64, String), String> {
     click(browser, "bg-start").await?;
     wait_running(browser, "bg-status", 3).await?;
     click(browser, "bg-cancel").await?;
@@ -350,24 +345,43 @@ async fn cancel_stops_the_job(
         return Err(format!("#bg-status says {status:?}"));
     }
     if !status.contains(LOCK_FREE) {
-        return Err(format!("the page does not say the lock is free: {status:?}"));
+        return Err(format!(
+            "the page does not say the lock is free: {status:?}"
+        ));
     }
     let ms: f64 = attr(browser, "bg-latency", "data-ms")
         .await?
         .and_then(|ms| ms.parse().ok())
         .ok_or("#bg-latency has no data-ms")?;
     let latency = text(browser, "bg-latency").await?;
-    if !latency.contains(&format!("The work stopped {ms} ms after you clicked Cancel")) {
+    if !latency.contains(&format!(
+        "The work stopped {ms} ms after you clicked Cancel"
+    )) {
         return Err(format!("#bg-latency says {latency:?}"));
     }
+    // The server's answer to the click shows too.
+    wait_for_text(
+        browser,
+        "bg-reply",
+        "answered",
+        Duration::from_secs(5),
+        |text| text.starts_with("The server answered: Cancelling job"),
+    )
+    .await?;
+    Ok((ms, latency))
+}
+
+async fn cancel_stops_the_job(
+    browser: &Client,
+    config: &Config,
+    screenshot: Option<PathBuf>,
+    latencies: &mut Vec<f64>,
+) -> Check {
+    open_page(browser, config).await?;
+    let (ms, latency) = start_and_cancel(browser).await?;
     latencies.push(ms);
     println!("        {latency}");
     if let Some(path) = screenshot {
-        // Let the server's answer to the click show too.
-        wait_for_text(browser, "bg-reply", "answered", Duration::from_secs(5), |text| {
-            !text.is_empty()
-        })
-        .await?;
         let png = browser.screenshot().await.map_err(failed("screenshot"))?;
         std::fs::write(&path, png).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("        screenshot: {}", path.display());
@@ -451,6 +465,9 @@ async fn time_limit_ends_the_job(browser: &Client, config: &Config) -> Check {
 
 async fn no_context_keeps_running(browser: &Client, config: &Config) -> Check {
     open_page(browser, config).await?;
+    // A background job cancelled first, on the same page, for the picture
+    // of the two side by side.
+    start_and_cancel(browser).await?;
     click(browser, "bad-start").await?;
     wait_running(browser, "bad-status", 3).await?;
     let at_click = chunks(browser, "bad-status").await?;
@@ -479,9 +496,23 @@ async fn no_context_keeps_running(browser: &Client, config: &Config) -> Check {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let png = browser.screenshot().await.map_err(failed("screenshot"))?;
     let path = config.out.join("no-context.png");
+    let png = browser.screenshot().await.map_err(failed("screenshot"))?;
     std::fs::write(&path, png).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The two jobs side by side, small enough for the README
+    // (docs/jobs-cancel.png is a copy).
+    let path = config.out.join("cancel-vs-no-context.png");
+    let story = browser
+        .find(Locator::Id("story"))
+        .await
+        .map_err(failed("story"))?;
+    let png = story.screenshot().await.map_err(failed("screenshot"))?;
+    std::fs::write(&path, png).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!(
+        "        screenshots: {}, {}",
+        config.out.join("no-context.png").display(),
+        path.display()
+    );
     // To the very end, and the lock is only free after that.
     let status = wait_for_text(
         browser,
