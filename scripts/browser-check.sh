@@ -35,11 +35,14 @@ server_pid=
 driver_pid=
 profile=
 cleanup() {
-  # Only the processes this script started, by their ids.
-  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  [[ -n $driver_pid ]] && kill "$driver_pid" 2>/dev/null && wait "$driver_pid" 2>/dev/null
-  [[ -n $profile ]] && rm -rf "$profile"
-  return 0
+  # Only the processes this script started, by their ids. (`|| true`: a
+  # killed process's status must not become the script's under `set -e`.)
+  local pid
+  for pid in $server_pid $driver_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ -n $profile ]]; then rm -rf "$profile"; fi
 }
 trap cleanup EXIT
 
