@@ -114,6 +114,7 @@ async fn main() {
     .expect("generate the file");
     if let Err(error) = generated {
         eprintln!("jobs: could not write {}: {error}", path.display());
+        drop(dir); // `exit` runs no destructors
         std::process::exit(1);
     }
     println!(
