@@ -44,7 +44,9 @@
 //! (a real job is slow because the work is; here hashing 1 MiB takes well
 //! under a millisecond), `--max-jobs N` (default 8) is how many jobs may
 //! run or wait for the lock at once. Bad options exit with code 2, a port
-//! in use with code 1, each with a message saying what is wrong.
+//! in use with code 1, each with a message saying what is wrong. Ctrl-C
+//! (or SIGTERM) stops every job that has a context, waits for the one
+//! without, and removes the temp dir.
 //!
 //! `scripts/browser-check.sh` drives this page in headless Chromium
 //! (tests/browser.rs); `cargo test --example jobs` runs the HTTP checks
@@ -124,8 +126,8 @@ async fn main() {
         started.elapsed()
     );
 
-    // The server's root: Ctrl-C cancels it, and with it every request and
-    // every background job.
+    // The server's root: Ctrl-C (or SIGTERM) cancels it, and with it every
+    // request and every background job.
     let (root, shutdown) = Context::background().with_cancel();
     let app = App::new(&root, path, &args);
     let listener = DisconnectListener::new(listener, &root);
@@ -136,16 +138,39 @@ async fn main() {
     )
     .with_graceful_shutdown(root.done_owned());
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            println!("jobs: Ctrl-C: stopping every job");
-            shutdown.cancel();
-        }
+        let signal = stop_signal().await;
+        println!("jobs: {signal}: stopping every job");
+        shutdown.cancel();
     });
     if let Err(error) = server.await {
         eprintln!("jobs: server: {error}");
     }
     // `dir` (and the file) go when `main` returns; the runtime then waits
     // for blocking jobs still running — only a job without a context can be.
+}
+
+/// Resolves at Ctrl-C, or at SIGTERM on Unix (what `kill` sends); says
+/// which. Either way `main` returns, and the temp dir is removed.
+async fn stop_signal() -> &'static str {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => term.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<Option<()>>();
+    tokio::select! {
+        () = ctrl_c => "Ctrl-C",
+        _ = term => "SIGTERM",
+    }
 }
 
 /// Binds 127.0.0.1:`port`, or says clearly why not.

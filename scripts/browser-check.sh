@@ -37,9 +37,18 @@ profile=
 cleanup() {
   # Only the processes this script started, by their ids. (`|| true`: a
   # killed process's status must not become the script's under `set -e`.)
-  local pid
+  # SIGTERM: the example stops its jobs and removes its temp dir; after
+  # 10 s of waiting, SIGKILL.
+  local pid i state
   for pid in $server_pid $driver_pid; do
-    kill "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || continue
+    for ((i = 0; i < 100; i++)); do
+      # Gone, or exited and waiting to be reaped (a zombie: Z).
+      state=$(ps -o stat= -p "$pid") || break
+      [[ $state == Z* ]] && break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
   if [[ -n $profile ]]; then rm -rf "$profile"; fi
