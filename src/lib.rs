@@ -197,6 +197,7 @@ pub use group::{
     AllFailed, Decision, FailFast, FirstOk, Joiner, Outcome, ShutdownReport, Supervise,
     TaskBuilder, TaskGroup, TaskGroupBuilder, TaskId, TaskInfo, Unread, hedge,
 };
+pub use group::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use group::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
 
 /// The README's examples, compiled and run as doctests.

@@ -219,3 +219,34 @@ fn a_value_dropped_on_another_thread_during_the_walk_never_stops_it() {
         started.elapsed()
     );
 }
+
+/// The group's own bookkeeping runs user code too: a failing task's
+/// decision cancels the group, and that cancel may drop a value's last
+/// reference. It runs on whichever thread the failing task ended on, where
+/// nobody would see a panic; `wait` re-raises it after the join instead,
+/// like a task's.
+///
+/// A `limit(1)` group: the running task fails; the queued closure holds
+/// the only clone of `b`, a child of the group's context whose value panics
+/// when dropped. The decision's cancel walk takes a reference to `b`, runs
+/// the group's hook (which drops the queued closure, and with it that
+/// clone), then lets go of `b` last: the panic, inside the cancel.
+#[tokio::test]
+async fn a_panic_in_user_code_the_groups_cancel_ran_reaches_wait() {
+    quiet_panic_hook();
+    let mut group = TaskGroup::<(), String>::builder().limit(1).build();
+    let b = group.context().with_value(PanicOnDrop);
+    group.spawn(|_ctx| async { Err("boom".to_owned()) });
+    group.spawn(move |_ctx| async move {
+        let _b = b;
+        Ok(())
+    });
+    let joined = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::FutureExt::catch_unwind(AssertUnwindSafe(group.wait())),
+    )
+    .await
+    .expect("no hang");
+    let payload = joined.expect_err("wait re-raises the panic the cancel resumed");
+    assert!(is_ours(&*payload), "the value's own panic, not another");
+}

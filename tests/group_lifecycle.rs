@@ -275,6 +275,34 @@ async fn a_shielded_section_that_ignores_its_budget_holds_the_group_for_the_budg
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
+/// A shutdown's grace ends at 5 s; a task that saw the cancel at once and
+/// entered a shield then is not dropped at 5 s but finishes its section
+/// (7 s, inside its 10 s budget) and returns what it decided.
+#[tokio::test(start_paused = true)]
+async fn a_shield_entered_during_a_grace_finishes_past_the_graces_end() {
+    let mut group = TaskGroup::<&str, ContextError>::builder()
+        .joiner(Supervise)
+        .build();
+    group.spawn(|ctx| async move {
+        ctx.done().await;
+        ctx.shield(Duration::from_secs(10), |shielded| async move {
+            shielded.sleep(Duration::from_secs(7)).await
+        })
+        .await??;
+        Ok("checkpoint written")
+    });
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let report = group.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        matches!(report.output[..], [Outcome::Ok("checkpoint written")]),
+        "{:?}",
+        report.output
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(7));
+    assert!(report.stragglers().is_empty(), "{:?}", report.stragglers());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_callers_select_dropping_a_shield_outside_a_group_still_wins() {
     let dropped = Arc::new(AtomicBool::new(false));

@@ -843,3 +843,43 @@ async fn a_scope_without_tasks_returns_at_once() {
         .await;
     assert!(out.unwrap_err().errors().is_empty());
 }
+
+/// A scope leaves the graceful wind-down to `TaskGroup` (documented on
+/// `scope`): a builder's grace does not apply, and a shield inside a
+/// scoped task only changes its context, so the first error drops both
+/// tasks at their next await, at once.
+#[tokio::test(start_paused = true)]
+async fn a_scope_ignores_a_grace_and_a_shield_and_drops_its_tasks_at_once() {
+    let ctx = Context::background();
+    let (deaf, deaf_dropped) = drop_flag();
+    let (shielded, shielded_dropped) = drop_flag();
+    let start = Instant::now();
+    let out = TaskGroup::builder()
+        .grace(Duration::from_secs(10))
+        .context(&ctx)
+        .scope(async |s| {
+            s.spawn(|_| async move {
+                let _deaf = deaf;
+                sleep(HOUR).await;
+                Ok(1)
+            });
+            s.spawn(|ctx| async move {
+                ctx.shield(HOUR, |_| async move {
+                    let _shielded = shielded;
+                    sleep(HOUR).await;
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(2)
+            });
+            s.spawn(|_| async {
+                sleep(Duration::from_millis(5)).await;
+                Err("down".to_string())
+            });
+        })
+        .await;
+    assert_eq!(out, Err(GroupError::Failed("down".to_string())));
+    assert_eq!(start.elapsed(), Duration::from_millis(5));
+    assert!(deaf_dropped.load(SeqCst), "no grace in a scope");
+    assert!(shielded_dropped.load(SeqCst), "no shield in a scope");
+}

@@ -1044,6 +1044,25 @@ impl Context {
         })
     }
 
+    /// The address of this context's node: who it is, for as long as it
+    /// lives (the dump tells groups apart by it).
+    pub(crate) fn addr(&self) -> usize {
+        Arc::as_ptr(&self.node) as usize
+    }
+
+    /// The addresses of this context's ancestors, nearest first, while
+    /// `f` returns `true`. Only those it keeps: a node with nothing to look
+    /// up and nothing to unlink from lets its parent go.
+    pub(crate) fn ancestors(&self, mut f: impl FnMut(usize) -> bool) {
+        let mut node = self.node.parent();
+        while let Some(parent) = node {
+            if !f(Arc::as_ptr(parent) as usize) {
+                return;
+            }
+            node = parent.parent();
+        }
+    }
+
     /// Cancels this context; `true` if this call did it. For owners that
     /// hold no `CancelHandle` (task groups).
     pub(crate) fn cancel_internal(&self, cancellation: Cancellation) -> bool {

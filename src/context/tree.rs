@@ -272,6 +272,11 @@ static BACKGROUND: std::sync::LazyLock<Arc<Node>> =
     std::sync::LazyLock::new(|| Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None)));
 
 impl Node {
+    /// The node this one was made from, if it keeps it.
+    pub(crate) fn parent(&self) -> Option<&Arc<Node>> {
+        self.parent.as_ref()
+    }
+
     fn new(
         parent: Option<Arc<Node>>,
         spec: NodeSpec,

@@ -132,7 +132,8 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
     /// Blocking tasks are never dropped, grace or not.
     ///
     /// The grace runs on tokio's timer, on the runtime the group's tasks
-    /// run on.
+    /// run on. It does not apply to a [scope](TaskGroupBuilder::scope),
+    /// whose cancel drops its tasks at once (see [`scope`](crate::scope)).
     ///
     /// # Examples
     ///

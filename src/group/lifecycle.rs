@@ -6,6 +6,8 @@ use std::fmt;
 use std::future::Future;
 use std::panic::Location;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::TaskGroup;
@@ -56,6 +58,58 @@ pub(super) struct Tag {
 
 /// `Tag::born` of a task not yet polled.
 pub(super) const UNPOLLED: u64 = u64::MAX;
+
+/// Who a started async task is, kept in its runner cell: what a snapshot,
+/// a shutdown report and a failure's cause name. Fixed at the start, but
+/// for `born`, written once by the shard that first polls the task (the
+/// holder of its queue entry) and read by anyone (relaxed: a snapshot is
+/// weakly consistent).
+pub(super) struct Meta {
+    pub(super) id: TaskId,
+    pub(super) at: &'static Location<'static>,
+    pub(super) name: Option<Arc<str>>,
+    /// As [`Tag::born`].
+    born: AtomicU64,
+    /// The task's span (`taskgroup.task`), entered around every poll.
+    #[cfg(feature = "tracing")]
+    pub(super) span: tracing::Span,
+}
+
+impl Meta {
+    /// A task not yet polled.
+    pub(super) fn new(id: TaskId, spawned: &Spawned) -> Meta {
+        Meta {
+            id,
+            at: spawned.at,
+            name: spawned.name.clone(),
+            born: AtomicU64::new(UNPOLLED),
+            #[cfg(feature = "tracing")]
+            span: tracing::Span::none(),
+        }
+    }
+
+    /// When the task was first polled, as [`Tag::born`].
+    pub(super) fn born(&self) -> u64 {
+        self.born.load(Relaxed)
+    }
+
+    /// Records the first poll, at `now()`; later polls change nothing.
+    /// Called by the holder of the cell's queue entry only.
+    pub(super) fn polled(&self, now: impl FnOnce() -> u64) {
+        if self.born.load(Relaxed) == UNPOLLED {
+            self.born.store(now(), Relaxed);
+        }
+    }
+
+    /// What the task's ending carries to the group.
+    pub(super) fn tag(&self) -> Tag {
+        Tag {
+            at: self.at,
+            name: self.name.clone(),
+            born: self.born(),
+        }
+    }
+}
 
 impl Tag {
     /// The task's info as of `age_at`, `born` counted from `epoch`.

@@ -4,6 +4,7 @@
 mod builder;
 mod joiner;
 mod lifecycle;
+mod observe;
 mod outcome;
 mod runner;
 mod scoped;
@@ -13,7 +14,7 @@ mod task;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub use builder::TaskGroupBuilder;
 pub use joiner::{AllFailed, Decision, FailFast, FirstOk, Joiner, Supervise, Unread, hedge};
 use lifecycle::Spawned;
 pub use lifecycle::{ShutdownReport, TaskBuilder, TaskInfo};
+pub use observe::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use outcome::{Outcome, TaskId};
 pub(crate) use runner::ShieldMark;
 pub use scoped::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
@@ -68,6 +70,74 @@ use crate::{Context, ContextError};
 /// | your own [`Joiner`] | its `on_complete` decides | its `on_complete` decides | its `on_complete` decides | the rest are dropped | its `finish` decides |
 ///
 /// [`hedge`] runs staggered attempts of one call under `FirstOk`.
+///
+/// # Cancellation, step by step
+///
+/// A cancel (the first error under [`FailFast`], [`cancel`](TaskGroup::cancel),
+/// the parent context's cancel or deadline, [`shutdown`](TaskGroup::shutdown),
+/// or dropping the group) comes in two steps: the *signal*, then the *drop*.
+/// Here is what a task sees at each.
+///
+/// 1. **The signal, at once.** The group's context and every context
+///    derived from it are cancelled: [`Context::done`] resolves,
+///    [`Context::check`] and [`Context::err`] return the error, and
+///    [`Context::cause`] says why (a [`TaskFailed`](crate::TaskFailed) naming
+///    the task that failed). Queued closures (beyond a
+///    [limit](TaskGroupBuilder::limit)) never start: each is reported as
+///    cancelled. Blocking tasks are told too (their context), but a thread
+///    cannot be taken back: each runs until its closure returns.
+/// 2. **The grace, if the group has one.** With
+///    [`grace(d)`](TaskGroupBuilder::grace) (default zero) or
+///    [`shutdown(d)`](TaskGroup::shutdown), async tasks keep running for
+///    `d`: a task that sees the signal and ends on its own within it reports
+///    what it returned, not `Cancelled`. Without a grace this step takes no
+///    time.
+/// 3. **The drop.** Every async task still running is dropped at its next
+///    await point: its future's destructor runs (on one of the group's
+///    runner tasks), so guards are released, and its outcome is
+///    [`Outcome::Cancelled`]. `shutdown` names each one in
+///    [`stragglers`](ShutdownReport::stragglers).
+///
+/// **Inside a shield.** A task inside [`Context::shield`] when the drop
+/// comes, at once or at the grace's end or at the group's drop, is not
+/// dropped: its section runs to its end (its own context is not
+/// cancelled), for at most the shield's budget. The task is dropped at the
+/// first await after the section, unless it returns first. `wait` and
+/// `shutdown` wait for the section; a shield entered during the grace is
+/// kept too.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::{Outcome, Supervise, TaskGroup};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let mut group = TaskGroup::<&str, String>::builder().joiner(Supervise).build();
+/// // Sees the signal, saves its state under a shield, and returns.
+/// group.build_task().name("saver").spawn(|ctx| async move {
+///     ctx.done().await;
+///     let saved = ctx
+///         .shield(Duration::from_secs(1), |ctx| async move {
+///             ctx.sleep(Duration::from_millis(300)).await // writing the checkpoint
+///         })
+///         .await;
+///     saved.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+///     Ok("checkpoint saved")
+/// });
+/// // Ignores the signal: dropped when the grace runs out.
+/// group.build_task().name("deaf").spawn(|_ctx| async {
+///     tokio::time::sleep(Duration::from_secs(3600)).await;
+///     Ok("never")
+/// });
+/// tokio::task::yield_now().await;
+///
+/// let report = group.shutdown(Duration::from_millis(100)).await;
+/// assert!(matches!(report.output[0], Outcome::Ok("checkpoint saved")));
+/// assert!(matches!(report.output[1], Outcome::Cancelled));
+/// let names: Vec<_> = report.stragglers().iter().map(|t| t.name()).collect();
+/// assert_eq!(names, [Some("deaf")]);
+/// # }
+/// ```
 ///
 /// # How the tasks run
 ///
@@ -135,6 +205,9 @@ use crate::{Context, ContextError};
 /// # }
 /// ```
 pub struct TaskGroup<T, E, J = FailFast> {
+    /// Its entry in the registry behind [`dump`]: first, so that it goes
+    /// before `shared` (observe.rs, invariant 1).
+    _registration: observe::Registration,
     shared: Arc<Shared<T, E, J>>,
     next_id: u64,
     /// The [`Stream`](futures_core::Stream) impl's waiter for `progress`,
@@ -320,8 +393,11 @@ where
         grace: Duration,
         joiner: J,
     ) -> TaskGroup<T, E, J> {
+        let shared = Shared::new(parent, name, limit, grace, joiner);
+        let observed: Weak<dyn observe::Observed> = Arc::downgrade(&shared) as _;
         TaskGroup {
-            shared: Shared::new(parent, name, limit, grace, joiner),
+            _registration: observe::Registration::new(observed),
+            shared,
             next_id: 0,
             stream_waiter: Mutex::new(None),
         }
@@ -790,6 +866,35 @@ where
         }
     }
 
+    /// What the group and its tasks are doing, as of now, with the live
+    /// groups nested under it (built from its context or its tasks'): the
+    /// part of [`dump`] that is this group. Weakly consistent, never calls
+    /// user code, never waits for a task (see [`dump`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{TaskGroup, TaskState};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<(), String>::builder().name("index").build();
+    /// group.build_task().name("scan").spawn(|ctx| async move {
+    ///     ctx.done().await;
+    ///     Ok(())
+    /// });
+    /// tokio::task::yield_now().await;
+    /// let snap = group.snapshot();
+    /// assert_eq!(snap.tasks()[0].state(), TaskState::Idle);
+    /// println!("{snap}"); // group "index", 0ns old
+    ///                     //   task 0 (scan): idle, 0ns old, spawned at src/main.rs:8:24
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> GroupSnapshot {
+        let addr = self.shared.ctx.addr();
+        observe::subtree(addr).unwrap_or_else(|| observe::Observed::observe(&*self.shared))
+    }
+
     /// Cancels the group, gives its tasks `grace` to end on their own,
     /// drops the async tasks still running, and reports: what
     /// [`wait`](TaskGroup::wait) returns, the tasks that had to be dropped
@@ -869,6 +974,17 @@ where
             let (stragglers, still) = state.take_report(self.shared.epoch, now);
             (stragglers, still, state.take_unread())
         };
+        #[cfg(feature = "tracing")]
+        for task in &stragglers {
+            tracing::warn!(
+                parent: &self.shared.span,
+                task = task.id().index(),
+                name = task.name(),
+                spawned_at = %task.spawned_at(),
+                age = ?task.age(),
+                "straggler dropped at the end of the shutdown's grace"
+            );
+        }
         ShutdownReport {
             output: self.finish(unread),
             stragglers,

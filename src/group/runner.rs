@@ -129,6 +129,7 @@ use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::lifecycle::{Meta, since};
 use crate::loom::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Mutex, MutexGuard};
 
 // A child module, so that its models can drive the runner's own code.
@@ -137,7 +138,29 @@ use crate::loom::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Mutex, MutexGuar
 mod runner_loom;
 
 /// What a cell runs: the group's `TaskFuture` around the user's future.
-pub(super) type Body = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(super) type Body = Pin<Box<dyn Task>>;
+
+/// A cell's future, told who its task is ([`Meta`], kept in the cell) on
+/// every poll and when it is dropped unfinished, so that it need not keep
+/// a copy.
+pub(super) trait Task: Send {
+    /// Polls the future once.
+    fn poll_task(self: Pin<&mut Self>, cx: &mut task::Context<'_>, meta: &Meta) -> Poll<()>;
+
+    /// The runner drops the future unfinished (a cancel, or its runtime
+    /// shutting down): called just before.
+    fn abandon(self: Pin<&mut Self>, meta: &Meta);
+}
+
+/// Any plain future is a task that ignores who it is: the runner's own
+/// models and tests run those.
+impl<F: Future<Output = ()> + Send> Task for F {
+    fn poll_task(self: Pin<&mut Self>, cx: &mut task::Context<'_>, _: &Meta) -> Poll<()> {
+        self.poll(cx)
+    }
+
+    fn abandon(self: Pin<&mut Self>, _: &Meta) {}
+}
 
 /// How many cells a shard takes from the queue at once: the most a task
 /// that blocks its thread can hold back.
@@ -166,6 +189,8 @@ pub(super) struct Runner {
     closed: AtomicBool,
     /// `Queue::runtime` is set: [`Runner::bind`]'s look without the lock.
     bound: AtomicBool,
+    /// When the group was built: what a task's `born` counts from.
+    pub(super) epoch: Instant,
 }
 
 /// What the queue lock guards. `ready` and `parked` give back what a burst
@@ -216,7 +241,7 @@ impl Queue {
 struct RuntimeGone;
 
 impl Runner {
-    pub(super) fn new() -> Arc<Runner> {
+    pub(super) fn new(epoch: Instant) -> Arc<Runner> {
         Arc::new(Runner {
             queue: CacheLine(Mutex::new(Queue {
                 ready: VecDeque::new(),
@@ -229,6 +254,7 @@ impl Runner {
             cancelled: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             bound: AtomicBool::new(false),
+            epoch,
         })
     }
 
@@ -262,13 +288,14 @@ impl Runner {
     /// any runtime (invariant 8); the task is ended first, so it counts as
     /// cancelled.
     #[track_caller]
-    pub(super) fn spawn(self: &Arc<Self>, body: Body) {
+    pub(super) fn spawn(self: &Arc<Self>, meta: Meta, body: Body) {
         let cell = Arc::new(Cell {
             state: TaskState::new(),
             body: Mutex::new(Some(body)),
             runner: self.clone(),
             parked_key: AtomicUsize::new(NOT_PARKED),
             shields: AtomicU32::new(0),
+            meta,
         });
         let scheduled = cell.state.schedule();
         debug_assert!(scheduled, "a new cell is idle");
@@ -298,6 +325,25 @@ impl Runner {
         let parked: Vec<Arc<Cell>> = self.lock().parked.iter().map(|(_, c)| c.clone()).collect();
         let idle: Vec<Arc<Cell>> = parked.into_iter().filter(|c| c.state.abort()).collect();
         self.push_all(idle);
+    }
+
+    /// The live cells the queue lock can see, for a snapshot: every one
+    /// in `parked` and every one queued that is not (a cell a shard has
+    /// taken for its first poll is neither: invariant 3). Clones only: the
+    /// caller reads them without the lock. Dropping a clone never runs a
+    /// task's code: a cell is let go by the runner only once ended.
+    pub(super) fn cells(&self) -> Vec<Arc<Cell>> {
+        let queue = self.lock();
+        let parked = queue.parked.iter().map(|(_, cell)| cell.clone());
+        let unparked = queue
+            .ready
+            .iter()
+            .filter(|cell| cell.parked_key.load(Relaxed) == NOT_PARKED)
+            .cloned();
+        let mut cells = Vec::with_capacity(queue.parked.len() + queue.ready.len());
+        cells.extend(parked);
+        cells.extend(unparked);
+        cells
     }
 
     /// Whether the drop step has come (invariant 9).
@@ -641,10 +687,12 @@ thread_local! {
     /// from its own group's task, and where a shield counts itself.
     static POLLING: ThreadCell<Polled> = const { ThreadCell::new(NOT_POLLING) };
 
-    /// The clock, read at most once per batch a shard polls: when a task
-    /// was first polled, to within one batch, for a tenth of what reading
-    /// the clock for every task would cost.
-    static BATCH_NOW: ThreadCell<Option<Instant>> = const { ThreadCell::new(None) };
+    /// The clock, read at most once per batch a shard polls, as
+    /// nanoseconds after its runner's epoch (with the runner's address; 0:
+    /// not read in this batch): when a task was first polled, to within one
+    /// batch, for a tenth of what reading the clock for every task would
+    /// cost.
+    static BATCH_BORN: ThreadCell<(usize, u64)> = const { ThreadCell::new((0, 0)) };
 
     /// The number of workers of the runtime whose shard this thread is
     /// polling (0: none), so this thread is one of them (invariant 7).
@@ -705,15 +753,19 @@ impl Drop for Polling<'_> {
     }
 }
 
-/// When the task being polled was first polled: the clock as this shard's
-/// batch first read it (see [`BATCH_NOW`]). Outside a shard, the clock.
-pub(super) fn batch_now() -> Instant {
-    BATCH_NOW.with(|now| {
-        now.get().unwrap_or_else(|| {
-            let read = Instant::now();
-            now.set(Some(read));
-            read
-        })
+/// When a cell of `runner` being polled now was first polled: the clock as
+/// this shard's batch first read it (see [`BATCH_BORN`]), after the
+/// runner's epoch.
+fn batch_born(runner: &Arc<Runner>) -> u64 {
+    let me = Arc::as_ptr(runner) as usize;
+    BATCH_BORN.with(|batch| {
+        let (read_for, born) = batch.get();
+        if read_for == me {
+            return born;
+        }
+        let born = since(runner.epoch, Instant::now());
+        batch.set((me, born));
+        born
     })
 }
 
@@ -772,7 +824,7 @@ impl Future for Shard {
         let mut polled = 0;
         loop {
             match this.runner.take(&mut this.batch, cx.waker()) {
-                Take::Batch => BATCH_NOW.with(|now| now.set(None)),
+                Take::Batch => BATCH_BORN.with(|batch| batch.set((0, 0))),
                 Take::Park => return Poll::Pending,
                 Take::Exit => {
                     this.finished = true;
@@ -809,7 +861,7 @@ impl Drop for Shard {
 }
 
 /// One task of the group: its future and its scheduling state.
-struct Cell {
+pub(super) struct Cell {
     state: TaskState,
     body: Mutex<Option<Body>>,
     runner: Arc<Runner>,
@@ -817,8 +869,10 @@ struct Cell {
     /// under the queue lock, or by the holder of its queue entry.
     parked_key: AtomicUsize,
     /// The shielded sections its future is inside (invariant 9). Written
-    /// and read by the holder of its queue entry only.
+    /// by the holder of its queue entry only; read by snapshots too.
     shields: AtomicU32,
+    /// Who the task is.
+    meta: Meta,
 }
 
 impl Cell {
@@ -835,12 +889,17 @@ impl Cell {
         let ready = match body.as_mut() {
             Some(fut) => {
                 let _polling = Polling::enter(&self);
+                #[cfg(feature = "tracing")]
+                let _entered = self.meta.span.enter();
+                self.meta.polled(|| batch_born(&self.runner));
                 // The group's `TaskFuture` catches the user's panics; what
                 // could still unwind here is a panic the group's own
                 // bookkeeping resumes after recording it: the task has
                 // already reported its outcome.
-                catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
-                    .map_or(true, |poll| poll.is_ready())
+                catch_unwind(AssertUnwindSafe(|| {
+                    fut.as_mut().poll_task(&mut cx, &self.meta)
+                }))
+                .map_or(true, |poll| poll.is_ready())
             }
             None => true,
         };
@@ -869,10 +928,6 @@ impl Cell {
             || (self.runner.cancelled.load(SeqCst) && !self.is_shielded())
     }
 
-    fn is_shielded(&self) -> bool {
-        self.shields.load(Relaxed) > 0
-    }
-
     /// Ends the cell: drops its future (if a poll has not finished it) and
     /// counts it out. Called by the holder of its queue entry (or while it
     /// runs), once: `ENDED` keeps it from being queued again.
@@ -883,12 +938,60 @@ impl Cell {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        // `TaskFuture` catches panics in its own destructor.
-        drop(catch_unwind(AssertUnwindSafe(move || drop(body))));
+        self.abandon(body);
         let key = self.parked_key.load(Relaxed);
         if key != NOT_PARKED {
             self.runner.unpark(key);
         }
+    }
+}
+
+impl Cell {
+    /// Who the task is.
+    pub(super) fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// Whether the task waits for a wake-up (parked), as of now.
+    pub(super) fn is_idle(&self) -> bool {
+        self.state.is_idle()
+    }
+
+    /// Whether the task has ended (its future dropped).
+    pub(super) fn is_ended(&self) -> bool {
+        self.state.is_ended()
+    }
+
+    /// Whether the task is inside a shielded section, as of its last poll.
+    pub(super) fn is_shielded(&self) -> bool {
+        self.shields.load(Relaxed) > 0
+    }
+
+    /// Drops a future taken out of the cell, telling it first if it had
+    /// not finished. `TaskFuture` catches panics in its own destructor.
+    fn abandon(&self, body: Option<Body>) {
+        if let Some(mut body) = body {
+            drop(catch_unwind(AssertUnwindSafe(move || {
+                #[cfg(feature = "tracing")]
+                let _entered = self.meta.span.enter();
+                body.as_mut().abandon(&self.meta);
+                drop(body);
+            })));
+        }
+    }
+}
+
+impl Drop for Cell {
+    /// Every path of the runner ends a cell before letting go of it; a
+    /// cell dropped with its future still in it (none known) still reports
+    /// its task, with who it was.
+    fn drop(&mut self) {
+        let body = self
+            .body
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.abandon(body);
     }
 }
 
@@ -925,6 +1028,15 @@ impl TaskState {
 
     fn update(&self, f: impl FnMut(u8) -> Option<u8>) -> Result<u8, u8> {
         self.0.fetch_update(AcqRel, Acquire, f)
+    }
+
+    fn is_ended(&self) -> bool {
+        self.0.load(Relaxed) & ENDED != 0
+    }
+
+    /// Neither queued, polled nor ended: waiting for a wake-up.
+    fn is_idle(&self) -> bool {
+        self.0.load(Relaxed) & (SCHEDULED | RUNNING | NOTIFIED | ENDED) == 0
     }
 
     /// A wake-up: idle → scheduled (push it); while polled → notified.

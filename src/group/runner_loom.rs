@@ -2,7 +2,9 @@
 //! runner's cells (`runner.rs`, invariants 1 and 2, and the abort path):
 //! every interleaving of a poll with wakes and aborts, within loom's
 //! bounds; and models of the runner's own code where a shutdown races its
-//! shards (invariant 6, at the end). Run with
+//! shards (invariant 6), and where the drop step of a cancel (at once, or
+//! at the end of a grace) races a shield's entry, its exit and a wake
+//! (invariant 9), at the end. Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib runner_loom`
 //! (`.ci/run` does, in its own target directory).
 //!
@@ -31,6 +33,12 @@ use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 use loom::thread;
 
 use super::TaskState;
+
+/// Who a model's task is: nobody in particular.
+fn meta() -> crate::group::lifecycle::Meta {
+    let spawned = crate::group::lifecycle::Spawned::here();
+    crate::group::lifecycle::Meta::new(crate::TaskId(0), &spawned)
+}
 
 /// The stand-in for a cell's future: counts its drop.
 struct Body {
@@ -418,7 +426,7 @@ impl Drop for Forever {
 /// A runner with `shards` shards counted, and a new cell of it that a
 /// shard has taken into its batch: scheduled, neither queued nor parked.
 fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Cell>, Arc<Probe>) {
-    let runner = super::Runner::new();
+    let runner = super::Runner::new(tokio::time::Instant::now());
     runner.lock().shards = shards;
     let probe = Arc::new(Probe::default());
     let cell = Arc::new(super::Cell {
@@ -427,6 +435,7 @@ fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Ce
         runner: runner.clone(),
         parked_key: AtomicUsize::new(super::NOT_PARKED),
         shields: loom::sync::atomic::AtomicU32::new(0),
+        meta: meta(),
     });
     assert!(cell.state.schedule(), "a new cell is idle");
     (runner, cell, probe)
@@ -579,7 +588,7 @@ impl Drop for Shielded {
 #[test]
 fn cancel_racing_a_shields_entry_never_drops_the_section_and_ends_it_after() {
     loom::model(|| {
-        let runner = super::Runner::new();
+        let runner = super::Runner::new(tokio::time::Instant::now());
         runner.lock().shards = 2;
         let probe = Arc::new(Probe::default());
         let violations = Arc::new(AtomicUsize::new(0));
@@ -593,6 +602,7 @@ fn cancel_racing_a_shields_entry_never_drops_the_section_and_ends_it_after() {
             runner: runner.clone(),
             parked_key: AtomicUsize::new(super::NOT_PARKED),
             shields: loom::sync::atomic::AtomicU32::new(0),
+            meta: meta(),
         });
         assert!(cell.state.schedule(), "a new cell is idle");
         let canceller = {
@@ -617,6 +627,104 @@ fn cancel_racing_a_shields_entry_never_drops_the_section_and_ends_it_after() {
             polls == 0 || polls == 2,
             "entered the shield and left it: {polls} polls"
         );
+        assert!(cell.body.lock().unwrap().is_none());
+        assert!(runner.lock().parked.is_empty());
+    });
+}
+
+/// Runs every cell in the runner's queue, as a shard's batch does, until
+/// none is left.
+fn drain(runner: &Arc<super::Runner>) {
+    loop {
+        let next = runner.lock().ready.pop_front();
+        match next {
+            Some(next) => next.run(),
+            None => break,
+        }
+    }
+}
+
+/// A cell of a runner with two shards, polled once (so parked, idle), its
+/// future `body`.
+fn parked_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cell> {
+    runner.lock().shards = 2;
+    let cell = Arc::new(super::Cell {
+        state: TaskState::new(),
+        body: Mutex::new(Some(body)),
+        runner: runner.clone(),
+        parked_key: AtomicUsize::new(super::NOT_PARKED),
+        shields: loom::sync::atomic::AtomicU32::new(0),
+        meta: meta(),
+    });
+    assert!(cell.state.schedule(), "a new cell is idle");
+    cell.clone().run();
+    assert_ne!(cell.parked_key.load(Relaxed), super::NOT_PARKED);
+    cell
+}
+
+/// Invariant 9, the grace's end: the drop step (`Runner::cancel`, which
+/// the grace's timer calls) races a wake of a parked cell while a shard
+/// runs the queue. Whoever pushes it, the cell is queued once at a time,
+/// polled at most once more, and ended exactly once.
+#[test]
+fn wake_racing_the_graces_end_ends_the_cell_once() {
+    loom::model(|| {
+        let runner = super::Runner::new(tokio::time::Instant::now());
+        let probe = Arc::new(Probe::default());
+        let cell = parked_cell(&runner, Box::pin(Forever(probe.clone())));
+        let grace_end = {
+            let runner = runner.clone();
+            thread::spawn(move || runner.cancel())
+        };
+        let waker = {
+            let cell = cell.clone();
+            thread::spawn(move || std::task::Wake::wake_by_ref(&cell))
+        };
+        drain(&runner);
+        grace_end.join().unwrap();
+        waker.join().unwrap();
+        drain(&runner);
+        assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
+        let polls = probe.polls.load(Relaxed);
+        assert!(polls == 1 || polls == 2, "{polls} polls");
+        assert!(cell.body.lock().unwrap().is_none());
+        assert!(runner.lock().parked.is_empty());
+        assert!(!cell.state.schedule(), "an ended cell is woken");
+    });
+}
+
+/// Invariant 9, a shield's exit: a cell parked inside a shielded section
+/// when the grace ends, while the section's own wake-up comes. The drop
+/// step never drops the section; the cell is polled again (it leaves the
+/// shield in that poll) and ended after it, once, whichever came first.
+#[test]
+fn wake_racing_the_graces_end_inside_a_shield_lets_the_section_leave_first() {
+    loom::model(|| {
+        let runner = super::Runner::new(tokio::time::Instant::now());
+        let probe = Arc::new(Probe::default());
+        let violations = Arc::new(AtomicUsize::new(0));
+        let body = Box::pin(Shielded {
+            probe: probe.clone(),
+            mark: None,
+            violations: violations.clone(),
+        });
+        let cell = parked_cell(&runner, body);
+        assert_eq!(cell.shields.load(Relaxed), 1, "parked inside its shield");
+        let grace_end = {
+            let runner = runner.clone();
+            thread::spawn(move || runner.cancel())
+        };
+        let waker = {
+            let cell = cell.clone();
+            thread::spawn(move || std::task::Wake::wake_by_ref(&cell))
+        };
+        drain(&runner);
+        grace_end.join().unwrap();
+        waker.join().unwrap();
+        drain(&runner);
+        assert_eq!(violations.load(Relaxed), 0, "dropped inside the shield");
+        assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
+        assert_eq!(probe.polls.load(Relaxed), 2, "left the shield in a poll");
         assert!(cell.body.lock().unwrap().is_none());
         assert!(runner.lock().parked.is_empty());
     });

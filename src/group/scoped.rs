@@ -836,6 +836,16 @@ where
 /// use a `TaskGroup` (or `spawn_blocking`) for that work, or
 /// `tokio::task::yield_now().await` in the loop.
 ///
+/// What a scope leaves to a `TaskGroup`: the [lifecycle](crate::TaskGroup#cancellation-step-by-step)
+/// of a graceful wind-down. A builder's [`grace`](crate::TaskGroupBuilder::grace)
+/// does not apply (a scope's cancel drops its tasks at their next await,
+/// at once), a [`shield`](Context::shield) inside a scoped task only
+/// changes its context, as outside any group (the cancel still drops the
+/// task at its next await), and scoped tasks have no names. A scope lives
+/// inside one caller's future, which must stay free to drop it at any
+/// moment; cleanup that must outlive a cancel belongs after the `scope`
+/// call returns, or in a `TaskGroup` task.
+///
 /// # Panics
 ///
 /// A task's panic is its outcome, as in a `TaskGroup`: [`FailFast`] and

@@ -83,7 +83,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::joiner::{Decision, Joiner, Unread};
-use super::lifecycle::{EndOnDrop, Spawned, Tag, TaskInfo, UNPOLLED, since};
+use super::lifecycle::{EndOnDrop, Meta, Spawned, Tag, TaskInfo, UNPOLLED, since};
+use super::observe::{GroupSnapshot, Observed, TaskSnapshot, TaskState};
 use super::outcome::{Outcome, TaskId};
 use super::runner::Runner;
 use super::task::{Completion, TaskFuture};
@@ -205,8 +206,9 @@ pub(super) struct Ended<T, E> {
     pub(super) outcome: Outcome<T, E>,
     pub(super) held: Held,
     /// Who it was: its name for the joiner's cause, and all of it for the
-    /// shutdown report if the group dropped it (invariant 8).
-    pub(super) tag: Tag,
+    /// shutdown report if the group dropped it (invariant 8). `None` for a
+    /// blocking task: its entry in `tasks` says it.
+    pub(super) tag: Option<Tag>,
 }
 
 /// What an ended task gives back.
@@ -234,6 +236,10 @@ pub(super) struct State<T, E> {
     discarding: usize,
     /// Finished, not yet handed out, in completion order.
     done: VecDeque<(TaskId, Outcome<T, E>)>,
+    /// Who each task in `done` was, in the same order, for a snapshot
+    /// (`None`: not known, a blocking task the shutdown stopped waiting
+    /// for).
+    done_tags: VecDeque<Option<Tag>>,
     /// Endings that arrived inside the joiner, on its thread (invariant 5).
     deferred: VecDeque<Ended<T, E>>,
     /// The task whose joiner decision cancelled the group (invariant 6).
@@ -308,12 +314,14 @@ impl<T, E> State<T, E> {
             return None;
         }
         let (id, outcome) = self.done.pop_front()?;
+        self.done_tags.pop_front();
         if !self.late_ok.is_empty() {
             self.late_ok.retain(|&late| late != id);
         }
         if self.done.is_empty() && self.done.capacity() > KEPT {
             // Drained after a burst: let the peak go.
             self.done = VecDeque::new();
+            self.done_tags = VecDeque::new();
             self.late_ok = Vec::new();
         }
         Some((id, outcome))
@@ -321,6 +329,7 @@ impl<T, E> State<T, E> {
 
     /// What a joined group leaves to its joiner.
     pub(super) fn take_unread(&mut self) -> Unread<T, E> {
+        self.done_tags = VecDeque::new();
         Unread::new(
             std::mem::take(&mut self.done),
             self.cancelled_by,
@@ -354,6 +363,7 @@ impl<T, E> State<T, E> {
         still.sort_by_key(TaskInfo::id);
         for task in &still {
             self.done.push_back((task.id(), Outcome::Cancelled));
+            self.done_tags.push_back(None);
         }
         (stragglers, still)
     }
@@ -381,6 +391,9 @@ pub(super) struct Shared<T, E, J> {
     pub(super) grace: Duration,
     /// When the group was built: what a task's [`Tag::born`] counts from.
     pub(super) epoch: Instant,
+    /// The group's span, `taskgroup.group`: the parent of its tasks'.
+    #[cfg(feature = "tracing")]
+    pub(super) span: tracing::Span,
     /// Runs the async tasks.
     runner: Arc<Runner>,
     state: Mutex<State<T, E>>,
@@ -447,6 +460,9 @@ where
         joiner: J,
     ) -> Arc<Self> {
         let epoch = Instant::now();
+        // Its parent is the span current here, where the group is built.
+        #[cfg(feature = "tracing")]
+        let span = tracing::info_span!("taskgroup.group", name = name.as_deref());
         Arc::new_cyclic(|me: &Weak<Self>| {
             let hook: Weak<dyn CancelHook> = me.clone();
             Shared {
@@ -455,13 +471,16 @@ where
                 limit,
                 grace,
                 epoch,
-                runner: Runner::new(),
+                #[cfg(feature = "tracing")]
+                span,
+                runner: Runner::new(epoch),
                 state: Mutex::new(State {
                     running: 0,
                     queue: VecDeque::new(),
                     tasks: Slab::new(),
                     discarding: 0,
                     done: VecDeque::new(),
+                    done_tags: VecDeque::new(),
                     deferred: VecDeque::new(),
                     cancelled_by: None,
                     late_ok: Vec::new(),
@@ -536,7 +555,7 @@ where
             id,
             outcome,
             held: Held::Unstarted,
-            tag: spawned.tag(UNPOLLED),
+            tag: Some(spawned.tag(UNPOLLED)),
         });
     }
 
@@ -553,39 +572,47 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let completion = Completion::new(self, id, None, spawned.tag(UNPOLLED));
+        let completion = Completion::new(self, id, None);
         self.runner.bind();
         // Invariant 3: the last look before user code runs.
         if self.ctx.is_cancelled() {
             // Dropped before `completion` reports the task cancelled.
             if let Some(payload) = drop_catching(f) {
-                completion.finish(Outcome::Panicked(payload));
+                completion.finish(Outcome::Panicked(payload), Some(spawned.tag(UNPOLLED)));
             }
             return;
+        }
+        #[allow(unused_mut)] // without the `tracing` feature
+        let mut meta = Meta::new(id, &spawned);
+        #[cfg(feature = "tracing")]
+        {
+            meta.span = self.task_span(id, &spawned);
         }
         let Some(timeout) = spawned.timeout else {
             let ctx = self.ctx.clone();
             let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
                 Ok(fut) => fut,
-                Err(payload) => return completion.finish(Outcome::Panicked(payload)),
+                Err(payload) => {
+                    return completion.finish(Outcome::Panicked(payload), Some(meta.tag()));
+                }
             };
             return self
                 .runner
-                .spawn(Box::pin(TaskFuture::new(fut, completion)));
+                .spawn(meta, Box::pin(TaskFuture::new(fut, completion)));
         };
         // A deadline of its own: a child context, ended with the task.
         let (ctx, handle) = self.ctx.with_timeout(timeout);
         let end = EndOnDrop(handle);
         let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
             Ok(fut) => fut,
-            Err(payload) => return completion.finish(Outcome::Panicked(payload)),
+            Err(payload) => return completion.finish(Outcome::Panicked(payload), Some(meta.tag())),
         };
         let fut = async move {
             let _end = end;
             fut.await
         };
         self.runner
-            .spawn(Box::pin(TaskFuture::new(fut, completion)));
+            .spawn(meta, Box::pin(TaskFuture::new(fut, completion)));
     }
 
     /// Runs `f` on tokio's blocking pool.
@@ -598,13 +625,13 @@ where
     where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
-        let tag = self.lock().tasks.get(key).map(|(_, _, tag)| tag.clone());
-        let tag = tag.unwrap_or_else(|| spawned.tag(UNPOLLED));
-        let completion = Completion::new(self, id, Some(key), tag);
+        let completion = Completion::new(self, id, Some(key));
         let timeout = spawned.timeout;
+        #[cfg(feature = "tracing")]
+        let span = self.task_span(id, &spawned);
         if self.ctx.is_cancelled() {
             if let Some(payload) = drop_catching(f) {
-                completion.finish(Outcome::Panicked(payload));
+                completion.finish(Outcome::Panicked(payload), None);
             }
             return;
         }
@@ -614,10 +641,12 @@ where
             // and an abort stops it only until it has started.
             if ctx.is_cancelled() {
                 if let Some(payload) = drop_catching(f) {
-                    completion.finish(Outcome::Panicked(payload));
+                    completion.finish(Outcome::Panicked(payload), None);
                 }
                 return; // `completion` reports it cancelled
             }
+            #[cfg(feature = "tracing")]
+            let _entered = span.enter();
             let run = move || match timeout {
                 None => f(ctx),
                 Some(timeout) => {
@@ -631,7 +660,7 @@ where
                 Ok(result) => Outcome::from_result(result),
                 Err(payload) => Outcome::Panicked(payload),
             };
-            completion.finish(outcome);
+            completion.finish(outcome, None);
         });
         self.track(key, id, task.abort_handle());
     }
@@ -656,6 +685,8 @@ where
     /// (invariants 1, 5), applies a decision to cancel (invariant 6), and
     /// hands its slot on (invariant 7).
     pub(super) fn complete(self: &Arc<Self>, ended: Ended<T, E>) {
+        #[cfg(feature = "tracing")]
+        self.trace_panic(&ended);
         let me = thread_mark();
         if self.delivering.load(Relaxed) == me {
             // Invariant 5: from inside the joiner, on its thread.
@@ -730,11 +761,13 @@ where
             id,
             outcome,
             held,
-            tag,
+            mut tag,
         } = ended;
         match held {
             Held::Slot { key: Some(key), .. } => {
-                state.tasks.try_remove(key);
+                if let Some((_, _, kept)) = state.tasks.try_remove(key) {
+                    tag.get_or_insert(kept);
+                }
                 if state.tasks.is_empty() && state.tasks.capacity() > KEPT {
                     state.tasks = Slab::new();
                 }
@@ -743,7 +776,11 @@ where
             Held::Slot {
                 key: None,
                 ran: false,
-            } => state.stragglers.push((id, tag.clone())),
+            } => {
+                if let Some(tag) = &tag {
+                    state.stragglers.push((id, tag.clone()));
+                }
+            }
             _ => {}
         }
         let mut unused = None;
@@ -752,7 +789,8 @@ where
             if state.cancelled_by.is_none() && !state.cancelling && !self.ctx.is_cancelled() {
                 state.cancelled_by = Some(id);
                 state.cancelling = true;
-                after.cancel = Some(self.label(cause, id, tag.name.as_ref()));
+                let name = tag.as_ref().and_then(|tag| tag.name.as_ref());
+                after.cancel = Some(self.label(cause, id, name));
                 cancels = true;
             } else {
                 unused = Some(cause);
@@ -762,6 +800,7 @@ where
             state.late_ok.push(id);
         }
         state.done.push_back((id, outcome));
+        state.done_tags.push_back(tag);
         if cancels {
             after.canceller = Some(held);
         } else {
@@ -919,8 +958,36 @@ where
                 id,
                 outcome,
                 held: Held::Unstarted,
-                tag: spawned.tag(UNPOLLED),
+                tag: Some(spawned.tag(UNPOLLED)),
             });
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl<T, E, J> Shared<T, E, J> {
+    /// A task's span, `taskgroup.task`, child of the group's.
+    fn task_span(&self, id: TaskId, spawned: &Spawned) -> tracing::Span {
+        tracing::info_span!(
+            parent: &self.span,
+            "taskgroup.task",
+            id = id.index(),
+            name = spawned.name.as_deref()
+        )
+    }
+
+    /// The event for a task's panic, on its way to the joiner; no lock is
+    /// held.
+    fn trace_panic(&self, ended: &Ended<T, E>) {
+        if let Outcome::Panicked(payload) = &ended.outcome {
+            let name = ended.tag.as_ref().and_then(|tag| tag.name.as_deref());
+            tracing::error!(
+                parent: &self.span,
+                task = ended.id.index(),
+                name,
+                panic = panic_message(&**payload),
+                "task panicked"
+            );
         }
     }
 }
@@ -977,6 +1044,20 @@ where
 {
     /// Aborts every running task and records the queued ones as cancelled.
     fn on_cancel(&self) {
+        #[cfg(feature = "tracing")]
+        if let Some(err) = self.ctx.err() {
+            // A cause that is only the error says nothing more.
+            match self
+                .ctx
+                .cause()
+                .filter(|c| c.downcast_ref::<ContextError>().is_none())
+            {
+                Some(cause) => {
+                    tracing::info!(parent: &self.span, error = %err, cause = %cause, "group cancelled");
+                }
+                None => tracing::info!(parent: &self.span, error = %err, "group cancelled"),
+            }
+        }
         let mut state = self.lock();
         let blocking: Vec<AbortHandle> = state
             .tasks
@@ -1047,4 +1128,90 @@ fn thread_mark() -> usize {
         static MARK: u8 = const { 0 };
     }
     MARK.with(|mark| std::ptr::from_ref(mark).addr())
+}
+
+impl<T, E, J> Observed for Shared<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Copies what the group keeps, under its state lock and then its
+    /// runner's queue lock, one at a time (observe.rs, invariant 2).
+    fn observe(&self) -> GroupSnapshot {
+        let now = Instant::now();
+        let age = |born: u64| {
+            if born == UNPOLLED {
+                Duration::ZERO
+            } else {
+                now.saturating_duration_since(self.epoch + Duration::from_nanos(born))
+            }
+        };
+        let task = |id: TaskId, tag: &Tag, state: TaskState| TaskSnapshot {
+            id,
+            name: tag.name.clone(),
+            state,
+            age: age(tag.born),
+            spawned_at: tag.at,
+        };
+        let mut tasks = Vec::new();
+        let state = self.lock();
+        for (id, spawned, _) in &state.queue {
+            tasks.push(TaskSnapshot {
+                id: *id,
+                name: spawned.name.clone(),
+                state: TaskState::Queued,
+                age: Duration::ZERO,
+                spawned_at: spawned.at,
+            });
+        }
+        for (_, (id, _, tag)) in &state.tasks {
+            tasks.push(task(*id, tag, TaskState::Blocking));
+        }
+        for ((id, _), tag) in state.done.iter().zip(&state.done_tags) {
+            if let Some(tag) = tag {
+                tasks.push(task(*id, tag, TaskState::Finished));
+            }
+        }
+        // A task whose decision is cancelling is in `done` and still
+        // counted as running (invariant 6).
+        let started = state.running - state.tasks.len() - usize::from(state.cancelling);
+        drop(state);
+        let mut listed = 0;
+        for cell in self.runner.cells() {
+            if cell.is_ended() {
+                continue;
+            }
+            let meta = cell.meta();
+            let state = if cell.is_shielded() {
+                TaskState::Shielded
+            } else if cell.is_idle() {
+                TaskState::Idle
+            } else {
+                TaskState::Running
+            };
+            tasks.push(TaskSnapshot {
+                id: meta.id,
+                name: meta.name.clone(),
+                state,
+                age: age(meta.born()),
+                spawned_at: meta.at,
+            });
+            listed += 1;
+        }
+        tasks.sort_by_key(|task| task.id);
+        GroupSnapshot {
+            name: self.name.clone(),
+            cancelled: self.ctx.err(),
+            cause: self.ctx.cause(),
+            age: now.saturating_duration_since(self.epoch),
+            tasks,
+            unlisted: started.saturating_sub(listed),
+            children: Vec::new(),
+        }
+    }
 }

@@ -10,9 +10,9 @@ use std::task::{self, Poll};
 use pin_project_lite::pin_project;
 
 use super::joiner::Joiner;
-use super::lifecycle::{Tag, UNPOLLED, since};
+use super::lifecycle::{Meta, Tag};
 use super::outcome::{Outcome, TaskId};
-use super::runner::batch_now;
+use super::runner::Task;
 use super::shared::{Ended, Held, Shared};
 
 /// Owned by a started task: reports its outcome exactly once, when it
@@ -25,13 +25,10 @@ where
 {
     shared: Arc<Shared<T, E, J>>,
     id: TaskId,
-    /// Its entry in `tasks`, for a blocking task; [`NO_KEY`] for an async
-    /// one. A `u32`, so that the whole stays within 16 bytes of what it was
-    /// before it kept a [`Tag`].
+    /// Its entry in `tasks`, for a blocking task, which keeps who it is
+    /// there; [`NO_KEY`] for an async one, whose cell keeps it ([`Meta`]).
     key: u32,
     finished: bool,
-    /// Who it is, for the joiner's cause and the shutdown report.
-    tag: Tag,
 }
 
 /// `Completion::key` of an async task.
@@ -43,12 +40,7 @@ where
     E: Send + 'static,
     J: Joiner<T, E>,
 {
-    pub(super) fn new(
-        shared: &Arc<Shared<T, E, J>>,
-        id: TaskId,
-        key: Option<usize>,
-        tag: Tag,
-    ) -> Self {
+    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, key: Option<usize>) -> Self {
         let key = key.map_or(NO_KEY, |key| {
             u32::try_from(key).expect("fewer than 4 billion blocking tasks at once")
         });
@@ -57,37 +49,26 @@ where
             id,
             key,
             finished: false,
-            tag,
         }
     }
 
-    /// Called on every poll of an async task: the first one records when
-    /// it was first polled.
-    fn polled(&mut self) {
-        if self.tag.born == UNPOLLED {
-            self.tag.born = since(self.shared.epoch, batch_now());
-        }
-    }
-
-    /// Reports how the task ended.
-    pub(super) fn finish(mut self, outcome: Outcome<T, E>) {
+    /// Reports how the task ended; `tag` says who it was (`None`: a
+    /// blocking task, whose entry in `tasks` says it).
+    pub(super) fn finish(mut self, outcome: Outcome<T, E>, tag: Option<Tag>) {
         self.finished = true;
-        self.report(outcome, true);
+        self.report(outcome, true, tag);
     }
 
     /// Reports a task dropped before it finished, as `Drop` does, but with
-    /// an outcome: the panic of the task future's destructor.
-    fn abandon(mut self, outcome: Outcome<T, E>) {
+    /// who it was and an outcome: cancelled, or the panic of the task
+    /// future's destructor.
+    fn abandon(mut self, outcome: Outcome<T, E>, tag: Tag) {
         self.finished = true;
-        self.report(outcome, false);
+        self.report(outcome, false, Some(tag));
     }
 
-    fn report(&mut self, outcome: Outcome<T, E>, ran: bool) {
+    fn report(&mut self, outcome: Outcome<T, E>, ran: bool, tag: Option<Tag>) {
         let key = (self.key != NO_KEY).then_some(self.key as usize);
-        let tag = Tag {
-            name: self.tag.name.take(),
-            ..self.tag
-        };
         self.shared.complete(Ended {
             id: self.id,
             outcome,
@@ -103,9 +84,11 @@ where
     E: Send + 'static,
     J: Joiner<T, E>,
 {
+    /// A blocking task whose closure never ran, or (through no path of
+    /// the runner's) an async task's future dropped without being told.
     fn drop(&mut self) {
         if !self.finished {
-            self.report(Outcome::Cancelled, false);
+            self.report(Outcome::Cancelled, false, None);
         }
     }
 }
@@ -139,13 +122,13 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            // Dropped unfinished: the user's future first, so that its
-            // code is gone before the group counts the task as done.
+            // Only if the runner did not call `abandon` (it always does):
+            // the user's future first, then the report, cancelled.
             let dropped = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
             if let Some(completion) = this.completion.take() {
                 match dropped {
-                    Ok(()) => drop(completion), // reports it cancelled
-                    Err(payload) => completion.abandon(Outcome::Panicked(payload)),
+                    Ok(()) => drop(completion),
+                    Err(payload) => completion.finish(Outcome::Panicked(payload), None),
                 }
             }
         }
@@ -166,23 +149,18 @@ where
     }
 }
 
-impl<Fut, T, E, J> Future for TaskFuture<Fut, T, E, J>
+impl<Fut, T, E, J> Task for TaskFuture<Fut, T, E, J>
 where
-    Fut: Future<Output = Result<T, E>>,
+    Fut: Future<Output = Result<T, E>> + Send,
     T: Send + 'static,
     E: Send + 'static,
     J: Joiner<T, E>,
 {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
+    fn poll_task(self: Pin<&mut Self>, cx: &mut task::Context<'_>, meta: &Meta) -> Poll<()> {
         let mut this = self.project();
         let Some(fut) = this.fut.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
-        if let Some(completion) = this.completion.as_mut() {
-            completion.polled();
-        }
         let mut outcome = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => Outcome::from_result(result),
@@ -196,8 +174,19 @@ where
             outcome = Outcome::Panicked(payload);
         }
         if let Some(completion) = this.completion.take() {
-            completion.finish(outcome);
+            completion.finish(outcome, Some(meta.tag()));
         }
         Poll::Ready(())
+    }
+
+    /// Dropped unfinished: the user's future first, so that its code is
+    /// gone before the group counts the task as done, then the report.
+    fn abandon(self: Pin<&mut Self>, meta: &Meta) {
+        let mut this = self.project();
+        let dropped = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
+        if let Some(completion) = this.completion.take() {
+            let outcome = dropped.map_or_else(Outcome::Panicked, |()| Outcome::Cancelled);
+            completion.abandon(outcome, meta.tag());
+        }
     }
 }
