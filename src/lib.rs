@@ -101,6 +101,20 @@
 //! | `g.Go(f)`, `g.TryGo(f)`, `g.SetLimit(n)` | [`spawn`](TaskGroup::spawn), [`try_spawn`](TaskGroup::try_spawn), [`builder().limit(n)`](TaskGroupBuilder::limit) |
 //! | `g.Wait()` | [`wait().await`](TaskGroup::wait) (also returns the values) |
 //!
+//! # What is running (features `serde` and `tracing`)
+//!
+//! [`TaskGroup::snapshot`] and [`dump`] show every live group, nested by
+//! context ancestry, each task with its name, state ([`TaskState`]), age
+//! and spawn location, as an indented tree (`Display`) or, with `serde`,
+//! as JSON; `examples/task_dump.rs` serves it over HTTP. With `tracing`,
+//! every group and task has a span, and cancels, panics and stragglers are
+//! events.
+//!
+//! | feature | what it adds | dependencies |
+//! |---|---|---|
+//! | `serde` | `Serialize` for [`Dump`], [`GroupSnapshot`], [`TaskSnapshot`], [`TaskState`] | `serde` |
+//! | `tracing` | spans `taskgroup.group` and `taskgroup.task`, events for cancels, panics, stragglers | `tracing` (std only) |
+//!
 //! # HTTP (features `http` and `axum`)
 //!
 //! The `http` module gives every request of a tower, hyper or axum server

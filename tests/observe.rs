@@ -343,16 +343,10 @@ async fn the_display_is_a_tree_with_names_states_ages_locations_and_the_cause() 
     tokio::time::advance(Duration::from_millis(1500)).await;
     tokio::task::yield_now().await;
     let text = group.snapshot().to_string();
-    let expected_task = format!(
-        "  task 0 (users): finished, 1.5s old, spawned at {}:{line}:",
-        file!()
-    );
+    let expected_task = format!("  task 0 (users): finished, spawned at {}:{line}:", file!());
     assert!(text.starts_with("group \"display\", 1.5s old, cancelled (context cancelled: task 1 of group \"display\" failed: backend down)\n"), "{text}");
     assert!(text.contains(&expected_task), "{text}");
-    assert!(
-        text.contains("  task 1: finished, 1.5s old, spawned at "),
-        "{text}"
-    );
+    assert!(text.contains("  task 1: finished, spawned at "), "{text}");
     let _ = group.wait().await;
 }
 

@@ -207,6 +207,25 @@ fn oldest_first(groups: &mut [GroupSnapshot]) {
 /// Scoped groups ([`scope`](crate::scope)) are not listed: they live inside
 /// the future of the task that awaits them, which is listed.
 ///
+/// Its `Display`, from `examples/task_dump.rs` (which serves it over HTTP):
+///
+/// ```text
+/// 1 live task group (top level)
+/// group "crawler", 52.0ms old
+///   task 0 (fetch example.com): idle, 51.9ms old, spawned at examples/task_dump.rs:69:14
+///   task 1 (fetch example.org): idle, 51.9ms old, spawned at examples/task_dump.rs:69:14
+///   task 2 (index): blocking, 51.9ms old, spawned at examples/task_dump.rs:79:10
+///   task 3 (fetch example.net): idle, 51.8ms old, spawned at examples/task_dump.rs:88:10
+///   task 4 (fetch example.edu): queued, spawned at examples/task_dump.rs:108:10
+///   group "retries", 51.8ms old
+///     task 0 (attempt 1): idle, 51.8ms old, spawned at examples/task_dump.rs:97:22
+///     task 1 (attempt 2): idle, 51.8ms old, spawned at examples/task_dump.rs:97:22
+/// ```
+///
+/// A group that was cancelled says so and why:
+/// `group "fetch", 1.5s old, cancelled (context cancelled: task 1 of group
+/// "fetch" failed: backend down)`.
+///
 /// # Examples
 ///
 /// ```
@@ -229,10 +248,8 @@ fn oldest_first(groups: &mut [GroupSnapshot]) {
 ///     .expect("a live group is in the dump");
 /// assert_eq!(group.tasks()[0].name(), Some("users"));
 /// assert_eq!(group.tasks()[0].state(), TaskState::Idle);
-/// // An indented tree, one line per task:
-/// //   group "fetch", 0ns old
-/// //     task 0 (users): idle, 0ns old, spawned at src/main.rs:7:30
-/// println!("{dump}");
+/// let text = dump.to_string();
+/// assert!(text.contains("group \"fetch\", 0ns old\n  task 0 (users): idle, 0ns old, spawned at "));
 /// # }
 /// ```
 pub fn dump() -> Dump {
@@ -562,8 +579,9 @@ impl fmt::Display for TaskSnapshot {
         if let Some(name) = &self.name {
             write!(f, " ({name})")?;
         }
-        if self.state == TaskState::Queued {
-            return write!(f, ": queued, spawned at {}", self.spawned_at);
+        if matches!(self.state, TaskState::Queued | TaskState::Finished) {
+            // No age kept (see `age`).
+            return write!(f, ": {}, spawned at {}", self.state, self.spawned_at);
         }
         write!(
             f,

@@ -939,6 +939,7 @@ impl Cell {
 
     /// [`Cell::end`] after a poll that returned `Ready`: the future has
     /// reported its task, and is only dropped.
+    #[inline]
     fn end_finished(&self) {
         let body = self.take_ended();
         drop(catch_unwind(AssertUnwindSafe(move || drop(body))));
@@ -946,6 +947,7 @@ impl Cell {
     }
 
     /// Marks the cell ended (never queued again) and takes its future.
+    #[inline]
     fn take_ended(&self) -> Option<Body> {
         self.state.end();
         self.body
@@ -954,6 +956,7 @@ impl Cell {
             .take()
     }
 
+    #[inline]
     fn unpark(&self) {
         let key = self.parked_key.load(Relaxed);
         if key != NOT_PARKED {

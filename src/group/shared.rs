@@ -386,7 +386,9 @@ impl<T, E> State<T, E> {
     }
 }
 
-/// Appends `at` to the runs of spawn locations of `done`.
+/// Appends `at` to the runs of spawn locations of `done`: once per task,
+/// hence inlined.
+#[inline]
 fn push_run(
     runs: &mut VecDeque<(Option<&'static Location<'static>>, usize)>,
     at: Option<&'static Location<'static>>,
@@ -743,12 +745,14 @@ where
             start: None,
             freed_slot: false,
         };
-        let mut next = Some(ended);
-        while let Some(ended) = next {
+        // Not through an `Option`: an ending is large, and this is the
+        // path of every task (moving it in and out cost a `memcpy` each).
+        let mut ended = ended;
+        loop {
             let decision = self.decide(&mut joiner, &ended);
             let mut state = self.lock();
             let unused = self.record(&mut state, ended, decision, &mut after);
-            next = if unused.is_none() {
+            let next = if unused.is_none() {
                 state.deferred.pop_front()
             } else {
                 // A cause nobody needs: dropped without the lock (user
@@ -757,10 +761,15 @@ where
                 drop(unused);
                 self.lock().deferred.pop_front()
             };
+            match next {
+                Some(deferred) => ended = deferred,
+                None => break,
+            }
         }
         self.delivering.store(0, Relaxed);
         drop(joiner);
-        self.settle(after);
+        // By reference: `After` is large, and every ending settles.
+        self.settle(&mut after);
     }
 
     /// Asks the joiner what `ended` means for the group. A panic there
@@ -921,7 +930,7 @@ where
     /// Applies what the endings left: the cancel first, then the slot of
     /// the task that cancelled, the wake-ups, the closures to drop, and the
     /// closure to start.
-    fn settle(self: &Arc<Self>, mut after: After<T, E>) {
+    fn settle(self: &Arc<Self>, after: &mut After<T, E>) {
         let mut escaped = None;
         if let Some(cause) = after.cancel.take() {
             let error = cancellation(ContextError::Cancelled, Some(cause));
@@ -942,7 +951,7 @@ where
                 state.cancelled_by = None;
             }
             if let Some(held) = after.canceller.take() {
-                self.release(&mut state, held, &mut after);
+                self.release(&mut state, held, after);
             }
         }
         self.progress.notify_one();
@@ -961,7 +970,7 @@ where
             // (invariant 9).
             self.lock().panic.get_or_insert(payload);
         }
-        if let Some(start) = after.start {
+        if let Some(start) = after.start.take() {
             self.start_queued(start);
         }
     }
