@@ -886,13 +886,14 @@ where
     /// tokio::task::yield_now().await;
     /// let snap = group.snapshot();
     /// assert_eq!(snap.tasks()[0].state(), TaskState::Idle);
-    /// println!("{snap}"); // group "index", 0ns old
-    ///                     //   task 0 (scan): idle, 0ns old, spawned at src/main.rs:8:24
+    /// let text = snap.to_string();
+    /// assert!(text.starts_with("group \"index\", 0.0ns old\n  task 0 (scan): idle, 0.0ns old, spawned at "));
     /// # }
     /// ```
     pub fn snapshot(&self) -> GroupSnapshot {
         let addr = self.shared.ctx.addr();
-        observe::subtree(addr).unwrap_or_else(|| observe::Observed::observe(&*self.shared))
+        observe::subtree(addr)
+            .unwrap_or_else(|| observe::Observed::observe(&*self.shared, &mut Vec::new()))
     }
 
     /// Cancels the group, gives its tasks `grace` to end on their own,

@@ -17,9 +17,11 @@
 //!    thing in its drop, while the `TaskGroup` still holds its own strong
 //!    reference. So the dump's reference is never the last one, and no
 //!    task value, joiner or closure is dropped by it. A snapshot clones
-//!    names (`Arc<str>`), causes (`Arc`) and runner cells, whose last
+//!    names (`Arc<str>`), causes (`Arc`) and runner cells; a cell's last
 //!    reference never holds a task's future (the runner lets go of a cell
-//!    only once it has ended).
+//!    only once it has ended), and the dump lets go of the cells it read
+//!    only after the stripe lock (closing a task's span may run a tracing
+//!    subscriber).
 //! 2. A dump never blocks a task for longer than a copy: it takes a
 //!    group's state lock to copy its queue, blocking tasks and finished
 //!    outcomes' names, and the runner's queue lock to clone its cells, one
@@ -41,6 +43,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use super::outcome::TaskId;
+use super::runner::Cell;
 use crate::{Cause, Context, ContextError};
 
 /// A live group, as the registry sees it.
@@ -48,8 +51,11 @@ pub(super) trait Observed: Send + Sync {
     /// The group's context: who it is, and whose child.
     fn context(&self) -> &Context;
 
-    /// The group and its tasks as of now, without its children.
-    fn observe(&self) -> GroupSnapshot;
+    /// The group and its tasks as of now, without its children. The
+    /// runner cells it read go into `read`, for the caller to let go of
+    /// once it holds no lock (a cell that ended meanwhile may be let go of
+    /// last there, and its span closed).
+    fn observe(&self, read: &mut Vec<Arc<Cell>>) -> GroupSnapshot;
 }
 
 /// How many slabs the registry is split into.
@@ -110,6 +116,7 @@ struct Flat {
 /// Every live group, flat, in no order.
 fn collect() -> Vec<Flat> {
     let mut flats = Vec::new();
+    let mut read = Vec::new();
     for stripe in 0..STRIPES {
         let groups = lock(stripe);
         for (_, group) in groups.iter() {
@@ -125,11 +132,13 @@ fn collect() -> Vec<Flat> {
             flats.push(Flat {
                 addr: ctx.addr(),
                 ancestors,
-                snapshot: group.observe(),
+                snapshot: group.observe(&mut read),
             });
             // Never the last reference (invariant 1).
             drop(group);
         }
+        drop(groups);
+        read.clear(); // under no lock
     }
     flats
 }
@@ -249,7 +258,7 @@ fn oldest_first(groups: &mut [GroupSnapshot]) {
 /// assert_eq!(group.tasks()[0].name(), Some("users"));
 /// assert_eq!(group.tasks()[0].state(), TaskState::Idle);
 /// let text = dump.to_string();
-/// assert!(text.contains("group \"fetch\", 0ns old\n  task 0 (users): idle, 0ns old, spawned at "));
+/// assert!(text.contains("group \"fetch\", 0.0ns old\n  task 0 (users): idle, 0.0ns old, spawned at "));
 /// # }
 /// ```
 pub fn dump() -> Dump {

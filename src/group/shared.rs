@@ -86,7 +86,7 @@ use super::joiner::{Decision, Joiner, Unread};
 use super::lifecycle::{EndOnDrop, Meta, Spawned, Tag, TaskInfo, UNPOLLED, since};
 use super::observe::{GroupSnapshot, Observed, TaskSnapshot, TaskState};
 use super::outcome::{Outcome, TaskId};
-use super::runner::Runner;
+use super::runner::{Cell, Runner};
 use super::task::{Completion, TaskFuture};
 use crate::context::{CancelHook, cancellation};
 use crate::error::panic_message;
@@ -1195,7 +1195,7 @@ where
 
     /// Copies what the group keeps, under its state lock and then its
     /// runner's queue lock, one at a time (observe.rs, invariant 2).
-    fn observe(&self) -> GroupSnapshot {
+    fn observe(&self, read: &mut Vec<Arc<Cell>>) -> GroupSnapshot {
         let now = Instant::now();
         let age = |born: u64| {
             if born == UNPOLLED {
@@ -1249,7 +1249,9 @@ where
         let started = state.running - state.tasks.len() - usize::from(state.cancelling);
         drop(state);
         let mut listed = 0;
-        for cell in self.runner.cells() {
+        let start = read.len();
+        read.extend(self.runner.cells());
+        for cell in &read[start..] {
             if cell.is_ended() {
                 continue;
             }
