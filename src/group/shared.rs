@@ -87,7 +87,7 @@ use super::lifecycle::{EndOnDrop, Meta, Spawned, Tag, TaskInfo, UNPOLLED, since}
 use super::observe::{GroupSnapshot, Observed, TaskSnapshot, TaskState};
 use super::outcome::{Outcome, TaskId};
 use super::runner::{Cell, Runner};
-use super::task::{Completion, TaskFuture};
+use super::task::{BlockingCompletion, Completion, TaskFuture};
 use crate::context::{CancelHook, cancellation};
 use crate::error::panic_message;
 use crate::{Cause, Context, ContextError, TaskFailed};
@@ -615,7 +615,7 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let completion = Completion::new(self, id, None);
+        let completion = Completion::new(self, id);
         self.runner.bind();
         // Invariant 3: the last look before user code runs.
         if self.ctx.is_cancelled() {
@@ -668,13 +668,13 @@ where
     where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
-        let completion = Completion::new(self, id, Some(key));
+        let completion = BlockingCompletion::new(self, id, key);
         let timeout = spawned.timeout;
         #[cfg(feature = "tracing")]
         let span = self.task_span(id, &spawned);
         if self.ctx.is_cancelled() {
             if let Some(payload) = drop_catching(f) {
-                completion.finish(Outcome::Panicked(payload), None);
+                completion.finish(Outcome::Panicked(payload));
             }
             return;
         }
@@ -684,7 +684,7 @@ where
             // and an abort stops it only until it has started.
             if ctx.is_cancelled() {
                 if let Some(payload) = drop_catching(f) {
-                    completion.finish(Outcome::Panicked(payload), None);
+                    completion.finish(Outcome::Panicked(payload));
                 }
                 return; // `completion` reports it cancelled
             }
@@ -703,7 +703,7 @@ where
                 Ok(result) => Outcome::from_result(result),
                 Err(payload) => Outcome::Panicked(payload),
             };
-            completion.finish(outcome, None);
+            completion.finish(outcome);
         });
         self.track(key, id, task.abort_handle());
     }

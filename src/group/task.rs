@@ -16,23 +16,20 @@ use super::runner::Task;
 use super::shared::{Ended, Held, Shared};
 
 /// Owned by a started task: reports its outcome exactly once, when it
-/// finishes or, if it is dropped unfinished, as cancelled.
+/// finishes or, if it is dropped unfinished, as cancelled. Two words: the
+/// group (taken by the report) and the task's id; a blocking task's entry
+/// in `tasks` is kept by [`BlockingCompletion`], an async task's name and
+/// spawn site by its runner cell ([`Meta`]).
 pub(super) struct Completion<T, E, J>
 where
     T: Send + 'static,
     E: Send + 'static,
     J: Joiner<T, E>,
 {
-    shared: Arc<Shared<T, E, J>>,
+    /// `None` once reported.
+    shared: Option<Arc<Shared<T, E, J>>>,
     id: TaskId,
-    /// Its entry in `tasks`, for a blocking task, which keeps who it is
-    /// there; [`NO_KEY`] for an async one, whose cell keeps it ([`Meta`]).
-    key: u32,
-    finished: bool,
 }
-
-/// `Completion::key` of an async task.
-const NO_KEY: u32 = u32::MAX;
 
 impl<T, E, J> Completion<T, E, J>
 where
@@ -40,41 +37,35 @@ where
     E: Send + 'static,
     J: Joiner<T, E>,
 {
-    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, key: Option<usize>) -> Self {
-        let key = key.map_or(NO_KEY, |key| {
-            u32::try_from(key).expect("fewer than 4 billion blocking tasks at once")
-        });
+    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId) -> Self {
         Completion {
-            shared: shared.clone(),
+            shared: Some(shared.clone()),
             id,
-            key,
-            finished: false,
         }
     }
 
-    /// Reports how the task ended; `tag` says who it was (`None`: a
-    /// blocking task, whose entry in `tasks` says it).
+    /// Reports how the task ended; `tag` says who it was.
     pub(super) fn finish(mut self, outcome: Outcome<T, E>, tag: Option<Tag>) {
-        self.finished = true;
-        self.report(outcome, true, tag);
+        self.report(outcome, true, None, tag);
     }
 
-    /// Reports a task dropped before it finished, as `Drop` does, but with
-    /// who it was and an outcome: cancelled, or the panic of the task
-    /// future's destructor.
-    fn abandon(mut self, outcome: Outcome<T, E>, tag: Tag) {
-        self.finished = true;
-        self.report(outcome, false, Some(tag));
+    /// Whether it has reported already.
+    fn is_reported(&self) -> bool {
+        self.shared.is_none()
     }
 
-    fn report(&mut self, outcome: Outcome<T, E>, ran: bool, tag: Option<Tag>) {
-        let key = (self.key != NO_KEY).then_some(self.key as usize);
-        self.shared.complete(Ended {
-            id: self.id,
-            outcome,
-            held: Held::Slot { key, ran },
-            tag,
-        });
+    /// Reports the task once: later calls do nothing. `ran` is `false` for
+    /// a task dropped before it finished; `key` is a blocking task's entry;
+    /// `tag` says who it was, if not the entry.
+    fn report(&mut self, outcome: Outcome<T, E>, ran: bool, key: Option<usize>, tag: Option<Tag>) {
+        if let Some(shared) = self.shared.take() {
+            shared.complete(Ended {
+                id: self.id,
+                outcome,
+                held: Held::Slot { key, ran },
+                tag,
+            });
+        }
     }
 }
 
@@ -84,12 +75,56 @@ where
     E: Send + 'static,
     J: Joiner<T, E>,
 {
-    /// A blocking task whose closure never ran, or (through no path of
-    /// the runner's) an async task's future dropped without being told.
+    /// An async task never started (its group was cancelled first), or
+    /// (through no path of the runner's) one whose future was dropped
+    /// without being told who it was: cancelled, with no name.
     fn drop(&mut self) {
-        if !self.finished {
-            self.report(Outcome::Cancelled, false, None);
+        self.report(Outcome::Cancelled, false, None, None);
+    }
+}
+
+/// A blocking task's [`Completion`], with its entry in `tasks` (who it is,
+/// its abort handle). Dropped unreported (its closure never ran: aborted,
+/// or its runtime shut down), it reports the task cancelled.
+pub(super) struct BlockingCompletion<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    completion: Completion<T, E, J>,
+    key: usize,
+}
+
+impl<T, E, J> BlockingCompletion<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, key: usize) -> Self {
+        BlockingCompletion {
+            completion: Completion::new(shared, id),
+            key,
         }
+    }
+
+    /// Reports how the task ended; its entry says who it was.
+    pub(super) fn finish(mut self, outcome: Outcome<T, E>) {
+        let key = Some(self.key);
+        self.completion.report(outcome, true, key, None);
+    }
+}
+
+impl<T, E, J> Drop for BlockingCompletion<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    fn drop(&mut self) {
+        let key = Some(self.key);
+        self.completion.report(Outcome::Cancelled, false, key, None);
     }
 }
 
@@ -109,7 +144,9 @@ pin_project! {
     {
         #[pin]
         fut: Option<Fut>,
-        completion: Option<Completion<T, E, J>>,
+        // Not an `Option`: a reported completion is empty already, and an
+        // `Option` around it would cost the future a word.
+        completion: Completion<T, E, J>,
     }
 
     impl<Fut, T, E, J> PinnedDrop for TaskFuture<Fut, T, E, J>
@@ -125,12 +162,10 @@ pin_project! {
             // Only if the runner did not call `abandon` (it always does):
             // the user's future first, then the report, cancelled.
             let dropped = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
-            if let Some(completion) = this.completion.take() {
-                match dropped {
-                    Ok(()) => drop(completion),
-                    Err(payload) => completion.finish(Outcome::Panicked(payload), None),
-                }
+            if let Err(payload) = dropped {
+                this.completion.report(Outcome::Panicked(payload), false, None, None);
             }
+            // Otherwise the completion's own drop reports it cancelled.
         }
     }
 }
@@ -144,7 +179,7 @@ where
     pub(super) fn new(fut: Fut, completion: Completion<T, E, J>) -> Self {
         TaskFuture {
             fut: Some(fut),
-            completion: Some(completion),
+            completion,
         }
     }
 }
@@ -173,9 +208,8 @@ where
         {
             outcome = Outcome::Panicked(payload);
         }
-        if let Some(completion) = this.completion.take() {
-            completion.finish(outcome, Some(meta.tag()));
-        }
+        this.completion
+            .report(outcome, true, None, Some(meta.tag()));
         Poll::Ready(())
     }
 
@@ -184,9 +218,10 @@ where
     fn abandon(self: Pin<&mut Self>, meta: &Meta) {
         let mut this = self.project();
         let dropped = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
-        if let Some(completion) = this.completion.take() {
+        if !this.completion.is_reported() {
             let outcome = dropped.map_or_else(Outcome::Panicked, |()| Outcome::Cancelled);
-            completion.abandon(outcome, meta.tag());
+            this.completion
+                .report(outcome, false, None, Some(meta.tag()));
         }
     }
 }
