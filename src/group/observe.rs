@@ -90,7 +90,9 @@ pub(super) struct Registration {
 impl Registration {
     /// Adds `group` to the registry, in the calling thread's stripe.
     pub(super) fn new(group: Weak<dyn Observed>) -> Registration {
-        let stripe = STRIPE.with(|stripe| *stripe);
+        // A group built while the thread's locals are being torn down
+        // still registers, in the first stripe.
+        let stripe = STRIPE.try_with(|stripe| *stripe).unwrap_or(0);
         let key = lock(stripe).insert(group);
         Registration { stripe, key }
     }
