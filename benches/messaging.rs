@@ -50,10 +50,11 @@ async fn pong(tx: mpsc::Sender<u64>, mut rx: mpsc::Receiver<u64>) -> u64 {
     0
 }
 
-fn channels() -> (
-    (mpsc::Sender<u64>, mpsc::Receiver<u64>),
-    (mpsc::Sender<u64>, mpsc::Receiver<u64>),
-) {
+/// One task's ends: where it sends, where it receives.
+type Ends = (mpsc::Sender<u64>, mpsc::Receiver<u64>);
+
+/// Ping's ends and pong's.
+fn channels() -> (Ends, Ends) {
     let (to_pong, from_ping) = mpsc::channel(1);
     let (to_ping, from_pong) = mpsc::channel(1);
     ((to_pong, from_pong), (to_ping, from_ping))
