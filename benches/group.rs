@@ -309,8 +309,9 @@ where
 }
 
 /// Each side on a runtime of its own, made for it and dropped after it,
-/// so neither inherits the other's (or an earlier group's) workers, and
-/// each sample is the median repetition ([`timed_median`]).
+/// so neither inherits the workers of the other side or of the other N
+/// (before, one runtime served all four), and each sample is the median
+/// repetition ([`timed_median`]).
 fn first_error(c: &mut Criterion) {
     for n in [1_000, 100_000] {
         let mut group = sized(c, "first_error", n > 10_000);
