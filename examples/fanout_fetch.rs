@@ -40,9 +40,25 @@
 //! it is not (a pipe, a log file, CI) it prints one summary line per run
 //! there instead, so stdout reads the same either way.
 //!
+//! With `--compare`, it does none of the three runs: it runs run 1 (fetch
+//! them all, `--limit` at a time) against the same origin, in the same
+//! process, once through `TaskGroup` as above and once written by hand
+//! with `tokio::task::JoinSet`, a `tokio::sync::Semaphore` (a permit
+//! acquired before each spawn and held by the task: the limit) and a
+//! `tokio_util::sync::CancellationToken` that every task selects on, its
+//! results collected in spawn order. After one untimed warm-up of each, it
+//! runs `--rounds` rounds (default 5) of both, the order swapped every
+//! round, and prints per round and as medians: the wall time, and the
+//! process's CPU time (user + system) over the run, from `/proc/self/stat`
+//! (in clock ticks, 10 ms) and from `/proc/self/task/*/schedstat` (each
+//! thread's time on a CPU, in ns). The CPU time is the whole process's:
+//! the origin's handlers, hyper on both sides and the fan-out; only the
+//! fan-out differs between the two.
+//!
 //! ```text
 //! cargo run --release --example fanout_fetch
 //! cargo run --release --example fanout_fetch -- --urls 5000 --limit 128 --poison-at 1000 --deadline-ms 30
+//! cargo run --release --example fanout_fetch -- --compare --rounds 5
 //! ```
 
 use std::io::{IsTerminal, Write};
@@ -65,7 +81,10 @@ use taskgroup::http::{
     ConnectionContext, ContextLayer, DisconnectListener, PropagateDeadline, PropagateDeadlineLayer,
 };
 use taskgroup::{Context, ContextError, GroupError, Outcome, TaskGroup};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 #[tokio::main]
@@ -84,6 +103,10 @@ async fn main() {
     let urls: Vec<String> = (0..args.urls)
         .map(|id| format!("http://{}/item/{id}", origin.addr))
         .collect();
+    if args.compare {
+        compare(&client, &urls, args.limit, args.rounds).await;
+        return;
+    }
     println!(
         "origin on http://{}: {} URLs, fetched {} at a time\n",
         origin.addr, args.urls, args.limit
@@ -226,6 +249,21 @@ struct Run {
 }
 
 async fn fetch_all(client: &HttpClient, urls: &[String], limit: usize) -> Run {
+    fetch_all_with(
+        client,
+        urls,
+        limit,
+        Progress::new("fetch them all", urls.len()),
+    )
+    .await
+}
+
+async fn fetch_all_with(
+    client: &HttpClient,
+    urls: &[String],
+    limit: usize,
+    mut progress: Progress,
+) -> Run {
     let start = Instant::now();
     let mut group = TaskGroup::<Fetched, FetchError>::builder()
         .limit(limit)
@@ -235,7 +273,6 @@ async fn fetch_all(client: &HttpClient, urls: &[String], limit: usize) -> Run {
         let (client, url) = (client.clone(), url.clone());
         group.spawn(move |ctx| async move { fetch(&ctx, &client, &url).await });
     }
-    let mut progress = Progress::new("fetch them all", urls.len());
     let mut fetched = Vec::with_capacity(urls.len());
     while let Some((_id, outcome)) = group.next().await {
         match outcome {
@@ -430,6 +467,8 @@ struct Progress {
     failed: usize,
     drawn: Option<Instant>,
     terminal: bool,
+    /// Draws nothing and prints nothing (`--compare`'s rounds).
+    quiet: bool,
 }
 
 impl Progress {
@@ -442,6 +481,15 @@ impl Progress {
             failed: 0,
             drawn: None,
             terminal: std::io::stderr().is_terminal(),
+            quiet: false,
+        }
+    }
+
+    /// A progress bar that counts but shows nothing.
+    fn quiet(phase: &'static str, total: usize) -> Progress {
+        Progress {
+            quiet: true,
+            ..Progress::new(phase, total)
         }
     }
 
@@ -457,7 +505,7 @@ impl Progress {
     }
 
     fn draw(&mut self) {
-        if !self.terminal {
+        if !self.terminal || self.quiet {
             return;
         }
         const WIDTH: usize = 40;
@@ -472,6 +520,9 @@ impl Progress {
     }
 
     fn finish(&mut self) {
+        if self.quiet {
+            return;
+        }
         if self.terminal {
             self.draw();
             eprintln!();
@@ -486,6 +537,298 @@ impl Progress {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// `--compare`: run 1 through `TaskGroup` and written by hand
+
+/// Run 1 without taskgroup: a `JoinSet`, a `Semaphore` permit acquired
+/// before each spawn and held by the task (the limit), and a
+/// `CancellationToken` every task selects on, cancelled by the first
+/// error (Go's errgroup by hand). The requests carry no `Context`, so the
+/// client's `PropagateDeadline` layer passes them straight through. The
+/// results are kept in spawn order.
+async fn fetch_all_by_hand(
+    client: &HttpClient,
+    urls: &[String],
+    limit: usize,
+    mut progress: Progress,
+) -> Run {
+    let start = Instant::now();
+    let token = CancellationToken::new();
+    let permits = Arc::new(Semaphore::new(limit));
+    let mut set = JoinSet::new();
+    let mut slots: Vec<Option<Fetched>> = (0..urls.len()).map(|_| None).collect();
+    let mut reap = |joined: Result<(usize, Result<Fetched, FetchError>), _>,
+                    progress: &mut Progress| {
+        match joined {
+            Ok((i, Ok(f))) => {
+                progress.tick(!f.status.is_success());
+                slots[i] = Some(f);
+            }
+            Ok((_, Err(e))) => panic!("fetch failed: {e}"),
+            Err(e) => panic!("fetch did not finish: {e}"),
+        }
+    };
+    for (i, url) in urls.iter().enumerate() {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        set.spawn(async move {
+            let _permit = permit;
+            let fetched = tokio::select! {
+                biased;
+                () = token.cancelled() => Err(FetchError::Context(ContextError::Cancelled)),
+                fetched = fetch_plain(&client, &url) => fetched,
+            };
+            if fetched.is_err() {
+                token.cancel();
+            }
+            (i, fetched)
+        });
+        while let Some(joined) = set.try_join_next() {
+            reap(joined, &mut progress);
+        }
+    }
+    while let Some(joined) = set.join_next().await {
+        reap(joined, &mut progress);
+    }
+    progress.finish();
+    Run {
+        fetched: slots
+            .into_iter()
+            .map(|f| f.expect("every task joined"))
+            .collect(),
+        wall: start.elapsed(),
+    }
+}
+
+/// `fetch` without a `Context`: the same request, the same client.
+async fn fetch_plain(client: &HttpClient, url: &str) -> Result<Fetched, FetchError> {
+    let request = Request::get(url)
+        .body(Empty::new())
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    let start = Instant::now();
+    SENT.fetch_add(1, Ordering::Relaxed);
+    let response = client
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    let status = response.status();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    Ok(Fetched {
+        status,
+        latency: start.elapsed(),
+    })
+}
+
+/// The process's CPU time so far, two ways.
+#[derive(Clone, Copy)]
+struct CpuTime {
+    /// User and system time of every thread, ended ones included, from
+    /// `/proc/self/stat` (fields 14 and 15), in clock ticks.
+    user_ticks: u64,
+    sys_ticks: u64,
+    /// Time on a CPU of the threads alive now, from
+    /// `/proc/self/task/*/schedstat`, in ns. The runtime's threads live as
+    /// long as the process (the fetches start no blocking threads: the
+    /// URLs' hosts are IP addresses), so a difference of two is exact.
+    on_cpu_ns: u64,
+}
+
+/// `USER_HZ`: the unit of `/proc/self/stat`'s times, 100 on Linux
+/// (`getconf CLK_TCK`).
+const TICKS_PER_SEC: u64 = 100;
+
+impl CpuTime {
+    /// `None` where there is no `/proc` (not Linux).
+    fn now() -> Option<CpuTime> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The name, field 2, is in parentheses and may hold spaces: field
+        // 3 is the first after the last `)`.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        let mut on_cpu_ns = 0;
+        for thread in std::fs::read_dir("/proc/self/task").ok()? {
+            let path = thread.ok()?.path().join("schedstat");
+            // A thread may end between the listing and the read.
+            if let Ok(schedstat) = std::fs::read_to_string(path) {
+                on_cpu_ns += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+            }
+        }
+        Some(CpuTime {
+            user_ticks: field(14)?,
+            sys_ticks: field(15)?,
+            on_cpu_ns,
+        })
+    }
+}
+
+/// One timed run of one side.
+#[derive(Clone, Copy)]
+struct Measured {
+    wall: Duration,
+    user: Duration,
+    sys: Duration,
+    on_cpu: Duration,
+}
+
+impl Measured {
+    fn cpu(&self) -> Duration {
+        self.user + self.sys
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    TaskGroup,
+    ByHand,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::TaskGroup => "TaskGroup",
+            Side::ByHand => "JoinSet+Semaphore+CancellationToken",
+        }
+    }
+}
+
+/// Runs run 1 once on `side`, timed, and checks its answers against the
+/// origin's profile.
+async fn measure(side: Side, client: &HttpClient, urls: &[String], limit: usize) -> Measured {
+    let progress = Progress::quiet("fetch them all", urls.len());
+    let before = CpuTime::now();
+    let run = match side {
+        Side::TaskGroup => fetch_all_with(client, urls, limit, progress).await,
+        Side::ByHand => fetch_all_by_hand(client, urls, limit, progress).await,
+    };
+    let after = CpuTime::now();
+    let failing = (0..urls.len() as u64)
+        .filter(|&id| item_profile(id).1)
+        .count();
+    let answered_503 = run
+        .fetched
+        .iter()
+        .filter(|f| f.status == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!(run.fetched.len(), urls.len(), "{}: every URL", side.name());
+    assert_eq!(answered_503, failing, "{}: the 503s", side.name());
+    let ticks = |t: u64| Duration::from_nanos(t * 1_000_000_000 / TICKS_PER_SEC);
+    match (before, after) {
+        (Some(before), Some(after)) => Measured {
+            wall: run.wall,
+            user: ticks(after.user_ticks - before.user_ticks),
+            sys: ticks(after.sys_ticks - before.sys_ticks),
+            on_cpu: Duration::from_nanos(after.on_cpu_ns.saturating_sub(before.on_cpu_ns)),
+        },
+        _ => Measured {
+            wall: run.wall,
+            user: Duration::ZERO,
+            sys: Duration::ZERO,
+            on_cpu: Duration::ZERO,
+        },
+    }
+}
+
+/// One figure of a `Measured`.
+type Column = fn(&Measured) -> Duration;
+
+/// `--compare`: run 1 on both sides, `rounds` times after a warm-up.
+async fn compare(client: &HttpClient, urls: &[String], limit: usize, rounds: usize) {
+    println!(
+        "run 1 (fetch them all: {} URLs, {limit} at a time), TaskGroup against \
+         JoinSet + Semaphore + CancellationToken,\n\
+         same origin, same process: a warm-up of each, then {rounds} rounds, \
+         the order swapped every round\n",
+        urls.len()
+    );
+    if CpuTime::now().is_none() {
+        println!("   (no /proc here: CPU times read 0)\n");
+    }
+    // The warm-up opens the client's pooled connections (`limit` of them)
+    // and grows the allocator's heap; neither is timed.
+    for side in [Side::TaskGroup, Side::ByHand] {
+        measure(side, client, urls, limit).await;
+    }
+    let mut taskgroup = Vec::with_capacity(rounds);
+    let mut by_hand = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [Side::TaskGroup, Side::ByHand]
+        } else {
+            [Side::ByHand, Side::TaskGroup]
+        };
+        for side in order {
+            let m = measure(side, client, urls, limit).await;
+            println!(
+                "   round {}  {:<36} wall {:6.1} ms   cpu {:5.0} ms (user {:.0} + sys {:.0})   \
+                 on-cpu {:6.1} ms",
+                round + 1,
+                side.name(),
+                ms(m.wall),
+                ms(m.cpu()),
+                ms(m.user),
+                ms(m.sys),
+                ms(m.on_cpu),
+            );
+            match side {
+                Side::TaskGroup => taskgroup.push(m),
+                Side::ByHand => by_hand.push(m),
+            }
+        }
+    }
+    println!("\n   median (min-max) over {rounds} rounds:");
+    let summary = |runs: &[Measured], of: Column| {
+        let mut values: Vec<Duration> = runs.iter().map(of).collect();
+        values.sort();
+        (
+            values[values.len() / 2],
+            values[0],
+            values[values.len() - 1],
+        )
+    };
+    let columns: [(&str, Column); 3] = [
+        ("wall", |m| m.wall),
+        ("cpu (user+sys)", Measured::cpu),
+        ("on-cpu", |m| m.on_cpu),
+    ];
+    for (side, runs) in [(Side::TaskGroup, &taskgroup), (Side::ByHand, &by_hand)] {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|&(label, of)| {
+                let (median, min, max) = summary(runs, of);
+                format!(
+                    "{label} {:.1} ms ({:.1}-{:.1})",
+                    ms(median),
+                    ms(min),
+                    ms(max)
+                )
+            })
+            .collect();
+        println!("   {:<36} {}", side.name(), cells.join("   "));
+    }
+    let ratios: Vec<String> = columns
+        .iter()
+        .map(|&(label, of)| {
+            let (ours, _, _) = summary(&taskgroup, of);
+            let (theirs, _, _) = summary(&by_hand, of);
+            let per_request = (ours.as_secs_f64() - theirs.as_secs_f64()) * 1e6 / urls.len() as f64;
+            format!(
+                "{label} {:.3}x ({per_request:+.1} us per request)",
+                ours.as_secs_f64() / theirs.as_secs_f64()
+            )
+        })
+        .collect();
+    println!("   TaskGroup / by hand (medians): {}", ratios.join(", "));
 }
 
 // ---------------------------------------------------------------------------
@@ -648,11 +991,13 @@ struct Args {
     limit: usize,
     poison_at: usize,
     deadline_ms: u64,
+    compare: bool,
+    rounds: usize,
 }
 
 impl Args {
-    const USAGE: &str =
-        "usage: fanout_fetch [--urls N] [--limit N] [--poison-at I] [--deadline-ms MS]";
+    const USAGE: &str = "usage: fanout_fetch [--urls N] [--limit N] [--poison-at I] [--deadline-ms MS] \
+         [--compare [--rounds N]]";
 
     fn parse() -> Result<Args, String> {
         let mut args = Args {
@@ -660,9 +1005,15 @@ impl Args {
             limit: 64,
             poison_at: 300,
             deadline_ms: 40,
+            compare: false,
+            rounds: 5,
         };
         let mut rest = std::env::args().skip(1);
         while let Some(flag) = rest.next() {
+            if flag == "--compare" {
+                args.compare = true;
+                continue;
+            }
             let mut number = || -> Result<u64, String> {
                 let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
                 value
@@ -675,6 +1026,7 @@ impl Args {
                 "--limit" => args.limit = size(number()?)?,
                 "--poison-at" => args.poison_at = size(number()?)?,
                 "--deadline-ms" => args.deadline_ms = number()?,
+                "--rounds" => args.rounds = size(number()?)?,
                 _ => return Err(format!("unknown option {flag:?}")),
             }
         }
@@ -683,6 +1035,9 @@ impl Args {
         }
         if args.limit == 0 {
             return Err("--limit must be at least 1".to_string());
+        }
+        if args.rounds == 0 {
+            return Err("--rounds must be at least 1".to_string());
         }
         if args.poison_at >= args.urls {
             return Err(format!(
