@@ -67,6 +67,8 @@ const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
 const DEADLINE_EXCEEDED: u8 = 2;
 const STRIPE_COUNT: usize = 64;
+// `next_stripe` spreads threads over six bits.
+const _: () = assert!(STRIPE_COUNT == 64);
 
 /// One lock per cache line, so that trees on different stripes never
 /// contend.
@@ -91,18 +93,31 @@ fn lock_stripe(stripe: u8) -> MutexGuard<'static, ()> {
     lock(&stripes[usize::from(stripe) % stripes.len()].0)
 }
 
+/// How many threads have picked a stripe: the next one's place in the
+/// spread of starting stripes. Touched once per thread, not per root. std's
+/// atomic under loom too: it only chooses a number, it orders nothing.
+static THREADS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 thread_local! {
-    static NEXT_STRIPE: Cell<u8> = const { Cell::new(0) };
+    /// The stripe this thread's last root took. The first is the thread's
+    /// place in `THREADS` with its six bits reversed (0, 32, 16, 48, 8, ...):
+    /// threads started together begin as far apart as the stripes allow,
+    /// and stay apart while they make roots at about the same rate. (A
+    /// thread's own address is no help here: threads' stacks, and so their
+    /// thread-locals, sit whole pages apart, and would all start alike.)
+    static NEXT_STRIPE: Cell<u8> = Cell::new(
+        THREADS.fetch_add(1, Ordering::Relaxed).reverse_bits() >> 2,
+    );
 }
 
-/// Picks a stripe for a new tree root. Thread-local round robin, mixed with
-/// a per-thread offset, so that no shared counter is touched.
+/// Picks a stripe for a new tree root: the thread's round robin, so that
+/// roots one thread makes (an accept loop's, say) and others cancel are
+/// spread over the stripes too, and no shared counter is touched per root.
 fn next_stripe() -> u8 {
     NEXT_STRIPE.with(|next| {
-        let n = next.get().wrapping_add(1);
+        let n = next.get().wrapping_add(1) % STRIPE_COUNT as u8;
         next.set(n);
-        let thread_mix = (&raw const *next as usize >> 6) as u8;
-        n.wrapping_add(thread_mix) % STRIPE_COUNT as u8
+        n
     })
 }
 
