@@ -328,7 +328,8 @@ impl CpuSpent {
     /// this one only counts what it ran, so two threads that cost each
     /// other show here even when something else holds a core.
     fn report(&self, what: &str) {
-        if let Some(cpu_ns) = self.cpu_ns {
+        // Nothing ran when a filter left the bench out.
+        if let Some(cpu_ns) = self.cpu_ns.filter(|_| self.trees > 0) {
             let nodes = self.trees * (TREE_CHILDREN as u64 + 1);
             // Under 100%: the threads waited for a core, so they did not
             // all run at once the whole time.
