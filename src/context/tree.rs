@@ -101,8 +101,10 @@ static THREADS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0
 thread_local! {
     /// The stripe this thread's last root took. The first is the thread's
     /// place in `THREADS` with its six bits reversed (0, 32, 16, 48, 8, ...):
-    /// threads started together begin as far apart as the stripes allow,
-    /// and stay apart while they make roots at about the same rate. (A
+    /// a process's first two threads start 32 stripes apart, its first four
+    /// 16 apart, and so on; any 64 threads in a row start on different
+    /// stripes; and threads that make roots at about the same rate stay
+    /// apart. (A
     /// thread's own address is no help here: threads' stacks, and so their
     /// thread-locals, sit whole pages apart, and would all start alike.)
     static NEXT_STRIPE: Cell<u8> = Cell::new(
