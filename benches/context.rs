@@ -42,12 +42,25 @@
 //!   runtime; `deadline_elsewhere`, one whose deadline was made on another
 //!   runtime (the waiter arms a timer of its own).
 //!
+//! - `two_trees/K`: build a tree (a root from `with_cancel()`, 1000
+//!   children from `with_cancel()` held with their handles), cancel the
+//!   root, drop it all; the whole thing timed, over and over. K:
+//!   `1_thread`, one thread doing it; `2_threads`, two OS threads each doing
+//!   it on a tree of its own at once, timed from a common start to the later
+//!   one's end. `child_token` is the same with `child_token()`s of a
+//!   `CancellationToken`. Throughput is per node of one thread's tree, so a
+//!   2-thread figure equal to the 1-thread one is perfect scaling and the
+//!   ratio of the two is what the threads cost each other (on a 2-core
+//!   machine, that includes sharing it with anything else running). Each
+//!   also prints the CPU time its threads ran per node (Linux only), which
+//!   a busy machine does not inflate: waiting for a core is not running.
+//!
 //! `cargo bench --bench context` runs them.
 
 use std::hint::black_box;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Barrier};
 use std::task::{self, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -271,6 +284,124 @@ fn deep_chain_cancel(c: &mut Criterion) {
     group.finish();
 }
 
+/// Nodes under the root in `two_trees`.
+const TREE_CHILDREN: usize = 1000;
+
+/// Builds, cancels and drops one tree: the root and `TREE_CHILDREN`
+/// children.
+fn context_tree() {
+    let (root, cancel) = Context::background().with_cancel();
+    let children: Vec<(Context, CancelHandle)> =
+        (0..TREE_CHILDREN).map(|_| root.with_cancel()).collect();
+    cancel.cancel();
+    assert!(children[TREE_CHILDREN - 1].0.is_cancelled());
+    drop(black_box(children));
+}
+
+fn token_tree() {
+    let root = CancellationToken::new();
+    let children: Vec<CancellationToken> = (0..TREE_CHILDREN).map(|_| root.child_token()).collect();
+    root.cancel();
+    assert!(children[TREE_CHILDREN - 1].is_cancelled());
+    drop(black_box(children));
+}
+
+/// The CPU time this thread has run, in ns (Linux's schedstat), or `None`
+/// where there is none to read.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// What the threads of one `two_trees` bench spent: trees made and CPU
+/// time run, summed over the threads.
+struct CpuSpent {
+    trees: u64,
+    cpu_ns: Option<u64>,
+    /// Each thread's own wall-clock time, summed.
+    wall: Duration,
+}
+
+impl CpuSpent {
+    /// CPU time per node, per thread. The wall-clock figure on a shared
+    /// 2-core machine also counts the time a thread waited for a core;
+    /// this one only counts what it ran, so two threads that cost each
+    /// other show here even when something else holds a core.
+    fn report(&self, what: &str) {
+        // Nothing ran when a filter left the bench out.
+        if let Some(cpu_ns) = self.cpu_ns.filter(|_| self.trees > 0) {
+            let nodes = self.trees * (TREE_CHILDREN as u64 + 1);
+            // Under 100%: the threads waited for a core, so they did not
+            // all run at once the whole time.
+            eprintln!(
+                "{what}: {:.1} ns of CPU per node; the threads ran {:.0}% of their time",
+                cpu_ns as f64 / nodes as f64,
+                cpu_ns as f64 / self.wall.as_nanos() as f64 * 100.0
+            );
+        }
+    }
+}
+
+/// `iters` trees on each of `threads` threads, from a common start (a
+/// barrier, so thread start-up is untimed) to the last thread's end.
+fn trees_on_threads(threads: usize, iters: u64, tree: fn(), spent: &mut CpuSpent) -> Duration {
+    let run = move || {
+        let cpu0 = thread_cpu_ns();
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            tree();
+        }
+        let t1 = Instant::now();
+        let cpu = cpu0.zip(thread_cpu_ns()).map(|(a, b)| b - a);
+        (t0, t1, cpu)
+    };
+    // Even one runs on a thread of its own, not criterion's: the main
+    // thread's allocator (glibc's main arena, which gives memory back to
+    // the system as the heap shrinks) is not what spawned threads get.
+    let start = Arc::new(Barrier::new(threads));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                run()
+            })
+        })
+        .collect();
+    let spans: Vec<(Instant, Instant, Option<u64>)> = workers
+        .into_iter()
+        .map(|worker| worker.join().expect("a tree does not panic"))
+        .collect();
+    spent.trees += iters * threads as u64;
+    for span in &spans {
+        spent.wall += span.1 - span.0;
+        spent.cpu_ns = spent.cpu_ns.zip(span.2).map(|(a, b)| a + b);
+    }
+    let first = spans.iter().map(|span| span.0).min().expect("threads");
+    let last = spans.iter().map(|span| span.1).max().expect("threads");
+    last - first
+}
+
+fn two_trees(c: &mut Criterion) {
+    let mut group = c.benchmark_group("two_trees");
+    group.throughput(Throughput::Elements(TREE_CHILDREN as u64 + 1));
+    for (name, threads) in [("1_thread", 1), ("2_threads", 2)] {
+        let trees: [(&str, fn()); 2] = [("context", context_tree), ("child_token", token_tree)];
+        for (id, tree) in trees {
+            let mut spent = CpuSpent {
+                trees: 0,
+                cpu_ns: Some(0),
+                wall: Duration::ZERO,
+            };
+            group.bench_function(BenchmarkId::new(id, name), |b| {
+                b.iter_custom(|iters| trees_on_threads(threads, iters, tree, &mut spent))
+            });
+            spent.report(&format!("two_trees/{id}/{name}"));
+        }
+    }
+    group.finish();
+}
+
 /// Makes `fut`, polls it once and drops it.
 fn poll_once<F: std::future::Future>(fut: F) -> bool {
     let mut cx = task::Context::from_waker(Waker::noop());
@@ -321,6 +452,7 @@ fn quick() -> Criterion {
 criterion_group! {
     name = benches;
     config = quick();
-    targets = child_create_drop, to_token, is_cancelled, check, value, deep_chain_cancel, done_pending
+    targets = child_create_drop, to_token, is_cancelled, check, value, deep_chain_cancel, done_pending,
+        two_trees
 }
 criterion_main!(benches);

@@ -144,3 +144,33 @@ fn child_dropped_while_parent_is_cancelled() {
         assert!(parent.with_value(3u8).is_cancelled());
     });
 }
+
+/// Invariant 7: a cancel that finds its context settled returns without
+/// the stripe lock, and still sees the subtree cancelled; one that finds
+/// it cancelled but not settled waits for the walk; and so does a handle
+/// dropped after its context was cancelled from above. A chain, so that
+/// the walk from the root is still going below `mid` once it set `mid`.
+/// (The checking cancels run on the spawned thread: loom shows it the main
+/// thread's walk half done, and not the other way round.)
+#[test]
+fn cancel_finding_the_context_cancelled_sees_its_subtree_cancelled() {
+    loom::model(|| {
+        let (root, cancel_root) = Context::background().with_cancel();
+        let (mid, cancel_mid) = root.with_cancel();
+        let (leaf, cancel_leaf) = mid.with_cancel();
+        let below = leaf.with_value(1u8);
+
+        let checker = thread::spawn(move || {
+            // Whoever sets `mid`, when this returns `leaf` and `below` are.
+            cancel_mid.cancel();
+            assert!(leaf.is_cancelled());
+            assert!(below.is_cancelled());
+            // A handle dropped after its context was cancelled from above.
+            drop(cancel_leaf);
+            assert!(below.is_cancelled());
+        });
+        cancel_root.cancel();
+        assert!(mid.is_cancelled());
+        checker.join().unwrap();
+    });
+}

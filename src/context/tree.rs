@@ -9,11 +9,12 @@
 //!
 //! # Invariants
 //!
-//! 1. A node's `state` is written once, together with its cause, under its
+//! 1. A node's `state` is set once, together with its cause, under its
 //!    own `inner` lock, and also while holding the stripe lock of the
 //!    node's tree, `STRIPES[node.stripe]` — except for a node with no
 //!    children linked (none can link while its `inner` lock is held), and
-//!    for a node born cancelled, before anyone else can see it.
+//!    for a node born cancelled, before anyone else can see it. The only
+//!    later write is the `SETTLED` mark of invariant 7.
 //! 2. Every node of a linked tree has the stripe of the tree's root: a linked
 //!    child copies its parent's stripe.
 //! 3. A child is linked into the parent's `children` under the parent's
@@ -28,11 +29,20 @@
 //!    a single node with no children (invariant 1). So when [`cancel`]
 //!    returns, whether this call set the state or found it set, every
 //!    descendant's `state` is set: a state found set was set by a canceller
-//!    that held the stripe lock for its whole walk, or had no walk to do.
+//!    that held the stripe lock for its whole walk, or had no walk to do,
+//!    or it is marked settled (invariant 7).
 //! 6. A node's `slot` (its key in the parent's slab) is read and written only
 //!    under the parent's `inner` lock, except in the node's own drop, when no
 //!    one else can reach it: there `UNLINKED` (set by the parent's canceller,
 //!    which took the slab) needs no lock.
+//! 7. A node's `state` carries `SETTLED` only once every descendant's
+//!    `state` is set. A node cancelled with no children (a leaf, under its
+//!    own lock, or born cancelled) is settled as it is set. A node set in a
+//!    walk is settled by that walk's canceller, and by no one else, after it
+//!    released the stripe lock (a `Release` store, read with `Acquire`):
+//!    the whole walk is over by then. A cancel that finds `SETTLED` returns
+//!    at once, without the stripe lock, and invariant 5 still holds; one
+//!    that finds the state set but not settled waits on the stripe lock.
 //!
 //! # Lock order
 //!
@@ -66,7 +76,12 @@ const UNLINKED: usize = usize::MAX;
 const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
 const DEADLINE_EXCEEDED: u8 = 2;
+/// Or'ed into a cancelled node's `state` once no walk is left to set a
+/// state below it (invariant 7).
+const SETTLED: u8 = 4;
 const STRIPE_COUNT: usize = 64;
+// `next_stripe` spreads threads over six bits.
+const _: () = assert!(STRIPE_COUNT == 64);
 
 /// One lock per cache line, so that trees on different stripes never
 /// contend.
@@ -91,18 +106,33 @@ fn lock_stripe(stripe: u8) -> MutexGuard<'static, ()> {
     lock(&stripes[usize::from(stripe) % stripes.len()].0)
 }
 
+/// How many threads have picked a stripe: the next one's place in the
+/// spread of starting stripes. Touched once per thread, not per root. std's
+/// atomic under loom too: it only chooses a number, it orders nothing.
+static THREADS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 thread_local! {
-    static NEXT_STRIPE: Cell<u8> = const { Cell::new(0) };
+    /// The stripe this thread's last root took. The first is the thread's
+    /// place in `THREADS` with its six bits reversed (0, 32, 16, 48, 8, ...):
+    /// a process's first two threads start 32 stripes apart, its first four
+    /// 16 apart, and so on; any 64 threads in a row start on different
+    /// stripes; and threads that make roots at about the same rate stay
+    /// apart. (A
+    /// thread's own address is no help here: threads' stacks, and so their
+    /// thread-locals, sit whole pages apart, and would all start alike.)
+    static NEXT_STRIPE: Cell<u8> = Cell::new(
+        THREADS.fetch_add(1, Ordering::Relaxed).reverse_bits() >> 2,
+    );
 }
 
-/// Picks a stripe for a new tree root. Thread-local round robin, mixed with
-/// a per-thread offset, so that no shared counter is touched.
+/// Picks a stripe for a new tree root: the thread's round robin, so that
+/// roots one thread makes (an accept loop's, say) and others cancel are
+/// spread over the stripes too, and no shared counter is touched per root.
 fn next_stripe() -> u8 {
     NEXT_STRIPE.with(|next| {
-        let n = next.get().wrapping_add(1);
+        let n = next.get().wrapping_add(1) % STRIPE_COUNT as u8;
         next.set(n);
-        let thread_mix = (&raw const *next as usize >> 6) as u8;
-        n.wrapping_add(thread_mix) % STRIPE_COUNT as u8
+        n
     })
 }
 
@@ -235,7 +265,8 @@ impl NodeSpec {
 
 pub(crate) struct Node {
     /// Invariant 1: `LIVE` until set once, with `inner.cause`, to the
-    /// error's code; an atomic load to read.
+    /// error's code, `SETTLED` or'ed in then or later (invariant 7); an
+    /// atomic load to read.
     state: AtomicU8,
     /// Woken (all waiters) when `state` is set.
     notify: Notify,
@@ -337,7 +368,8 @@ impl Node {
                 (Some(error), Some(cause)) => {
                     let cancellation = Cancellation::new(error, Some(cause.clone()));
                     drop(inner);
-                    node.set_state(&mut lock(&node.inner), &cancellation);
+                    // Nothing below it yet: settled at once (invariant 7).
+                    node.set_state(&mut lock(&node.inner), &cancellation, true);
                 }
                 _ => {
                     let key = inner.extras().children.insert(Arc::downgrade(&node));
@@ -350,7 +382,7 @@ impl Node {
 
     /// The error, once cancelled: one atomic load.
     pub(crate) fn error(&self) -> Option<ContextError> {
-        match self.state.load(Ordering::Acquire) {
+        match self.state.load(Ordering::Acquire) & !SETTLED {
             LIVE => None,
             CANCELLED => Some(ContextError::Cancelled),
             _ => Some(ContextError::DeadlineExceeded),
@@ -371,8 +403,9 @@ impl Node {
     }
 
     /// Invariant 1: sets the state, unless set already; `inner` is this
-    /// node's locked `Inner`.
-    fn set_state(&self, inner: &mut Inner, cancellation: &Cancellation) -> bool {
+    /// node's locked `Inner`. `settled`: no walk can be left below it
+    /// (invariant 7).
+    fn set_state(&self, inner: &mut Inner, cancellation: &Cancellation, settled: bool) -> bool {
         if self.is_cancelled() {
             return false;
         }
@@ -381,8 +414,23 @@ impl Node {
             ContextError::Cancelled => CANCELLED,
             ContextError::DeadlineExceeded => DEADLINE_EXCEEDED,
         };
-        self.state.store(code, Ordering::Release);
+        let settled = if settled { SETTLED } else { 0 };
+        self.state.store(code | settled, Ordering::Release);
         true
+    }
+
+    /// Invariant 7: marks a node set in a walk as settled. Only the
+    /// canceller that set its state in that walk calls this, once the
+    /// walk's stripe lock is released, so nothing else writes `state`
+    /// meanwhile.
+    fn settle(&self) {
+        let state = self.state.load(Ordering::Relaxed);
+        self.state.store(state | SETTLED, Ordering::Release);
+    }
+
+    /// Invariant 7: cancelled, and every descendant too.
+    fn is_settled(&self) -> bool {
+        self.state.load(Ordering::Acquire) & SETTLED != 0
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
@@ -550,7 +598,7 @@ impl Node {
         children: &mut Vec<Arc<Node>>,
     ) -> Option<Taken> {
         let mut inner = lock(&self.inner);
-        if !self.set_state(&mut inner, cancellation) {
+        if !self.set_state(&mut inner, cancellation, false) {
             return None;
         }
         let mut extras = inner.extras.take();
@@ -593,7 +641,8 @@ impl Node {
         if inner.has_children() || self.is_cancelled() {
             return None;
         }
-        self.set_state(&mut inner, cancellation);
+        // No children: settled as it is set (invariant 7).
+        self.set_state(&mut inner, cancellation, true);
         let extras = inner.extras.take();
         drop(inner);
         Some(self.taken(extras))
@@ -717,6 +766,11 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
         // never made it cancellable.
         return false;
     }
+    if node.is_settled() {
+        // Invariant 7: its whole subtree is cancelled already; a dropped
+        // handle of a context cancelled through its parent ends here.
+        return false;
+    }
     if let Some(taken) = node.cancel_leaf(&cancellation) {
         let mut panics = FirstPanic::default();
         taken.finish(node.clone(), &mut panics);
@@ -751,6 +805,8 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     let mut panics = FirstPanic::default();
     let finished = root.map(|taken| (node.clone(), taken)).into_iter();
     for (node, taken) in finished.chain(cancelled) {
+        // Invariant 7: the walk is over, the stripe lock released.
+        node.settle();
         taken.finish(node, &mut panics);
     }
     for node in already {
