@@ -295,12 +295,7 @@ fn groups_nest_by_context_ancestry_three_deep_across_two_runtimes() {
             })
         })
     };
-    for _ in 0..4_000 {
-        if c_parked() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
+    outer_rt.block_on(eventually("c's task parks", c_parked));
 
     let a_snap = top_level("nest-a").expect("a is top-level");
     assert!(top_level("nest-b").is_none(), "b is nested, not top-level");
