@@ -662,6 +662,24 @@ fn parked_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cel
     cell
 }
 
+/// The race of both grace models: the drop step (`Runner::cancel`, which
+/// the grace's timer calls) on one thread, a wake of `cell` on another,
+/// and a shard running the queue on this one, then until it is empty.
+fn race_the_graces_end_and_a_wake(runner: &Arc<super::Runner>, cell: &Arc<super::Cell>) {
+    let grace_end = {
+        let runner = runner.clone();
+        thread::spawn(move || runner.cancel())
+    };
+    let waker = {
+        let cell = cell.clone();
+        thread::spawn(move || std::task::Wake::wake_by_ref(&cell))
+    };
+    drain(runner);
+    grace_end.join().unwrap();
+    waker.join().unwrap();
+    drain(runner);
+}
+
 /// Invariant 9, the grace's end: the drop step (`Runner::cancel`, which
 /// the grace's timer calls) races a wake of a parked cell while a shard
 /// runs the queue. Whoever pushes it, the cell is queued once at a time,
@@ -672,18 +690,7 @@ fn wake_racing_the_graces_end_ends_the_cell_once() {
         let runner = super::Runner::new(tokio::time::Instant::now());
         let probe = Arc::new(Probe::default());
         let cell = parked_cell(&runner, Box::pin(Forever(probe.clone())));
-        let grace_end = {
-            let runner = runner.clone();
-            thread::spawn(move || runner.cancel())
-        };
-        let waker = {
-            let cell = cell.clone();
-            thread::spawn(move || std::task::Wake::wake_by_ref(&cell))
-        };
-        drain(&runner);
-        grace_end.join().unwrap();
-        waker.join().unwrap();
-        drain(&runner);
+        race_the_graces_end_and_a_wake(&runner, &cell);
         assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
         let polls = probe.polls.load(Relaxed);
         assert!(polls == 1 || polls == 2, "{polls} polls");
@@ -710,18 +717,7 @@ fn wake_racing_the_graces_end_inside_a_shield_lets_the_section_leave_first() {
         });
         let cell = parked_cell(&runner, body);
         assert_eq!(cell.shields.load(Relaxed), 1, "parked inside its shield");
-        let grace_end = {
-            let runner = runner.clone();
-            thread::spawn(move || runner.cancel())
-        };
-        let waker = {
-            let cell = cell.clone();
-            thread::spawn(move || std::task::Wake::wake_by_ref(&cell))
-        };
-        drain(&runner);
-        grace_end.join().unwrap();
-        waker.join().unwrap();
-        drain(&runner);
+        race_the_graces_end_and_a_wake(&runner, &cell);
         assert_eq!(violations.load(Relaxed), 0, "dropped inside the shield");
         assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
         assert_eq!(probe.polls.load(Relaxed), 2, "left the shield in a poll");
