@@ -76,6 +76,37 @@ fn nested_cancels_at_once_each_see_their_subtree_cancelled() {
     });
 }
 
+/// The same race, the other way round: the spawned thread cancels `mid`
+/// and checks, the main thread cancels the root. Loom shows the spawned
+/// thread the main thread's walk half done, not the reverse (see
+/// `cancel_finding_the_context_cancelled_sees_its_subtree_cancelled`), so
+/// only this order tries a cancel of `mid` that finds it set by a walk from
+/// the root still going below it.
+#[test]
+fn nested_cancels_at_once_each_see_their_subtree_cancelled_the_other_way_round() {
+    loom::model(|| {
+        let (root, cancel_root) = Context::background().with_cancel();
+        let (mid, cancel_mid) = root.with_cancel();
+        let leaf = mid.with_value(1u8);
+
+        let inner = {
+            let leaf = leaf.clone();
+            thread::spawn(move || {
+                cancel_mid.cancel_with(By("mid"));
+                assert!(leaf.is_cancelled());
+                cancel_mid
+            })
+        };
+        cancel_root.cancel_with(By("root"));
+        assert!(mid.is_cancelled());
+        assert!(leaf.is_cancelled());
+        drop(inner.join().unwrap());
+
+        assert_eq!(by(&root), Some("root"));
+        assert_eq!(by(&leaf), by(&mid));
+    });
+}
+
 /// Two threads cancel the same context with different causes: one wins, and
 /// each caller sees the subtree cancelled with the winner's cause.
 #[test]
