@@ -18,6 +18,18 @@ use support::eventually;
 use taskgroup::{Outcome, Supervise, TaskGroup, TaskState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Waits until the group's first task has parked: idle in its snapshot.
+async fn first_task_parks(group: &TaskGroup<(), String>) {
+    eventually("the first task parks", || {
+        group
+            .snapshot()
+            .tasks()
+            .first()
+            .is_some_and(|t| t.state() == TaskState::Idle)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_dump_round_trips_through_serde_json() {
     let mut group = TaskGroup::<(), String>::builder()
@@ -35,14 +47,7 @@ async fn the_dump_round_trips_through_serde_json() {
     });
     group.spawn(|_ctx| async { Ok(()) });
     let line = line!() - 1;
-    eventually("the first task parks", || {
-        group
-            .snapshot()
-            .tasks()
-            .first()
-            .is_some_and(|t| t.state() == TaskState::Idle)
-    })
-    .await;
+    first_task_parks(&group).await;
     tokio::time::advance(Duration::from_millis(250)).await;
 
     let text = serde_json::to_string(&taskgroup::dump()).unwrap();
@@ -239,14 +244,7 @@ async fn the_dump_is_served_over_real_http_as_text_and_json() {
         ctx.done().await;
         Ok(())
     });
-    eventually("the task parks", || {
-        group
-            .snapshot()
-            .tasks()
-            .first()
-            .is_some_and(|t| t.state() == TaskState::Idle)
-    })
-    .await;
+    first_task_parks(&group).await;
 
     let (status, body) = get_over_http(addr, "/debug/tasks").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
