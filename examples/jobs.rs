@@ -952,11 +952,16 @@ fn events(job: Arc<Job>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
 struct TempDir(PathBuf);
 
 impl TempDir {
+    /// Unique within the process by a counter (the tests start several
+    /// servers at once, within one clock tick), and across processes by
+    /// the pid and the clock.
     fn create() -> io::Result<TempDir> {
+        static CREATED: AtomicU64 = AtomicU64::new(0);
+        let nth = CREATED.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.subsec_nanos());
-        let name = format!("taskgroup-jobs-{}-{nanos}", std::process::id());
+        let name = format!("taskgroup-jobs-{}-{nanos}-{nth}", std::process::id());
         let path = std::env::temp_dir().join(name);
         fs::create_dir(&path)?;
         Ok(TempDir(path))
