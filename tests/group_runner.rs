@@ -500,6 +500,113 @@ async fn busy_group_tasks_leave_turns_to_other_tokio_tasks() {
     );
 }
 
+/// A baton two tasks pass back and forth: each waits for its turn, then
+/// hands it over and wakes the other directly. No tokio resource is
+/// involved, so tokio's coop budget never runs out: only the runner's own
+/// turn limit bounds a shard's poll.
+#[derive(Default)]
+struct Baton {
+    /// Whose turn it is: 0 or 1.
+    turn: AtomicUsize,
+    wakers: Mutex<[Option<task::Waker>; 2]>,
+}
+
+impl Baton {
+    async fn wait_turn(&self, me: usize) {
+        std::future::poll_fn(|cx| {
+            if self.turn.load(SeqCst) == me {
+                return Poll::Ready(());
+            }
+            self.wakers.lock().unwrap()[me] = Some(cx.waker().clone());
+            if self.turn.load(SeqCst) == me {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    fn pass(&self, me: usize) {
+        self.turn.store(1 - me, SeqCst);
+        let other = self.wakers.lock().unwrap()[1 - me].take();
+        if let Some(waker) = other {
+            waker.wake();
+        }
+    }
+}
+
+/// Two tasks of a group pass a baton, each waking the other from inside
+/// its own poll: the shard keeps the task just woken and polls it next
+/// (as tokio runs a task woken by a task next). It still leaves turns to
+/// a plain tokio task, at most a turn's worth of polls apart, and a third
+/// task of the group, queued behind them, runs while they go on.
+#[tokio::test(flavor = "current_thread")]
+async fn tasks_passing_a_baton_leave_turns_to_tokio_and_to_their_siblings() {
+    const PASSES: usize = 20_000;
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let since_tick = Arc::new(AtomicUsize::new(0));
+    let most_between_ticks = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (t, s, m, st) = (
+        ticks.clone(),
+        since_tick.clone(),
+        most_between_ticks.clone(),
+        stop.clone(),
+    );
+    let ticker = tokio::spawn(async move {
+        while !st.load(SeqCst) {
+            t.fetch_add(1, SeqCst);
+            m.fetch_max(s.swap(0, SeqCst), SeqCst);
+            self_wake().await;
+        }
+    });
+
+    let baton = Arc::new(Baton::default());
+    let passes = Arc::new(AtomicUsize::new(0));
+    let mut group = TaskGroup::<usize, String>::new();
+    for me in 0..2 {
+        let (baton, passes, s) = (baton.clone(), passes.clone(), since_tick.clone());
+        group.spawn(move |_ctx| async move {
+            for _ in 0..PASSES {
+                baton.wait_turn(me).await;
+                s.fetch_add(1, SeqCst);
+                passes.fetch_add(1, SeqCst);
+                baton.pass(me);
+            }
+            Ok(0)
+        });
+    }
+    // Queued once the two are under way: waits for a pass or two first.
+    let p = passes.clone();
+    group.spawn(move |_ctx| async move {
+        while p.load(SeqCst) < 10 {
+            self_wake().await;
+        }
+        Ok(p.load(SeqCst))
+    });
+    let done = within("the baton", group.wait()).await.unwrap();
+    stop.store(true, SeqCst);
+    ticker.await.unwrap();
+
+    assert!(
+        done[2] < PASSES,
+        "the third task ran only after {} of {} passes: the pair starved it",
+        done[2],
+        2 * PASSES
+    );
+    assert!(
+        ticks.load(SeqCst) >= 10,
+        "the tokio task got {ticks:?} turns"
+    );
+    let most = most_between_ticks.load(SeqCst);
+    assert!(
+        most <= TURN,
+        "the pair passed the baton {most} times between two turns of the other \
+         task (a turn is {TURN} polls)"
+    );
+}
+
 /// Cells that each drain an always-ready channel spend tokio's coop budget,
 /// which is the shard's for its whole turn. Once it has run out, the shard
 /// yields to tokio rather than poll more cells, which could only be told to

@@ -21,7 +21,10 @@
 //!   [`BATCH`] cells at a time, so a task that blocks holds back at most
 //!   `BATCH - 1` others. Every other ready cell stays in the shared queue
 //!   for an idle shard, and a task woken later goes back to that queue,
-//!   never to the shard that polled it last.
+//!   never to the shard that polled it last; except a task woken by a cell
+//!   this shard polls once its batch is down to that cell, which the shard
+//!   keeps and polls next, as tokio runs a task woken by a task next, so
+//!   long as it holds no more than a batch at once (invariant 10).
 //! - Its fairness: a shard polls at most [`TURN`] cells, or fewer when
 //!   tokio's cooperative budget runs out, and then yields to tokio with its
 //!   unpolled cells back at the head of the queue.
@@ -106,6 +109,21 @@
 //!    cell polls on and parks as usual; the poll in which its last shield
 //!    ends is followed by the check, which ends it. A closed runner ends
 //!    every cell, shielded or not, as tokio drops every task at shutdown.
+//! 10. A cell woken by a cell of the same runner, polled by a shard that
+//!     has no other cell of its batch left to poll, is kept by that shard
+//!     ([`WOKEN_HERE`]) instead of queued: it is in the shard's hands, as
+//!     its batch is (so invariants 3, 4 and 6 read the same), and the shard
+//!     polls it once it has polled the cell that woke it, before it takes
+//!     from the queue again. The shard keeps at most `BATCH - 1`, so the
+//!     cell it is polling and the ones it keeps are never more than a batch
+//!     (the bound of invariant 7's blocking task stays). No shard is woken
+//!     for a kept cell, so a message between two tasks of a group costs no
+//!     wake-up of another worker, as between two tokio tasks. A shard that
+//!     yields (`TURN`, or tokio's budget) queues the cells it kept at the
+//!     tail, behind the cells that were waiting: a pair of tasks messaging
+//!     each other never keeps a queued one from its turn. A cell that wakes
+//!     itself (`NOTIFIED`, queued by `stop`) is queued, never kept: a task
+//!     that yields lets the others run first.
 //!
 //! # Lock order
 //!
@@ -114,7 +132,7 @@
 //! held only by whoever holds its queue entry, and never while taking the
 //! queue lock.
 
-use std::cell::Cell as ThreadCell;
+use std::cell::{Cell as ThreadCell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -376,6 +394,14 @@ impl Runner {
         let _ = self.enqueue(cell, false);
     }
 
+    /// Queues a cell a waker scheduled, unless the shard this thread is
+    /// polling keeps it (invariant 10).
+    fn push_woken(self: &Arc<Self>, cell: Arc<Cell>) {
+        if let Some(cell) = WokenHere::keep(Arc::as_ptr(self) as usize, cell) {
+            self.push(cell);
+        }
+    }
+
     /// [`Runner::push`], and for a new task (`fresh`), pushed by the thread
     /// spawning it, the move to that thread's runtime if the group's has
     /// shut down (invariant 8).
@@ -570,19 +596,21 @@ impl Runner {
     }
 
     /// Puts a yielding shard's unpolled cells back at the head of the
-    /// queue, for any shard to take.
-    fn give_back(&self, batch: &mut VecDeque<Arc<Cell>>) {
-        if batch.is_empty() {
+    /// queue, for any shard to take, and the cells it kept (invariant 10)
+    /// at the tail.
+    fn give_back(&self, batch: &mut VecDeque<Arc<Cell>>, kept: VecDeque<Arc<Cell>>) {
+        if batch.is_empty() && kept.is_empty() {
             return;
         }
         let mut queue = self.lock();
         if self.closed.load(SeqCst) {
             drop(queue);
-            return batch.drain(..).for_each(|cell| cell.end());
+            return batch.drain(..).chain(kept).for_each(|cell| cell.end());
         }
         while let Some(cell) = batch.pop_back() {
             queue.ready.push_front(cell);
         }
+        queue.ready.extend(kept);
         let wake = queue.idle.pop();
         drop(queue);
         if let Some(shard) = wake {
@@ -704,26 +732,137 @@ thread_local! {
     static HANDING_OVER: ThreadCell<usize> = const { ThreadCell::new(0) };
 }
 
+#[cfg(not(loom))]
+thread_local! {
+    /// The cells the shard this thread is polling keeps (invariant 10).
+    static WOKEN_HERE: RefCell<WokenHere> = const { RefCell::new(WokenHere::NONE) };
+}
+
+// loom's, in its models: loom runs its threads on one of the OS's.
+#[cfg(loom)]
+loom::thread_local! {
+    static WOKEN_HERE: RefCell<WokenHere> = RefCell::new(WokenHere::NONE);
+}
+
 /// `HANDING_OVER` once the runtime has refused the shard: no runner's
 /// address.
 const REFUSED: usize = 1;
 
-/// Marks the thread as polling a shard, until dropped.
-struct InShard {
+/// Marks the thread as polling a shard of `runner`, until dropped.
+struct InShard<'a> {
     outer: usize,
+    runner: &'a Arc<Runner>,
 }
 
-impl InShard {
-    fn enter(workers: usize) -> InShard {
+impl<'a> InShard<'a> {
+    fn enter(workers: usize, runner: &'a Arc<Runner>) -> InShard<'a> {
+        WokenHere::enter(Arc::as_ptr(runner) as usize);
         InShard {
             outer: IN_SHARD.with(|in_shard| in_shard.replace(workers)),
+            runner,
         }
     }
 }
 
-impl Drop for InShard {
+impl Drop for InShard<'_> {
     fn drop(&mut self) {
         IN_SHARD.with(|in_shard| in_shard.set(self.outer));
+        // Empty, unless a shard's poll unwinds: nothing then polls the
+        // cells it kept, so they go to the queue.
+        WokenHere::leave()
+            .into_iter()
+            .for_each(|cell| self.runner.push(cell));
+    }
+}
+
+/// The cells a shard keeps (invariant 10), in [`WOKEN_HERE`].
+struct WokenHere {
+    /// The runner whose shard this thread is polling, as an address (0:
+    /// none).
+    runner: usize,
+    /// How many more cells it may keep now (0: none, while it has cells of
+    /// its batch left to poll).
+    room: usize,
+    cells: VecDeque<Arc<Cell>>,
+}
+
+impl WokenHere {
+    const NONE: WokenHere = WokenHere {
+        runner: 0,
+        room: 0,
+        cells: VecDeque::new(),
+    };
+
+    /// A shard of `runner` starts polling on this thread. Shards never
+    /// nest: one tokio task is polled at a time.
+    fn enter(runner: usize) {
+        WOKEN_HERE.with(|here| {
+            let mut here = here.borrow_mut();
+            debug_assert!(here.cells.is_empty(), "a shard left cells behind");
+            here.runner = runner;
+            here.room = 0;
+        });
+    }
+
+    /// The shard's poll ends: the cells it kept, none unless it unwinds.
+    fn leave() -> VecDeque<Arc<Cell>> {
+        WOKEN_HERE.with(|here| {
+            let mut here = here.borrow_mut();
+            here.runner = 0;
+            here.room = 0;
+            std::mem::take(&mut here.cells)
+        })
+    }
+
+    /// Keeps `cell`, woken by a cell of `runner`, for the shard this thread
+    /// is polling, if that is a shard of `runner` with room; else hands it
+    /// back, to be queued.
+    fn keep(runner: usize, cell: Arc<Cell>) -> Option<Arc<Cell>> {
+        let mut cell = Some(cell);
+        // Not while the thread's locals are being destroyed, and never
+        // re-entered: no code of a task runs while it is borrowed.
+        let _ = WOKEN_HERE.try_with(|here| {
+            if let Ok(mut here) = here.try_borrow_mut()
+                && here.runner == runner
+                && here.room > 0
+            {
+                here.room -= 1;
+                here.cells.extend(cell.take());
+            }
+        });
+        cell
+    }
+
+    /// The shard polls the last cell of its batch: it may keep cells.
+    fn open() {
+        WOKEN_HERE.with(|here| {
+            let mut here = here.borrow_mut();
+            here.room = BATCH - 1 - here.cells.len();
+        });
+    }
+
+    /// The next kept cell to poll, if any; the shard may keep more while
+    /// it polls it, up to a batch in all. With none, it keeps no more.
+    fn next() -> Option<Arc<Cell>> {
+        WOKEN_HERE.with(|here| {
+            let mut here = here.borrow_mut();
+            let cell = here.cells.pop_front();
+            here.room = if cell.is_some() {
+                BATCH - 1 - here.cells.len()
+            } else {
+                0
+            };
+            cell
+        })
+    }
+
+    /// The shard yields: the cells it kept, and it keeps no more.
+    fn take_all() -> VecDeque<Arc<Cell>> {
+        WOKEN_HERE.with(|here| {
+            let mut here = here.borrow_mut();
+            here.room = 0;
+            std::mem::take(&mut here.cells)
+        })
     }
 }
 
@@ -819,7 +958,7 @@ impl Future for Shard {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let _in_shard = InShard::enter(this.workers);
+        let _in_shard = InShard::enter(this.workers, &this.runner);
 
         let mut polled = 0;
         loop {
@@ -831,16 +970,33 @@ impl Future for Shard {
                     return Poll::Ready(());
                 }
             }
-            while let Some(cell) = this.batch.pop_front() {
+            while let Some(cell) = next_cell(&mut this.batch) {
                 cell.run();
                 polled += 1;
                 if polled >= TURN || !tokio::task::coop::has_budget_remaining() {
-                    this.runner.give_back(&mut this.batch);
+                    let kept = WokenHere::take_all();
+                    this.runner.give_back(&mut this.batch, kept);
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
             }
         }
+    }
+}
+
+/// A shard's next cell to poll: its batch's, then the ones it kept
+/// (invariant 10). Lets the shard keep cells while it polls the batch's
+/// last cell or a kept one.
+#[inline]
+fn next_cell(batch: &mut VecDeque<Arc<Cell>>) -> Option<Arc<Cell>> {
+    match batch.pop_front() {
+        Some(cell) => {
+            if batch.is_empty() {
+                WokenHere::open();
+            }
+            Some(cell)
+        }
+        None => WokenHere::next(),
     }
 }
 
@@ -1018,13 +1174,13 @@ impl Wake for Cell {
     fn wake(self: Arc<Self>) {
         if self.state.schedule() {
             let runner = self.runner.clone();
-            runner.push(self);
+            runner.push_woken(self);
         }
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
         if self.state.schedule() {
-            self.runner.push(self.clone());
+            self.runner.push_woken(self.clone());
         }
     }
 }

@@ -725,3 +725,125 @@ fn wake_racing_the_graces_end_inside_a_shield_lets_the_section_leave_first() {
         assert!(runner.lock().parked.is_empty());
     });
 }
+
+/// A stand-in task future that wakes `waker` in its first poll and is
+/// ready: a task sending its sibling a message as it ends.
+struct WakesThenEnds(Option<std::task::Waker>);
+
+impl std::future::Future for WakesThenEnds {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if let Some(waker) = self.0.take() {
+            waker.wake();
+        }
+        std::task::Poll::Ready(())
+    }
+}
+
+/// Invariant 10: a shard polls the last cell of its batch, which wakes a
+/// parked sibling (the shard keeps it), while a cancel's drop step runs on
+/// another thread. Whether the cancel's abort or the wake schedules the
+/// sibling, it is in one place at a time (kept, or queued), polled at most
+/// once more, and ended exactly once; nothing is left kept or queued.
+#[test]
+fn a_kept_cell_racing_a_cancel_is_ended_once() {
+    loom::model(|| {
+        let runner = super::Runner::new(tokio::time::Instant::now());
+        let probe = Arc::new(Probe::default());
+        let sibling = parked_cell(&runner, Box::pin(Forever(probe.clone())));
+        let waker = std::task::Waker::from(sibling.clone());
+        let sender = Arc::new(super::Cell {
+            state: TaskState::new(),
+            body: Mutex::new(Some(Box::pin(WakesThenEnds(Some(waker))))),
+            runner: runner.clone(),
+            parked_key: AtomicUsize::new(super::NOT_PARKED),
+            shields: loom::sync::atomic::AtomicU32::new(0),
+            meta: meta(),
+        });
+        assert!(sender.state.schedule(), "a new cell is idle");
+        let canceller = {
+            let runner = runner.clone();
+            thread::spawn(move || runner.cancel())
+        };
+        {
+            // This thread is the sender's shard (one worker: no LIFO
+            // slot to mind), its batch down to the sender.
+            let _in_shard = super::InShard::enter(1, &runner);
+            let mut batch = std::collections::VecDeque::from([sender.clone()]);
+            while let Some(cell) = super::next_cell(&mut batch) {
+                cell.run();
+            }
+            assert!(
+                super::WokenHere::take_all().is_empty(),
+                "a cell is left kept"
+            );
+        }
+        canceller.join().unwrap();
+        drain(&runner);
+        assert_eq!(probe.drops.load(Relaxed), 1, "the sibling is ended once");
+        let polls = probe.polls.load(Relaxed);
+        assert!(polls == 1 || polls == 2, "{polls} polls");
+        assert!(sibling.body.lock().unwrap().is_none());
+        assert!(sender.body.lock().unwrap().is_none());
+        assert!(runner.lock().parked.is_empty());
+        assert!(runner.lock().ready.is_empty());
+    });
+}
+
+/// Invariant 10, the other way: with no cancel, the sibling woken by the
+/// batch's last cell is kept, never queued, and polled by the same shard
+/// before it takes from the queue again; a sibling woken by a cell with
+/// more of its batch behind it is queued.
+#[test]
+fn the_batchs_last_cell_wakes_a_sibling_into_its_shard() {
+    loom::model(|| {
+        let runner = super::Runner::new(tokio::time::Instant::now());
+        let probes: Vec<Arc<Probe>> = (0..2).map(|_| Arc::new(Probe::default())).collect();
+        let siblings: Vec<_> = probes
+            .iter()
+            .map(|probe| parked_cell(&runner, Box::pin(Forever(probe.clone()))))
+            .collect();
+        let senders: Vec<_> = siblings
+            .iter()
+            .map(|sibling| {
+                let waker = std::task::Waker::from(sibling.clone());
+                let sender = Arc::new(super::Cell {
+                    state: TaskState::new(),
+                    body: Mutex::new(Some(Box::pin(WakesThenEnds(Some(waker))))),
+                    runner: runner.clone(),
+                    parked_key: AtomicUsize::new(super::NOT_PARKED),
+                    shields: loom::sync::atomic::AtomicU32::new(0),
+                    meta: meta(),
+                });
+                assert!(sender.state.schedule(), "a new cell is idle");
+                sender
+            })
+            .collect();
+        let _in_shard = super::InShard::enter(1, &runner);
+        let mut batch: std::collections::VecDeque<_> = senders.iter().cloned().collect();
+        let first = super::next_cell(&mut batch).unwrap();
+        first.run();
+        assert_eq!(runner.lock().ready.len(), 1, "woken mid-batch: queued");
+        let last = super::next_cell(&mut batch).unwrap();
+        last.run();
+        assert_eq!(runner.lock().ready.len(), 1, "woken by the last: kept");
+        let kept = super::next_cell(&mut batch).expect("the kept sibling");
+        assert!(Arc::ptr_eq(&kept, &siblings[1]));
+        kept.run();
+        assert!(super::next_cell(&mut batch).is_none());
+        assert_eq!(
+            probes[1].polls.load(Relaxed),
+            2,
+            "polled again by the shard"
+        );
+        assert_eq!(probes[0].polls.load(Relaxed), 1, "waits in the queue");
+        drop(_in_shard);
+        runner.cancel();
+        drain(&runner);
+        assert!(probes.iter().all(|probe| probe.drops.load(Relaxed) == 1));
+    });
+}
