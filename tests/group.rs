@@ -2005,3 +2005,75 @@ async fn next_hands_out_the_failure_before_what_its_cancel_caused() {
         );
     }
 }
+
+/// Counts the polls of the future it wraps.
+struct CountPolls<F> {
+    inner: std::pin::Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: std::future::Future> std::future::Future for CountPolls<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls.fetch_add(1, SeqCst);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// `wait` sleeps until the group is joined: the tasks ending one at a
+/// time, a hundred of them, wake it once, not once each. `next` is woken
+/// by every one (it hands each out).
+#[tokio::test(flavor = "current_thread")]
+async fn wait_is_woken_by_the_last_ending_not_by_each() {
+    const TASKS: usize = 100;
+    for use_next in [false, true] {
+        let mut group = TaskGroup::<usize, String>::new();
+        let mut releases = Vec::new();
+        for i in 0..TASKS {
+            let (tx, rx) = oneshot::channel::<()>();
+            releases.push(tx);
+            group.spawn(move |_ctx| async move {
+                rx.await.map_err(|e| e.to_string())?;
+                Ok(i)
+            });
+        }
+        let polls = Arc::new(AtomicUsize::new(0));
+        let waiter = CountPolls {
+            inner: Box::pin(async move {
+                if use_next {
+                    let mut n = 0;
+                    while let Some((_, outcome)) = group.next().await {
+                        assert!(outcome.is_ok());
+                        n += 1;
+                    }
+                    n
+                } else {
+                    group.wait().await.unwrap().len()
+                }
+            }),
+            polls: polls.clone(),
+        };
+        let waiter = tokio::spawn(waiter);
+        // One ending at a time, each let through to the waiter's turn.
+        for tx in releases {
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            tx.send(()).unwrap();
+        }
+        assert_eq!(waiter.await.unwrap(), TASKS);
+        let polls = polls.load(SeqCst);
+        if use_next {
+            assert!(polls >= TASKS / 2, "next was polled {polls} times");
+        } else {
+            assert!(
+                polls <= 3,
+                "wait was polled {polls} times for {TASKS} endings"
+            );
+        }
+    }
+}

@@ -59,6 +59,15 @@
 //!    or user code a decision's cancel ran) is kept in `panic` and
 //!    re-raised by `wait`, `wait_outcomes` and `shutdown` after the join:
 //!    it may happen on a shard's thread, where nobody would see it.
+//! 10. An ending wakes a waiter of `progress` only if one may care: once
+//!     `next` or the group's `Stream` has waited (`watched`, never unset),
+//!     every ending does; before, only an ending after which the group is
+//!     settled (what `wait` and a shutdown wait for; a joined group is
+//!     settled). Whether it is settled is read under the state lock where
+//!     the ending is recorded, or where the cancelling task's slot is
+//!     released; the cancel hook always wakes. So `wait` sleeps until the
+//!     end instead of being woken, and taking the state lock, for every
+//!     task (a million wake-ups of the waiting thread for a million tasks).
 //!
 //! # Lock order
 //!
@@ -266,6 +275,8 @@ pub(super) struct State<T, E> {
     driven: bool,
     /// The timer that ends the grace (invariant 8).
     grace_timer: Option<AbortHandle>,
+    /// `next` or the `Stream` has waited for an ending (invariant 10).
+    watched: bool,
 }
 
 impl<T, E> State<T, E> {
@@ -308,6 +319,12 @@ impl<T, E> State<T, E> {
         let queued = std::mem::take(&mut self.queue);
         self.discarding += queued.len();
         queued
+    }
+
+    /// `next` or the `Stream` is about to wait for an ending: every ending
+    /// wakes a waiter from now on (invariant 10).
+    pub(super) fn watch(&mut self) {
+        self.watched = true;
     }
 
     /// The next finished task to hand out, unless a decision is still
@@ -422,6 +439,8 @@ struct After<T, E> {
     /// A queued closure this thread is to start (invariant 7).
     start: Option<Start<T, E>>,
     freed_slot: bool,
+    /// Wake a waiter of `progress` (invariant 10).
+    notify: bool,
 }
 
 pub(super) struct Shared<T, E, J> {
@@ -532,6 +551,7 @@ where
                     panic: None,
                     stragglers: Vec::new(),
                     driven: false,
+                    watched: false,
                     grace_timer: None,
                 }),
                 joiner: Mutex::new(Some(joiner)),
@@ -744,6 +764,7 @@ where
             unstarted: VecDeque::new(),
             start: None,
             freed_slot: false,
+            notify: false,
         };
         // Not through an `Option`: an ending is large, and this is the
         // path of every task (moving it in and out cost a `memcpy` each).
@@ -859,6 +880,7 @@ where
         } else {
             self.release(state, held, after);
         }
+        after.notify = state.watched || state.is_settled();
         unused
     }
 
@@ -931,30 +953,39 @@ where
     /// the task that cancelled, the wake-ups, the closures to drop, and the
     /// closure to start.
     fn settle(self: &Arc<Self>, after: &mut After<T, E>) {
-        let mut escaped = None;
         if let Some(cause) = after.cancel.take() {
             let error = cancellation(ContextError::Cancelled, Some(cause));
             // The cancel finishes every node, then resumes a panic from user
             // code it ran (a value's destructor): finish the bookkeeping
             // first, or `wait` and `next` would wait for this task forever.
-            let won = match catch_unwind(AssertUnwindSafe(|| self.ctx.cancel_internal(error))) {
-                Ok(won) => won,
-                Err(payload) => {
-                    escaped = Some(payload);
-                    true
-                }
-            };
+            let (won, escaped) =
+                match catch_unwind(AssertUnwindSafe(|| self.ctx.cancel_internal(error))) {
+                    Ok(won) => (won, None),
+                    Err(payload) => (true, Some(payload)),
+                };
             let mut state = self.lock();
             state.cancelling = false;
             if !won {
                 // Cancelled some other way first: this decision came after.
                 state.cancelled_by = None;
             }
+            if let Some(payload) = escaped {
+                // User code the cancel ran panicked (a context value's
+                // destructor, an `after_cancel` callback). This thread may
+                // be a shard's, where nobody would see it: `wait` re-raises
+                // it (invariant 9). Kept before the task's slot is
+                // released, so a `wait` that sees the group joined sees it.
+                state.panic.get_or_insert(payload);
+            }
             if let Some(held) = after.canceller.take() {
                 self.release(&mut state, held, after);
             }
+            // `done` is no longer hidden from `next` (invariant 6).
+            after.notify = true;
         }
-        self.progress.notify_one();
+        if after.notify {
+            self.progress.notify_one();
+        }
         if after.freed_slot && self.limit.is_some() {
             // Only `ready` waits for a slot, and without a limit it never
             // waits.
@@ -962,13 +993,6 @@ where
         }
         if !after.unstarted.is_empty() {
             self.discard(std::mem::take(&mut after.unstarted));
-        }
-        if let Some(payload) = escaped {
-            // User code the cancel ran panicked (a context value's
-            // destructor, an `after_cancel` callback). This thread may be a
-            // shard's, where nobody would see it: `wait` re-raises it
-            // (invariant 9).
-            self.lock().panic.get_or_insert(payload);
         }
         if let Some(start) = after.start.take() {
             self.start_queued(start);
