@@ -130,7 +130,7 @@ fn concurrent_cancels_of_one_context_agree_on_one_cause() {
     });
 }
 
-/// The wake-up protocol (`awaited` + fences): a waiter that starts waiting
+/// The wake-up protocol (`AWAITED` in the state, invariant 8): a waiter that starts waiting
 /// while the cancel is in flight is always woken. A lost wake-up would leave
 /// the waiter blocked, which loom reports as a deadlock.
 #[test]
@@ -146,6 +146,52 @@ fn done_is_always_woken_by_a_concurrent_cancel() {
         };
         cancel.cancel();
         assert_eq!(waiter.join().unwrap(), Some(ContextError::Cancelled));
+    });
+}
+
+/// The wake-up protocol in a walk: a waiter on a child, which the walk
+/// from its parent sets, is always woken (`AWAITED` is or'ed into the
+/// child's state, and the walk's or finds it, or the waiter's look at the
+/// state finds the walk's).
+#[test]
+fn done_on_a_child_is_always_woken_by_a_concurrent_cancel_of_its_parent() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, _child_handle) = parent.with_cancel();
+        let waiter = {
+            let child = child.clone();
+            thread::spawn(move || {
+                loom::future::block_on(child.done());
+                child.err()
+            })
+        };
+        cancel.cancel();
+        assert_eq!(waiter.join().unwrap(), Some(ContextError::Cancelled));
+        assert!(child.is_cancelled());
+    });
+}
+
+/// Two waiters at once: the second finds `AWAITED` already set; both are
+/// woken, and each sees the state once woken. (With a waiter that skips its
+/// or when it finds `AWAITED`, loom finds one woken, re-armed, and shown
+/// the state from before the cancel for good.)
+#[test]
+fn two_waiters_are_both_woken_by_a_concurrent_cancel() {
+    loom::model(|| {
+        let (ctx, cancel) = Context::background().with_cancel();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let ctx = ctx.clone();
+                thread::spawn(move || {
+                    loom::future::block_on(ctx.done());
+                    ctx.err()
+                })
+            })
+            .collect();
+        cancel.cancel();
+        for waiter in waiters {
+            assert_eq!(waiter.join().unwrap(), Some(ContextError::Cancelled));
+        }
     });
 }
 
@@ -172,6 +218,24 @@ fn child_dropped_while_parent_is_cancelled() {
         dropper.join().unwrap();
         assert!(dropped.load(Ordering::Acquire));
         // A child made now is born cancelled, not linked to a dead slab.
+        assert!(parent.with_value(3u8).is_cancelled());
+    });
+}
+
+/// The same with the dropped child in the parent's slab and the survivor
+/// in its first place (`inner.first`): each way of being linked meets the
+/// walk.
+#[test]
+fn slab_child_dropped_while_parent_is_cancelled() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let first = parent.with_value(1u8);
+        let (doomed, doomed_handle) = parent.with_cancel();
+        doomed_handle.disarm();
+        let dropper = thread::spawn(move || drop(doomed));
+        cancel.cancel();
+        assert!(first.is_cancelled());
+        dropper.join().unwrap();
         assert!(parent.with_value(3u8).is_cancelled());
     });
 }

@@ -14,14 +14,16 @@
 //!    node's tree, `STRIPES[node.stripe]` — except for a node with no
 //!    children linked (none can link while its `inner` lock is held), and
 //!    for a node born cancelled, before anyone else can see it. The only
-//!    later write is the `SETTLED` mark of invariant 7.
+//!    later writes are the `SETTLED` mark of invariant 7 and the
+//!    `AWAITED` mark of invariant 8, each an atomic or.
 //! 2. Every node of a linked tree has the stripe of the tree's root: a linked
 //!    child copies its parent's stripe.
-//! 3. A child is linked into the parent's `children` under the parent's
-//!    `inner` lock, and only if the parent's `state` is unset at that moment.
-//!    The canceller sets the parent's `state` *before* taking that lock to
-//!    empty `children`, so a child is either seen by the canceller or born
-//!    cancelled: never missed, and nothing is linked to a cancelled node.
+//! 3. A child is linked into the parent's `inner.first` (if free) or
+//!    `children` under the parent's `inner` lock, and only if the parent's
+//!    `state` is unset at that moment. The canceller sets the parent's
+//!    `state` under that lock and takes `first` and `children` in the same
+//!    hold, so a child is either seen by the canceller or born cancelled:
+//!    never missed, and nothing is linked to a cancelled node.
 //! 4. The same holds for `inner.callbacks` (after-cancel registrations) and
 //!    the group hook: registered while the state is unset and fired by the
 //!    canceller, or run at once.
@@ -31,18 +33,34 @@
 //!    descendant's `state` is set: a state found set was set by a canceller
 //!    that held the stripe lock for its whole walk, or had no walk to do,
 //!    or it is marked settled (invariant 7).
-//! 6. A node's `slot` (its key in the parent's slab) is read and written only
-//!    under the parent's `inner` lock, except in the node's own drop, when no
-//!    one else can reach it: there `UNLINKED` (set by the parent's canceller,
-//!    which took the slab) needs no lock.
-//! 7. A node's `state` carries `SETTLED` only once every descendant's
-//!    `state` is set. A node cancelled with no children (a leaf, under its
-//!    own lock, or born cancelled) is settled as it is set. A node set in a
-//!    walk is settled by that walk's canceller, and by no one else, after it
-//!    released the stripe lock (a `Release` store, read with `Acquire`):
-//!    the whole walk is over by then. A cancel that finds `SETTLED` returns
-//!    at once, without the stripe lock, and invariant 5 still holds; one
-//!    that finds the state set but not settled waits on the stripe lock.
+//! 6. A node's `slot` (its key in the parent's slab, or `FIRST`) is read
+//!    and written only under the parent's `inner` lock, except in the
+//!    node's own drop, when no one else can reach it: there a slot at or
+//!    above `WALKED` (set by the parent's canceller, which took the slab)
+//!    needs no lock; and except for the walker's mark of invariant 7,
+//!    which `is_settled` reads.
+//! 7. A cancelled node is *settled* once every descendant's `state` is
+//!    set: its `state` carries `SETTLED`, or its `slot` carries walk
+//!    number `w` (`WALKED | w`) and its stripe's `walks` is at least `w`.
+//!    A node cancelled with no children (a leaf, under its own lock, or
+//!    born cancelled) is settled as it is set. The node a walk starts from
+//!    gets `SETTLED` from that walk's canceller after it released the
+//!    stripe lock. Every node the walk takes out of a parent's slab is
+//!    marked with the walk's number before its state is set, and the walk
+//!    publishes its number in `walks` (`Release`, read with `Acquire`)
+//!    after its last state is set, so the walker need not come back to
+//!    each node. (A node the walk finds set already was set by an earlier
+//!    walk of the same stripe, by invariant 2, over before this one took
+//!    the lock, or is a settled leaf.) A cancel that finds its node
+//!    settled returns at once, without the stripe lock, and invariant 5
+//!    still holds; one that finds the state set but not settled waits on
+//!    the stripe lock.
+//! 8. `AWAITED` is or'ed into `state` by every waiter before it looks at
+//!    the state, and the canceller sets the error code with an or whose
+//!    result says whether `AWAITED` was there: on one atomic, one of the
+//!    two ors comes first, so either the canceller wakes the `Notify` or
+//!    the waiter sees the state set. The canceller wakes it after the
+//!    stripe lock is released.
 //!
 //! # Lock order
 //!
@@ -53,7 +71,11 @@
 //! user value's destructor may cancel) — runs after the stripe lock is
 //! released, still inside [`cancel`], each step under its own
 //! `catch_unwind`: a panic there never keeps the walk from finishing the
-//! other nodes, and the first one is resumed when they all are.
+//! other nodes, and the first one is resumed when they all are. The walk
+//! keeps only the nodes that have something to finish (a hook, a waiter,
+//! a timer, a token, callbacks) or a value, and those whose last
+//! reference it held; it lets go of the others as it goes, and frees
+//! their emptied slabs (no user code) under the stripe lock.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -70,40 +92,75 @@ use tokio_util::sync::CancellationToken;
 
 use super::Cause;
 use crate::ContextError;
-use crate::loom::{AtomicBool, AtomicU8, AtomicUsize, Mutex, MutexGuard, fence};
+use crate::loom::{AtomicBool, AtomicU8, AtomicUsize, Mutex, MutexGuard};
 
+/// A `slot` at or above this is no key in a slab: the node is unlinked.
+/// The bits below say which walk of its stripe took it out of its
+/// parent's slab (invariant 7); `UNLINKED` itself, no walk.
+const WALKED: usize = 1 << (usize::BITS - 1);
 const UNLINKED: usize = usize::MAX;
+/// The `slot` of the child in its parent's `inner.first`: no slab key (a
+/// slab would need `WALKED - 1` entries to reach it).
+const FIRST: usize = WALKED - 1;
 const LIVE: u8 = 0;
 const CANCELLED: u8 = 1;
 const DEADLINE_EXCEEDED: u8 = 2;
+/// The bits of `state` that say whether, and how, the node is cancelled.
+const ERROR: u8 = CANCELLED | DEADLINE_EXCEEDED;
 /// Or'ed into a cancelled node's `state` once no walk is left to set a
 /// state below it (invariant 7).
 const SETTLED: u8 = 4;
+/// Or'ed into `state` by the first waiter (invariant 8).
+const AWAITED: u8 = 8;
 const STRIPE_COUNT: usize = 64;
 // `next_stripe` spreads threads over six bits.
 const _: () = assert!(STRIPE_COUNT == 64);
 
 /// One lock per cache line, so that trees on different stripes never
-/// contend.
+/// contend, and the number of walks done under it (invariant 7).
 #[repr(align(64))]
-struct Stripe(Mutex<()>);
+struct Stripe {
+    lock: Mutex<()>,
+    /// How many walks have ended under `lock`: walk number `walks + 1` is
+    /// the one holding it. Written only under `lock`, `Release`, after the
+    /// walk's last state is set; read with `Acquire` by anyone.
+    walks: AtomicUsize,
+}
+
+impl Stripe {
+    #[cfg(not(loom))]
+    const fn new() -> Stripe {
+        Stripe {
+            lock: Mutex::new(()),
+            walks: AtomicUsize::new(0),
+        }
+    }
+
+    #[cfg(loom)]
+    fn new() -> Stripe {
+        Stripe {
+            lock: Mutex::new(()),
+            walks: AtomicUsize::new(0),
+        }
+    }
+}
 
 #[cfg(not(loom))]
-static STRIPES: [Stripe; STRIPE_COUNT] = [const { Stripe(Mutex::new(())) }; STRIPE_COUNT];
+static STRIPES: [Stripe; STRIPE_COUNT] = [const { Stripe::new() }; STRIPE_COUNT];
 
 // loom objects must be made inside each model run; two stripes are enough
 // to model trees that share one and trees that do not.
 #[cfg(loom)]
 loom::lazy_static! {
-    static ref STRIPES: [Stripe; 2] = [Stripe(Mutex::new(())), Stripe(Mutex::new(()))];
+    static ref STRIPES: [Stripe; 2] = [Stripe::new(), Stripe::new()];
 }
 
-fn lock_stripe(stripe: u8) -> MutexGuard<'static, ()> {
+fn stripe(stripe: u8) -> &'static Stripe {
     #[cfg(not(loom))]
     let stripes: &'static [Stripe] = &STRIPES;
     #[cfg(loom)]
     let stripes: &'static [Stripe] = &*STRIPES;
-    lock(&stripes[usize::from(stripe) % stripes.len()].0)
+    &stripes[usize::from(stripe) % stripes.len()]
 }
 
 /// How many threads have picked a stripe: the next one's place in the
@@ -201,6 +258,10 @@ impl Callback {
 struct Inner {
     /// Set with `state` (invariant 1), read by `cause()`.
     cause: Option<Cause>,
+    /// A child linked while this was empty (its `slot` is `FIRST`): a node
+    /// with one child at a time, a link in a chain or a parent whose
+    /// children come and go one by one, needs no `Extras` and no slab.
+    first: Option<Weak<Node>>,
     /// What hangs off a node: out of line, because most nodes (leaves) have
     /// none of it, and a plain child should stay small.
     extras: Option<Box<Extras>>,
@@ -208,12 +269,16 @@ struct Inner {
 
 #[derive(Default)]
 struct Extras {
+    /// The children linked while `first` was taken.
     children: Slab<Weak<Node>>,
     callbacks: Slab<Arc<Callback>>,
     timer: Option<AbortHandle>,
     /// Handed out by `Context::to_token`: cancelled in the walk, with the
     /// hook, before `cancel` returns.
     token: Option<CancellationToken>,
+    /// A task group's, set at creation: here rather than in the node,
+    /// which only group contexts would use it in.
+    hook: Option<Weak<dyn CancelHook>>,
 }
 
 /// A node's deadline, and the runtime whose timer task serves it: the one
@@ -231,9 +296,11 @@ impl Inner {
 
     /// Whether any child may still be linked here.
     fn has_children(&self) -> bool {
-        self.extras
-            .as_ref()
-            .is_some_and(|extras| !extras.children.is_empty())
+        self.first.is_some()
+            || self
+                .extras
+                .as_ref()
+                .is_some_and(|extras| !extras.children.is_empty())
     }
 }
 
@@ -263,39 +330,43 @@ impl NodeSpec {
     }
 }
 
+/// In declaration order (`repr(C)`): what a dropped handle and a
+/// cancel that finds the node settled read (`state`, `cancellable`,
+/// `stripe`, `slot`) sits right after the `Arc`'s counts, which the drop
+/// also touches, so that it takes one or two cache lines, not three, when
+/// a million handles are dropped in a row.
+#[repr(C)]
 pub(crate) struct Node {
     /// Invariant 1: `LIVE` until set once, with `inner.cause`, to the
-    /// error's code, `SETTLED` or'ed in then or later (invariant 7); an
-    /// atomic load to read.
+    /// error's code (the `ERROR` bits), `SETTLED` or'ed in then or later
+    /// (invariant 7), `AWAITED` at any time (invariant 8); an atomic load
+    /// to read.
     state: AtomicU8,
-    /// Woken (all waiters) when `state` is set.
-    notify: Notify,
-    /// Someone has called `done()`: the canceller must wake `notify`. Set
-    /// before the waiter looks at `state`, read after the canceller sets it,
-    /// a `SeqCst` fence on each side: one of the two always sees the other.
-    awaited: AtomicBool,
-    /// Kept for value lookups and for unlinking; `None` when there is
-    /// nothing to look up and nothing to unlink from.
-    parent: Option<Arc<Node>>,
-    /// Invariant 6: key in `parent.inner.children`, or `UNLINKED`.
-    slot: AtomicUsize,
     /// Whether anything can ever cancel this node.
     cancellable: bool,
+    stripe: u8,
     /// Whether a cancellable ancestor can cancel it (it is linked).
     inherits: bool,
+    /// Whether this node or an ancestor it can reach carries a value.
+    has_values: bool,
     /// Its only canceller, its handle, was given up (`disarm`) and it has
     /// no deadline and no cancellable ancestor: it can never be cancelled
     /// now, so after-cancel callbacks are dropped, not kept. Written under
     /// `inner`.
     abandoned: AtomicBool,
-    /// Whether this node or an ancestor it can reach carries a value.
-    has_values: bool,
-    stripe: u8,
+    /// Invariant 6: key in `parent.inner.children`, or at least
+    /// `WALKED`: `WALKED` or'ed with the number of the walk that took it
+    /// out (invariant 7), or `UNLINKED`.
+    slot: AtomicUsize,
+    /// Kept for value lookups and for unlinking; `None` when there is
+    /// nothing to look up and nothing to unlink from.
+    parent: Option<Arc<Node>>,
+    /// Woken (all waiters) when `state` is set, if it was `AWAITED`.
+    notify: Notify,
+    inner: Mutex<Inner>,
     /// The earlier of its own and its parent's (the parent's on a tie).
     deadline: Option<Deadline>,
     value: Option<Box<dyn Any + Send + Sync>>,
-    hook: Option<Weak<dyn CancelHook>>,
-    inner: Mutex<Inner>,
 }
 
 #[cfg(not(loom))]
@@ -320,7 +391,6 @@ impl Node {
         Node {
             state: AtomicU8::new(LIVE),
             notify: Notify::new(),
-            awaited: AtomicBool::new(false),
             // A parent is only worth keeping for its values or to unlink from.
             parent: parent.filter(|p| p.has_values || (p.cancellable && !detach)),
             slot: AtomicUsize::new(UNLINKED),
@@ -331,8 +401,15 @@ impl Node {
             stripe,
             deadline,
             value: spec.value,
-            hook: spec.hook,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                extras: spec.hook.map(|hook| {
+                    Box::new(Extras {
+                        hook: Some(hook),
+                        ..Extras::default()
+                    })
+                }),
+                ..Inner::default()
+            }),
         }
     }
 
@@ -372,7 +449,13 @@ impl Node {
                     node.set_state(&mut lock(&node.inner), &cancellation, true);
                 }
                 _ => {
-                    let key = inner.extras().children.insert(Arc::downgrade(&node));
+                    let weak = Arc::downgrade(&node);
+                    let key = if inner.first.is_none() {
+                        inner.first = Some(weak);
+                        FIRST
+                    } else {
+                        inner.extras().children.insert(weak)
+                    };
                     node.slot.store(key, Ordering::Relaxed);
                 }
             }
@@ -382,7 +465,7 @@ impl Node {
 
     /// The error, once cancelled: one atomic load.
     pub(crate) fn error(&self) -> Option<ContextError> {
-        match self.state.load(Ordering::Acquire) & !SETTLED {
+        match self.state.load(Ordering::Acquire) & ERROR {
             LIVE => None,
             CANCELLED => Some(ContextError::Cancelled),
             _ => Some(ContextError::DeadlineExceeded),
@@ -390,7 +473,7 @@ impl Node {
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.state.load(Ordering::Acquire) != LIVE
+        self.state.load(Ordering::Acquire) & ERROR != LIVE
     }
 
     /// The cause, once cancelled. Takes the node's lock: `cause` and
@@ -404,10 +487,16 @@ impl Node {
 
     /// Invariant 1: sets the state, unless set already; `inner` is this
     /// node's locked `Inner`. `settled`: no walk can be left below it
-    /// (invariant 7).
-    fn set_state(&self, inner: &mut Inner, cancellation: &Cancellation, settled: bool) -> bool {
+    /// (invariant 7). `None` if it was set already, else whether someone
+    /// waits on `notify` (invariant 8).
+    fn set_state(
+        &self,
+        inner: &mut Inner,
+        cancellation: &Cancellation,
+        settled: bool,
+    ) -> Option<bool> {
         if self.is_cancelled() {
-            return false;
+            return None;
         }
         inner.cause = Some(cancellation.cause.clone());
         let code = match cancellation.error {
@@ -415,22 +504,35 @@ impl Node {
             ContextError::DeadlineExceeded => DEADLINE_EXCEEDED,
         };
         let settled = if settled { SETTLED } else { 0 };
-        self.state.store(code | settled, Ordering::Release);
-        true
+        // Only `AWAITED` can be set meanwhile (we hold `inner`): an or, so
+        // that it is not lost, and whose result says if it was there.
+        let before = self.state.fetch_or(code | settled, Ordering::AcqRel);
+        Some(before & AWAITED != 0)
     }
 
-    /// Invariant 7: marks a node set in a walk as settled. Only the
-    /// canceller that set its state in that walk calls this, once the
-    /// walk's stripe lock is released, so nothing else writes `state`
-    /// meanwhile.
+    /// Invariant 7: marks the node a walk started from as settled, once
+    /// the walk's stripe lock is released. Only the canceller that set its
+    /// state calls this.
     fn settle(&self) {
-        let state = self.state.load(Ordering::Relaxed);
-        self.state.store(state | SETTLED, Ordering::Release);
+        self.state.fetch_or(SETTLED, Ordering::Release);
     }
 
     /// Invariant 7: cancelled, and every descendant too.
     fn is_settled(&self) -> bool {
-        self.state.load(Ordering::Acquire) & SETTLED != 0
+        let state = self.state.load(Ordering::Acquire);
+        if state & SETTLED != 0 {
+            return true;
+        }
+        if state & ERROR == LIVE {
+            return false;
+        }
+        // Set, so the `slot` written before it by the walk that took this
+        // node out of its parent's slab (if one did) is visible. That walk
+        // may still be going below: it is over once its stripe counts it.
+        let slot = self.slot.load(Ordering::Relaxed);
+        slot != UNLINKED
+            && slot & WALKED != 0
+            && slot & !WALKED <= stripe(self.stripe).walks.load(Ordering::Acquire)
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
@@ -449,10 +551,13 @@ impl Node {
     /// The `Notify` to wait on for the cancellation. Call before looking
     /// at the state.
     pub(crate) fn notify(&self) -> &Notify {
-        self.awaited.store(true, Ordering::Relaxed);
-        // Pairs with the fence in `cancel_one`: either the canceller sees
-        // `awaited`, or the caller's later look at `state` sees it set.
-        fence(Ordering::SeqCst);
+        // Invariant 8: either the canceller's or in `set_state` finds
+        // `AWAITED`, or this or comes after it and the caller's later look
+        // at `state` sees it set. An or every time, even when `AWAITED` is
+        // set already: a waiter woken (and so re-armed) must see the state
+        // the canceller set before waking it, and a read-modify-write reads
+        // the latest.
+        self.state.fetch_or(AWAITED, Ordering::AcqRel);
         &self.notify
     }
 
@@ -521,11 +626,15 @@ impl Node {
     /// user code), and refuse new ones, so a callback that holds its own
     /// context does not keep both alive forever.
     pub(crate) fn disarmed(&self) {
-        if self.inherits || self.deadline.is_some() || self.hook.is_some() {
+        if self.inherits || self.deadline.is_some() {
             return;
         }
         let mut inner = lock(&self.inner);
-        if self.is_cancelled() {
+        let hook = inner
+            .extras
+            .as_ref()
+            .is_some_and(|extras| extras.hook.is_some());
+        if hook || self.is_cancelled() {
             return;
         }
         self.abandoned.store(true, Ordering::Relaxed);
@@ -589,41 +698,49 @@ impl Node {
     }
 
     /// Sets this node's state and takes what hangs off it: its live
-    /// children go on `children`, the rest is returned for
-    /// [`Taken::finish`]. `None` if the node was already cancelled. Must be
-    /// called under the stripe lock (invariant 1).
+    /// children go on `children`, marked as taken out by walk number
+    /// `walk` (invariant 7), the rest is returned for [`Taken::finish`].
+    /// `None` if the node was already cancelled. Must be called under the
+    /// stripe lock (invariant 1), as walk number `walk` of the stripe.
     fn cancel_one(
         &self,
         cancellation: &Cancellation,
+        walk: usize,
         children: &mut Vec<Arc<Node>>,
     ) -> Option<Taken> {
         let mut inner = lock(&self.inner);
-        if !self.set_state(&mut inner, cancellation, false) {
-            return None;
-        }
+        let wake = self.set_state(&mut inner, cancellation, false)?;
+        let first = inner.first.take();
         let mut extras = inner.extras.take();
         drop(inner);
-        if let Some(extras) = &mut extras {
-            for (_, weak) in std::mem::take(&mut extras.children) {
-                if let Some(child) = weak.upgrade() {
-                    // Invariant 6: the slab it was in is gone; its drop need
-                    // not come back to the lock.
-                    child.slot.store(UNLINKED, Ordering::Relaxed);
-                    children.push(child);
-                }
+        let slab = extras
+            .as_mut()
+            .map(|extras| std::mem::take(&mut extras.children));
+        let linked = first
+            .into_iter()
+            .chain(slab.into_iter().flatten().map(|(_, weak)| weak));
+        for weak in linked {
+            if let Some(child) = weak.upgrade() {
+                // Invariant 6: the slab it was in is gone; its drop need
+                // not come back to the lock. Written before its state, for
+                // `is_settled` (invariant 7).
+                child.slot.store(WALKED | walk, Ordering::Relaxed);
+                children.push(child);
             }
         }
-        Some(self.taken(extras))
+        Some(self.taken(extras, wake))
     }
 
-    /// What is left to do for a node just cancelled.
-    fn taken(&self, extras: Option<Box<Extras>>) -> Taken {
-        // Pairs with the fence in `notify`.
-        fence(Ordering::SeqCst);
+    /// What is left to do for a node just cancelled. Extras with nothing
+    /// to finish (only emptied slabs: no user code) are dropped here.
+    fn taken(&self, mut extras: Option<Box<Extras>>, wake: bool) -> Taken {
+        let hook = extras.as_mut().and_then(|extras| extras.hook.take());
         Taken {
-            extras,
-            hook: self.hook.as_ref().and_then(Weak::upgrade),
-            wake: self.awaited.load(Ordering::Relaxed),
+            extras: extras.filter(|extras| {
+                extras.timer.is_some() || extras.token.is_some() || !extras.callbacks.is_empty()
+            }),
+            hook: hook.as_ref().and_then(Weak::upgrade),
+            wake,
         }
     }
 
@@ -642,10 +759,10 @@ impl Node {
             return None;
         }
         // No children: settled as it is set (invariant 7).
-        self.set_state(&mut inner, cancellation, true);
+        let wake = self.set_state(&mut inner, cancellation, true)?;
         let extras = inner.extras.take();
         drop(inner);
-        Some(self.taken(extras))
+        Some(self.taken(extras, wake))
     }
 
     /// Unlinks this node from its parent. Invariant 6. Called only while
@@ -658,14 +775,18 @@ impl Node {
     /// it: a long-lived parent that once held many children at once must
     /// not keep their peak for as long as it lives.
     fn unlink(&self) {
-        if self.slot.load(Ordering::Relaxed) == UNLINKED {
+        if self.slot.load(Ordering::Relaxed) >= WALKED {
             return;
         }
         if let Some(parent) = &self.parent {
             let mut inner = lock(&parent.inner);
             let slot = self.slot.swap(UNLINKED, Ordering::Relaxed);
             let mut emptied = None;
-            if slot != UNLINKED
+            if slot == FIRST {
+                // Invariant 6: `first` is this node's, unless a walker took
+                // it (nothing links to a cancelled node).
+                inner.first = None;
+            } else if slot < WALKED
                 && let Some(extras) = &mut inner.extras
             {
                 extras.children.try_remove(slot);
@@ -687,6 +808,8 @@ const SLAB_KEPT: usize = 64;
 
 /// What a cancelled node leaves to do once the stripe lock is released.
 struct Taken {
+    /// Only extras with something to finish: a timer, a token or
+    /// callbacks.
     extras: Option<Box<Extras>>,
     hook: Option<Arc<dyn CancelHook>>,
     /// Someone may wait on the node's `Notify`.
@@ -694,14 +817,19 @@ struct Taken {
 }
 
 impl Taken {
+    /// Whether there is nothing to finish: the walk need not keep the
+    /// node for it.
+    fn is_empty(&self) -> bool {
+        self.extras.is_none() && self.hook.is_none() && !self.wake
+    }
+
     /// Aborts the node's timer, runs its hook, wakes its waiters, starts
-    /// its callbacks, then lets go of `node`: the walk's reference may be
-    /// the last, and a user value's destructor runs then. Each step that
-    /// can run user code is caught on its own, so a panic in one never
-    /// skips the others; the first is kept in `panics`.
-    fn finish(self, node: Arc<Node>, panics: &mut FirstPanic) {
-        let extras = self.extras.map(|extras| *extras).unwrap_or_default();
-        if let Some(timer) = extras.timer {
+    /// its callbacks. Each step that can run user code is caught on its
+    /// own, so a panic in one never skips the others; the first is kept in
+    /// `panics`.
+    fn finish(self, node: &Node, panics: &mut FirstPanic) {
+        let mut extras = self.extras;
+        if let Some(timer) = extras.as_mut().and_then(|extras| extras.timer.take()) {
             timer.abort();
         }
         // The hook first: a task group aborts its tasks before they are
@@ -712,17 +840,30 @@ impl Taken {
             // last reference, and its tasks' destructors run here.
             panics.catch(move || drop(hook));
         }
-        if let Some(token) = extras.token {
+        if let Some(token) = extras.as_mut().and_then(|extras| extras.token.take()) {
             panics.catch(move || token.cancel());
         }
         if self.wake {
             panics.catch(|| node.notify.notify_waiters());
         }
-        for (_, callback) in extras.callbacks {
+        let Some(mut extras) = extras else {
+            return;
+        };
+        for (_, callback) in std::mem::take(&mut extras.callbacks) {
             // On a runtime that has shut down, `fire` drops the closure here.
             panics.catch(move || callback.fire());
         }
-        panics.catch(move || drop(node));
+        // Only emptied slabs are left.
+        drop(extras);
+    }
+}
+
+/// Lets go of a node the walk holds, under the stripe lock: if the walk's
+/// reference is the last, the node is kept in `last` to be dropped once the
+/// lock is released (its drop may run a user value's destructor).
+fn release(node: Arc<Node>, last: &mut Vec<Node>) {
+    if let Some(node) = Arc::into_inner(node) {
+        last.push(node);
     }
 }
 
@@ -772,24 +913,39 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
         return false;
     }
     if let Some(taken) = node.cancel_leaf(&cancellation) {
+        if taken.is_empty() {
+            return true;
+        }
         let mut panics = FirstPanic::default();
-        taken.finish(node.clone(), &mut panics);
+        taken.finish(node, &mut panics);
         panics.resume();
         return true;
     }
+    // Nodes to visit; nodes with something left to finish; nodes whose
+    // last reference the walk held.
     let mut pending = Vec::new();
     let mut cancelled = Vec::new();
-    let mut already = Vec::new();
+    let mut last = Vec::new();
     let root = {
-        let _stripe = lock_stripe(node.stripe);
-        let root = node.cancel_one(&cancellation, &mut pending);
+        let stripe = stripe(node.stripe);
+        let _stripe = lock(&stripe.lock);
+        // Only walks write it, under this lock.
+        let walk = stripe.walks.load(Ordering::Relaxed) + 1;
+        let root = node.cancel_one(&cancellation, walk, &mut pending);
         while let Some(child) = pending.pop() {
             // A child already cancelled had its own subtree walked then.
-            match child.cancel_one(&cancellation, &mut pending) {
-                Some(taken) => cancelled.push((child, taken)),
-                None => already.push(child),
+            match child.cancel_one(&cancellation, walk, &mut pending) {
+                // A node with a value is kept too, as every node once was:
+                // if the walk's reference turns out to be the last, the
+                // value's destructor runs after every hook, as it did.
+                Some(taken) if !taken.is_empty() || child.value.is_some() => {
+                    cancelled.push((child, taken));
+                }
+                _ => release(child, &mut last),
             }
         }
+        // Invariant 7: every node this walk took out is settled now.
+        stripe.walks.store(walk, Ordering::Release);
         root
     };
     let this_call = root.is_some();
@@ -803,13 +959,16 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     // would leave its waiters and its group's tasks hanging. The first
     // panic is resumed at the end.
     let mut panics = FirstPanic::default();
-    let finished = root.map(|taken| (node.clone(), taken)).into_iter();
-    for (node, taken) in finished.chain(cancelled) {
+    if let Some(taken) = root {
         // Invariant 7: the walk is over, the stripe lock released.
         node.settle();
         taken.finish(node, &mut panics);
     }
-    for node in already {
+    for (node, taken) in cancelled {
+        taken.finish(&node, &mut panics);
+        panics.catch(move || drop(node));
+    }
+    for node in last {
         panics.catch(move || drop(node));
     }
     panics.resume();
