@@ -6,9 +6,11 @@
 //!   channel (capacity 1), a pong task sends it back over another, 100,000
 //!   round trips. Every message wakes the other task while the sender is
 //!   being polled: for a group's tasks, a wake from inside one of the
-//!   group's shards, the path the LIFO-slot workaround of the runner
-//!   (invariant 7 in `src/group/runner.rs`) makes dearer. `taskgroup` is
-//!   the pair in one `TaskGroup`, `tokio_spawn` two `tokio::spawn` tasks.
+//!   group's shards, which keeps the woken task and polls it next
+//!   (invariant 10 in `src/group/runner.rs`; before it, the LIFO-slot
+//!   workaround of invariant 7 made every message wake a shard on another
+//!   worker). `taskgroup` is the pair in one `TaskGroup`, `tokio_spawn`
+//!   two `tokio::spawn` tasks.
 //!
 //! Each round runs inside one tokio task on a multi-thread runtime with the
 //! default worker count. `cargo bench --bench messaging` runs it; ns per
