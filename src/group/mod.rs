@@ -727,11 +727,12 @@ where
             }
             return Some(found);
         }
+        // The caller waits: every ending wakes it from now on (shared
+        // invariant 10).
+        state.watch();
         // Nothing finished and one task running: if it is the caller, it
         // would wait for itself forever (closures queued behind it cannot
         // start while it holds its slot).
-        // Every ending wakes the caller from now on (shared invariant 10).
-        state.watch();
         if state.only_one_running() {
             self.refuse_own_task(state, "next");
         }
