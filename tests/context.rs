@@ -1866,3 +1866,92 @@ async fn try_run_flattens_the_futures_error_and_the_contexts_end_into_one() {
     );
     canceller.await.unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// A handle dropped after its context: whatever hangs off the context still
+// sees the cancel (the handle skips it only when nothing could).
+
+#[tokio::test]
+async fn a_handle_dropped_after_its_context_still_runs_its_callbacks() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _reg = ctx.after_cancel(move || tx.send(()).unwrap());
+    drop(ctx);
+    drop(cancel);
+    assert_eq!(recv(&mut rx).await, Some(()));
+}
+
+#[test]
+fn a_handle_dropped_after_its_context_still_cancels_its_token() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let token = ctx.to_token();
+    drop(ctx);
+    assert!(!token.is_cancelled());
+    drop(cancel);
+    assert!(token.is_cancelled());
+}
+
+#[test]
+fn a_handle_dropped_after_its_context_still_cancels_its_children() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let (child, _keep) = ctx.with_cancel();
+    drop(ctx);
+    drop(cancel);
+    assert_eq!(child.err(), Some(ContextError::Cancelled));
+    let cause = child.cause().unwrap();
+    assert!(cause.to_string().contains("dropped"), "{cause}");
+}
+
+#[tokio::test]
+async fn a_handle_dropped_after_its_context_still_cancels_a_group_on_it() {
+    let (ctx, cancel) = Context::background().with_cancel();
+    let mut group = taskgroup::TaskGroup::<(), String>::with_context(&ctx);
+    group.spawn(|ctx| async move {
+        ctx.done().await;
+        Ok(())
+    });
+    drop(ctx);
+    drop(cancel);
+    // The group's cancel drops its task (no grace).
+    let outcomes = group.wait_outcomes().await;
+    assert!(outcomes[0].is_cancelled(), "{:?}", outcomes[0]);
+}
+
+/// Many threads drop contexts and their handles in both orders while the
+/// parent is cancelled: every context left with a waiter is cancelled, and
+/// no drop hangs or panics.
+#[test]
+fn handles_and_contexts_dropped_in_both_orders_across_threads_racing_a_parent_cancel() {
+    for round in 0..200 {
+        let (parent, cancel_parent) = Context::background().with_cancel();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let parent = parent.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let (ctx, cancel) = parent.with_cancel();
+                        let token = (i % 3 == 0).then(|| ctx.to_token());
+                        if (i + t + round) % 2 == 0 {
+                            drop(ctx);
+                            drop(cancel);
+                        } else {
+                            drop(cancel);
+                            drop(ctx);
+                        }
+                        if let Some(token) = token {
+                            assert!(token.is_cancelled(), "a token missed its context's cancel");
+                        }
+                    }
+                })
+            })
+            .collect();
+        if round % 2 == 0 {
+            cancel_parent.cancel();
+        }
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        drop(cancel_parent);
+        assert!(parent.is_cancelled());
+    }
+}

@@ -1230,7 +1230,11 @@ impl CancelHandle {
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        if self.armed {
+        // Unless nobody could ever see the cancel: the handle holds the
+        // context's only reference and nothing hangs off it (tree
+        // invariant 9), as when `let (ctx, cancel) = parent.with_cancel()`
+        // is dropped context first.
+        if self.armed && !tree::is_unobserved(&self.node) {
             // A plain cancel whose cause says why: `let (ctx, _) =
             // parent.with_timeout(d)` drops the handle at once, and the
             // user should read that, not a bare "context cancelled".

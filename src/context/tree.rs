@@ -61,6 +61,18 @@
 //!    two ors comes first, so either the canceller wakes the `Notify` or
 //!    the waiter sees the state set. The canceller wakes it after the
 //!    stripe lock is released.
+//! 9. `ATTACHED` is or'ed into `state` (under the node's `inner` lock)
+//!    before anything but a context or a handle can see the node's
+//!    cancellation: when its `extras` are made (callbacks, a timer, a
+//!    token, a slab of children) or at birth for a group's hook. A linked
+//!    child or a waiter holds a context, and so a strong reference. So a
+//!    dropped handle that holds the node's only strong reference, with
+//!    `ATTACHED` unset, skips the cancel ([`is_unobserved`]): nobody could
+//!    ever see it, and the node is dropped right after. What the holder of
+//!    the reference dropped before it attached is visible to that check:
+//!    `Arc`'s release decrement, read by the count, and an acquire fence.
+//!    A parent's walk that upgrades its `Weak` meanwhile only cancels the
+//!    node itself, as it would have.
 //!
 //! # Lock order
 //!
@@ -112,6 +124,9 @@ const ERROR: u8 = CANCELLED | DEADLINE_EXCEEDED;
 const SETTLED: u8 = 4;
 /// Or'ed into `state` by the first waiter (invariant 8).
 const AWAITED: u8 = 8;
+/// Or'ed into `state` once something beyond contexts and the handle can
+/// see the node's cancellation (invariant 9).
+const ATTACHED: u8 = 16;
 const STRIPE_COUNT: usize = 64;
 // `next_stripe` spreads threads over six bits.
 const _: () = assert!(STRIPE_COUNT == 64);
@@ -290,10 +305,6 @@ struct Deadline {
 }
 
 impl Inner {
-    fn extras(&mut self) -> &mut Extras {
-        self.extras.get_or_insert_with(Box::default)
-    }
-
     /// Whether any child may still be linked here.
     fn has_children(&self) -> bool {
         self.first.is_some()
@@ -389,7 +400,8 @@ impl Node {
         let parent_cancellable = parent.as_ref().is_some_and(|p| p.cancellable) && !detach;
         let has_values = spec.value.is_some() || parent.as_ref().is_some_and(|p| p.has_values);
         Node {
-            state: AtomicU8::new(LIVE),
+            // Invariant 9: a group's hook sees the cancel.
+            state: AtomicU8::new(if spec.hook.is_some() { ATTACHED } else { LIVE }),
             notify: Notify::new(),
             // A parent is only worth keeping for its values or to unlink from.
             parent: parent.filter(|p| p.has_values || (p.cancellable && !detach)),
@@ -454,13 +466,22 @@ impl Node {
                         inner.first = Some(weak);
                         FIRST
                     } else {
-                        inner.extras().children.insert(weak)
+                        parent.extras(&mut inner).children.insert(weak)
                     };
                     node.slot.store(key, Ordering::Relaxed);
                 }
             }
         }
         node
+    }
+
+    /// `inner.extras`, made if need be, marking the node `ATTACHED`
+    /// (invariant 9). `inner` is this node's, locked.
+    fn extras<'a>(&self, inner: &'a mut Inner) -> &'a mut Extras {
+        if inner.extras.is_none() {
+            self.state.fetch_or(ATTACHED, Ordering::Release);
+        }
+        inner.extras.get_or_insert_with(Box::default)
     }
 
     /// The error, once cancelled: one atomic load.
@@ -582,7 +603,7 @@ impl Node {
         if self.is_cancelled() {
             timer.abort();
         } else {
-            inner.extras().timer = Some(timer);
+            self.extras(&mut inner).timer = Some(timer);
         }
     }
 
@@ -617,7 +638,7 @@ impl Node {
             callback.fire();
             return None;
         }
-        Some(inner.extras().callbacks.insert(callback.clone()))
+        Some(self.extras(&mut inner).callbacks.insert(callback.clone()))
     }
 
     /// The node's handle was given up without cancelling. If nothing else
@@ -667,8 +688,7 @@ impl Node {
             token.cancel();
             return token;
         }
-        inner
-            .extras()
+        self.extras(&mut inner)
             .token
             .get_or_insert_with(|| token.unwrap_or_default())
             .clone()
@@ -900,6 +920,19 @@ impl FirstPanic {
 /// By invariant 5, every descendant reports the cancellation when this
 /// returns. Wake-ups, callbacks and hooks run after the stripe lock is
 /// released but before this returns.
+/// Whether nobody but the caller, who holds `node`'s only strong
+/// reference and is about to drop it, could ever see it cancelled
+/// (invariant 9): a dropped handle need not cancel it then.
+pub(crate) fn is_unobserved(node: &Arc<Node>) -> bool {
+    if Arc::strong_count(node) != 1 {
+        return false;
+    }
+    // The count read the release decrement of the reference dropped last:
+    // what its holder attached before is visible from here.
+    std::sync::atomic::fence(Ordering::Acquire);
+    node.state.load(Ordering::Relaxed) & ATTACHED == 0
+}
+
 pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
     if !node.cancellable {
         // Nothing can observe a change: it has no handle, no deadline and no
