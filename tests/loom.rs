@@ -269,3 +269,29 @@ fn cancel_finding_the_context_cancelled_sees_its_subtree_cancelled() {
         checker.join().unwrap();
     });
 }
+
+/// Invariant 9: a child whose context is dropped, then its handle (the
+/// skipped cancel: the handle holds the only reference), while its parent
+/// is cancelled and its token-holding sibling is dropped the same way. The
+/// walk may take the child out of the parent's slot at any point of the
+/// drop: nothing deadlocks, and the sibling, which has something attached
+/// (a token), is cancelled whichever comes first.
+#[test]
+fn an_unobserved_handle_drop_racing_the_parents_cancel() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let (child, child_handle) = parent.with_cancel();
+        let (sibling, sibling_handle) = parent.with_cancel();
+        let token = sibling.to_token();
+        let dropper = thread::spawn(move || {
+            drop(child);
+            drop(child_handle);
+            drop(sibling);
+            drop(sibling_handle);
+        });
+        cancel.cancel();
+        dropper.join().unwrap();
+        assert!(token.is_cancelled(), "an attached token missed the cancel");
+        assert!(parent.with_value(3u8).is_cancelled());
+    });
+}
