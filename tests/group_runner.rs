@@ -413,6 +413,55 @@ async fn a_task_blocking_after_the_last_parked_task_ended_holds_back_no_task_out
 // ---------------------------------------------------------------------------
 // 2. Fairness with the rest of the runtime
 
+/// A plain tokio task that counts its turns, and the most steps the
+/// group's tasks took between two of them (they add to `since_tick`). It
+/// wakes itself at once rather than through `yield_now`, whose wake-up
+/// tokio defers to its next look at the I/O driver (every 61 ticks on a
+/// busy runtime): so it counts its turns.
+struct Ticker {
+    ticks: Arc<AtomicUsize>,
+    since_tick: Arc<AtomicUsize>,
+    most_between_ticks: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start() -> Ticker {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let since_tick = Arc::new(AtomicUsize::new(0));
+        let most_between_ticks = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, s, m, st) = (
+            ticks.clone(),
+            since_tick.clone(),
+            most_between_ticks.clone(),
+            stop.clone(),
+        );
+        let task = tokio::spawn(async move {
+            while !st.load(SeqCst) {
+                t.fetch_add(1, SeqCst);
+                m.fetch_max(s.swap(0, SeqCst), SeqCst);
+                self_wake().await;
+            }
+        });
+        Ticker {
+            ticks,
+            since_tick,
+            most_between_ticks,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops it; returns the most steps between two of its turns.
+    async fn stop(self) -> usize {
+        self.stop.store(true, SeqCst);
+        self.task.await.unwrap();
+        self.most_between_ticks.load(SeqCst)
+    }
+}
+
 /// Group tasks that are always ready to run (three ways) share a
 /// current-thread runtime with a plain tokio task: that task keeps getting
 /// turns while they run, and between two of its turns the group's shard
@@ -421,28 +470,8 @@ async fn a_task_blocking_after_the_last_parked_task_ended_holds_back_no_task_out
 #[tokio::test(flavor = "current_thread")]
 async fn busy_group_tasks_leave_turns_to_other_tokio_tasks() {
     const ITERATIONS: usize = 3_000;
-    let ticks = Arc::new(AtomicUsize::new(0));
-    // Steps the group took since the ticker's last turn, and the most ever.
-    let since_tick = Arc::new(AtomicUsize::new(0));
-    let most_between_ticks = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-
-    // The plain tokio task. It wakes itself at once rather than through
-    // `yield_now`, whose wake-up tokio defers to its next look at the I/O
-    // driver (every 61 ticks on a busy runtime): so it counts its turns.
-    let (t, s, m, st) = (
-        ticks.clone(),
-        since_tick.clone(),
-        most_between_ticks.clone(),
-        stop.clone(),
-    );
-    let ticker = tokio::spawn(async move {
-        while !st.load(SeqCst) {
-            t.fetch_add(1, SeqCst);
-            m.fetch_max(s.swap(0, SeqCst), SeqCst);
-            self_wake().await;
-        }
-    });
+    let ticker = Ticker::start();
+    let (ticks, since_tick) = (ticker.ticks.clone(), ticker.since_tick.clone());
 
     let mut group = TaskGroup::<usize, String>::new();
     for task in 0..9 {
@@ -482,8 +511,7 @@ async fn busy_group_tasks_leave_turns_to_other_tokio_tasks() {
         });
     }
     let advanced = within("the busy group", group.wait()).await.unwrap();
-    stop.store(true, SeqCst);
-    ticker.await.unwrap();
+    let most = ticker.stop().await;
 
     for (task, ticks) in advanced.iter().enumerate() {
         assert!(
@@ -492,7 +520,6 @@ async fn busy_group_tasks_leave_turns_to_other_tokio_tasks() {
              {ITERATIONS} steps: the group starves the runtime ({advanced:?})"
         );
     }
-    let most = most_between_ticks.load(SeqCst);
     assert!(
         most <= 2 * TURN,
         "the group took {most} steps between two turns of the other task \
@@ -544,23 +571,8 @@ impl Baton {
 #[tokio::test(flavor = "current_thread")]
 async fn tasks_passing_a_baton_leave_turns_to_tokio_and_to_their_siblings() {
     const PASSES: usize = 20_000;
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let since_tick = Arc::new(AtomicUsize::new(0));
-    let most_between_ticks = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (t, s, m, st) = (
-        ticks.clone(),
-        since_tick.clone(),
-        most_between_ticks.clone(),
-        stop.clone(),
-    );
-    let ticker = tokio::spawn(async move {
-        while !st.load(SeqCst) {
-            t.fetch_add(1, SeqCst);
-            m.fetch_max(s.swap(0, SeqCst), SeqCst);
-            self_wake().await;
-        }
-    });
+    let ticker = Ticker::start();
+    let since_tick = ticker.since_tick.clone();
 
     let baton = Arc::new(Baton::default());
     let passes = Arc::new(AtomicUsize::new(0));
@@ -586,8 +598,8 @@ async fn tasks_passing_a_baton_leave_turns_to_tokio_and_to_their_siblings() {
         Ok(p.load(SeqCst))
     });
     let done = within("the baton", group.wait()).await.unwrap();
-    stop.store(true, SeqCst);
-    ticker.await.unwrap();
+    let ticks = ticker.ticks.load(SeqCst);
+    let most = ticker.stop().await;
 
     assert!(
         done[2] < PASSES,
@@ -595,11 +607,7 @@ async fn tasks_passing_a_baton_leave_turns_to_tokio_and_to_their_siblings() {
         done[2],
         2 * PASSES
     );
-    assert!(
-        ticks.load(SeqCst) >= 10,
-        "the tokio task got {ticks:?} turns"
-    );
-    let most = most_between_ticks.load(SeqCst);
+    assert!(ticks >= 10, "the tokio task got {ticks} turns");
     assert!(
         most <= TURN,
         "the pair passed the baton {most} times between two turns of the other \

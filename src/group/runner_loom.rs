@@ -423,21 +423,28 @@ impl Drop for Forever {
     }
 }
 
-/// A runner with `shards` shards counted, and a new cell of it that a
-/// shard has taken into its batch: scheduled, neither queued nor parked.
-fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Cell>, Arc<Probe>) {
-    let runner = super::Runner::new(tokio::time::Instant::now());
-    runner.lock().shards = shards;
-    let probe = Arc::new(Probe::default());
+/// A new cell of `runner` running `body`, scheduled as `Runner::spawn`
+/// leaves it for its first poll (neither queued nor parked).
+fn new_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cell> {
     let cell = Arc::new(super::Cell {
         state: TaskState::new(),
-        body: Mutex::new(Some(Box::pin(Forever(probe.clone())))),
+        body: Mutex::new(Some(body)),
         runner: runner.clone(),
         parked_key: AtomicUsize::new(super::NOT_PARKED),
         shields: loom::sync::atomic::AtomicU32::new(0),
         meta: meta(),
     });
     assert!(cell.state.schedule(), "a new cell is idle");
+    cell
+}
+
+/// A runner with `shards` shards counted, and a new cell of it that a
+/// shard has taken into its batch: scheduled, neither queued nor parked.
+fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Cell>, Arc<Probe>) {
+    let runner = super::Runner::new(tokio::time::Instant::now());
+    runner.lock().shards = shards;
+    let probe = Arc::new(Probe::default());
+    let cell = new_cell(&runner, Box::pin(Forever(probe.clone())));
     (runner, cell, probe)
 }
 
@@ -592,19 +599,14 @@ fn cancel_racing_a_shields_entry_never_drops_the_section_and_ends_it_after() {
         runner.lock().shards = 2;
         let probe = Arc::new(Probe::default());
         let violations = Arc::new(AtomicUsize::new(0));
-        let cell = Arc::new(super::Cell {
-            state: TaskState::new(),
-            body: Mutex::new(Some(Box::pin(Shielded {
+        let cell = new_cell(
+            &runner,
+            Box::pin(Shielded {
                 probe: probe.clone(),
                 mark: None,
                 violations: violations.clone(),
-            }))),
-            runner: runner.clone(),
-            parked_key: AtomicUsize::new(super::NOT_PARKED),
-            shields: loom::sync::atomic::AtomicU32::new(0),
-            meta: meta(),
-        });
-        assert!(cell.state.schedule(), "a new cell is idle");
+            }),
+        );
         let canceller = {
             let runner = runner.clone();
             thread::spawn(move || runner.cancel())
@@ -648,15 +650,7 @@ fn drain(runner: &Arc<super::Runner>) {
 /// future `body`.
 fn parked_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cell> {
     runner.lock().shards = 2;
-    let cell = Arc::new(super::Cell {
-        state: TaskState::new(),
-        body: Mutex::new(Some(body)),
-        runner: runner.clone(),
-        parked_key: AtomicUsize::new(super::NOT_PARKED),
-        shields: loom::sync::atomic::AtomicU32::new(0),
-        meta: meta(),
-    });
-    assert!(cell.state.schedule(), "a new cell is idle");
+    let cell = new_cell(runner, body);
     cell.clone().run();
     assert_ne!(cell.parked_key.load(Relaxed), super::NOT_PARKED);
     cell
@@ -756,15 +750,7 @@ fn a_kept_cell_racing_a_cancel_is_ended_once() {
         let probe = Arc::new(Probe::default());
         let sibling = parked_cell(&runner, Box::pin(Forever(probe.clone())));
         let waker = std::task::Waker::from(sibling.clone());
-        let sender = Arc::new(super::Cell {
-            state: TaskState::new(),
-            body: Mutex::new(Some(Box::pin(WakesThenEnds(Some(waker))))),
-            runner: runner.clone(),
-            parked_key: AtomicUsize::new(super::NOT_PARKED),
-            shields: loom::sync::atomic::AtomicU32::new(0),
-            meta: meta(),
-        });
-        assert!(sender.state.schedule(), "a new cell is idle");
+        let sender = new_cell(&runner, Box::pin(WakesThenEnds(Some(waker))));
         let canceller = {
             let runner = runner.clone();
             thread::spawn(move || runner.cancel())
@@ -811,15 +797,7 @@ fn the_batchs_last_cell_wakes_a_sibling_into_its_shard() {
             .iter()
             .map(|sibling| {
                 let waker = std::task::Waker::from(sibling.clone());
-                let sender = Arc::new(super::Cell {
-                    state: TaskState::new(),
-                    body: Mutex::new(Some(Box::pin(WakesThenEnds(Some(waker))))),
-                    runner: runner.clone(),
-                    parked_key: AtomicUsize::new(super::NOT_PARKED),
-                    shields: loom::sync::atomic::AtomicU32::new(0),
-                    meta: meta(),
-                });
-                assert!(sender.state.schedule(), "a new cell is idle");
+                let sender = new_cell(&runner, Box::pin(WakesThenEnds(Some(waker))));
                 sender
             })
             .collect();
