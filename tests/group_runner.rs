@@ -615,6 +615,52 @@ async fn tasks_passing_a_baton_leave_turns_to_tokio_and_to_their_siblings() {
     );
 }
 
+/// A task wakes eight siblings at once, each of which then keeps its
+/// thread busy: the shard keeps at most one of them to run next (as
+/// tokio's LIFO slot holds one task), so the others go to the queue and
+/// run on the other worker in parallel. Each woken task spins until it has
+/// seen two different threads run woken tasks (or 5 s pass): with all of
+/// them kept on the waker's thread, none would ever see a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siblings_woken_at_once_run_on_both_workers() {
+    const SIBLINGS: usize = 8;
+    let threads = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let parked = Arc::new(AtomicUsize::new(0));
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..SIBLINGS).map(|_| oneshot::channel::<()>()).unzip();
+    let mut group = TaskGroup::<bool, String>::new();
+    for rx in rxs {
+        let (threads, parked) = (threads.clone(), parked.clone());
+        group.spawn(move |_ctx| async move {
+            parked.fetch_add(1, SeqCst);
+            rx.await.map_err(|e| e.to_string())?;
+            threads.lock().unwrap().insert(std::thread::current().id());
+            let start = Instant::now();
+            // Busy on purpose: this thread is taken while it waits.
+            while threads.lock().unwrap().len() < 2 && start.elapsed() < Duration::from_secs(5) {
+                std::hint::spin_loop();
+            }
+            Ok(threads.lock().unwrap().len() >= 2)
+        });
+    }
+    let p = parked.clone();
+    group.spawn(move |_ctx| async move {
+        p.fetch_add(1, SeqCst);
+        go_rx.await.map_err(|e| e.to_string())?;
+        for tx in txs {
+            tx.send(()).map_err(|()| "sibling gone")?;
+        }
+        Ok(true)
+    });
+    eventually("every task parked", || parked.load(SeqCst) == SIBLINGS + 1).await;
+    go_tx.send(()).unwrap();
+    let saw = within("the siblings", group.wait()).await.unwrap();
+    assert!(
+        saw.iter().all(|&two| two),
+        "the woken siblings ran on one thread only: {saw:?}"
+    );
+}
+
 /// Cells that each drain an always-ready channel spend tokio's coop budget,
 /// which is the shard's for its whole turn. Once it has run out, the shard
 /// yields to tokio rather than poll more cells, which could only be told to

@@ -21,10 +21,10 @@
 //!   [`BATCH`] cells at a time, so a task that blocks holds back at most
 //!   `BATCH - 1` others. Every other ready cell stays in the shared queue
 //!   for an idle shard, and a task woken later goes back to that queue,
-//!   never to the shard that polled it last; except a task woken by a cell
-//!   this shard polls once its batch is down to that cell, which the shard
-//!   keeps and polls next, as tokio runs a task woken by a task next, so
-//!   long as it holds no more than a batch at once (invariant 10).
+//!   never to the shard that polled it last; except one task woken by a
+//!   cell this shard polls once its batch is down to that cell, which the
+//!   shard keeps and polls next, as tokio runs a task woken by a task next
+//!   (invariant 10).
 //! - Its fairness: a shard polls at most [`TURN`] cells, or fewer when
 //!   tokio's cooperative budget runs out, and then yields to tokio with its
 //!   unpolled cells back at the head of the queue.
@@ -111,19 +111,21 @@
 //!    every cell, shielded or not, as tokio drops every task at shutdown.
 //! 10. A cell woken by a cell of the same runner, polled by a shard that
 //!     has no other cell of its batch left to poll, is kept by that shard
-//!     ([`WOKEN_HERE`]) instead of queued: it is in the shard's hands, as
-//!     its batch is (so invariants 3, 4 and 6 read the same), and the shard
-//!     polls it once it has polled the cell that woke it, before it takes
-//!     from the queue again. The shard keeps at most `BATCH - 1`, so the
-//!     cell it is polling and the ones it keeps are never more than a batch
-//!     (the bound of invariant 7's blocking task stays). No shard is woken
-//!     for a kept cell, so a message between two tasks of a group costs no
-//!     wake-up of another worker, as between two tokio tasks. A shard that
-//!     yields (`TURN`, or tokio's budget) queues the cells it kept at the
-//!     tail, behind the cells that were waiting: a pair of tasks messaging
-//!     each other never keeps a queued one from its turn. A cell that wakes
-//!     itself (`NOTIFIED`, queued by `stop`) is queued, never kept: a task
-//!     that yields lets the others run first.
+//!     ([`WOKEN_HERE`]) instead of queued, if it keeps none yet: it is in
+//!     the shard's hands, as its batch is (so invariants 3, 4 and 6 read
+//!     the same), and the shard polls it once it has polled the cell that
+//!     woke it, before it takes from the queue again. One cell at a time,
+//!     as tokio's LIFO slot holds one task: the cell being polled and the
+//!     kept one are never more than a batch (the bound of invariant 7's
+//!     blocking task stays), and every other cell woken meanwhile is
+//!     queued, for the idle shards on other workers to run in parallel. No
+//!     shard is woken for the kept cell, so a message between two tasks of
+//!     a group costs no wake-up of another worker, as between two tokio
+//!     tasks. A shard that yields (`TURN`, or tokio's budget) queues the
+//!     kept cell at the tail, behind the cells that were waiting: a pair of
+//!     tasks messaging each other never keeps a queued one from its turn. A
+//!     cell that wakes itself (`NOTIFIED`, queued by `stop`) is queued,
+//!     never kept: a task that yields lets the others run first.
 //!
 //! # Lock order
 //!
@@ -596,10 +598,10 @@ impl Runner {
     }
 
     /// Puts a yielding shard's unpolled cells back at the head of the
-    /// queue, for any shard to take, and the cells it kept (invariant 10)
+    /// queue, for any shard to take, and the cell it kept (invariant 10)
     /// at the tail.
-    fn give_back(&self, batch: &mut VecDeque<Arc<Cell>>, kept: VecDeque<Arc<Cell>>) {
-        if batch.is_empty() && kept.is_empty() {
+    fn give_back(&self, batch: &mut VecDeque<Arc<Cell>>, kept: Option<Arc<Cell>>) {
+        if batch.is_empty() && kept.is_none() {
             return;
         }
         let mut queue = self.lock();
@@ -767,30 +769,30 @@ impl<'a> InShard<'a> {
 impl Drop for InShard<'_> {
     fn drop(&mut self) {
         IN_SHARD.with(|in_shard| in_shard.set(self.outer));
-        // Empty, unless a shard's poll unwinds: nothing then polls the
-        // cells it kept, so they go to the queue.
-        WokenHere::leave()
-            .into_iter()
-            .for_each(|cell| self.runner.push(cell));
+        // None, unless a shard's poll unwinds: nothing then polls the
+        // cell it kept, so it goes to the queue.
+        if let Some(cell) = WokenHere::leave() {
+            self.runner.push(cell);
+        }
     }
 }
 
-/// The cells a shard keeps (invariant 10), in [`WOKEN_HERE`].
+/// The cell a shard keeps (invariant 10), in [`WOKEN_HERE`].
 struct WokenHere {
     /// The runner whose shard this thread is polling, as an address (0:
     /// none).
     runner: usize,
-    /// How many more cells it may keep now (0: none, while it has cells of
-    /// its batch left to poll).
-    room: usize,
-    cells: VecDeque<Arc<Cell>>,
+    /// Whether it may keep a cell now: while it polls the last cell of its
+    /// batch, or the cell it kept, and keeps none yet.
+    open: bool,
+    kept: Option<Arc<Cell>>,
 }
 
 impl WokenHere {
     const NONE: WokenHere = WokenHere {
         runner: 0,
-        room: 0,
-        cells: VecDeque::new(),
+        open: false,
+        kept: None,
     };
 
     /// A shard of `runner` starts polling on this thread. Shards never
@@ -798,25 +800,25 @@ impl WokenHere {
     fn enter(runner: usize) {
         WOKEN_HERE.with(|here| {
             let mut here = here.borrow_mut();
-            debug_assert!(here.cells.is_empty(), "a shard left cells behind");
+            debug_assert!(here.kept.is_none(), "a shard left a cell behind");
             here.runner = runner;
-            here.room = 0;
+            here.open = false;
         });
     }
 
-    /// The shard's poll ends: the cells it kept, none unless it unwinds.
-    fn leave() -> VecDeque<Arc<Cell>> {
+    /// The shard's poll ends: the cell it kept, none unless it unwinds.
+    fn leave() -> Option<Arc<Cell>> {
         WOKEN_HERE.with(|here| {
             let mut here = here.borrow_mut();
             here.runner = 0;
-            here.room = 0;
-            std::mem::take(&mut here.cells)
+            here.open = false;
+            here.kept.take()
         })
     }
 
     /// Keeps `cell`, woken by a cell of `runner`, for the shard this thread
-    /// is polling, if that is a shard of `runner` with room; else hands it
-    /// back, to be queued.
+    /// is polling, if that is a shard of `runner` that may keep one; else
+    /// hands it back, to be queued.
     fn keep(runner: usize, cell: Arc<Cell>) -> Option<Arc<Cell>> {
         let mut cell = Some(cell);
         // Not while the thread's locals are being destroyed, and never
@@ -824,44 +826,37 @@ impl WokenHere {
         let _ = WOKEN_HERE.try_with(|here| {
             if let Ok(mut here) = here.try_borrow_mut()
                 && here.runner == runner
-                && here.room > 0
+                && here.open
             {
-                here.room -= 1;
-                here.cells.extend(cell.take());
+                here.open = false;
+                here.kept = cell.take();
             }
         });
         cell
     }
 
-    /// The shard polls the last cell of its batch: it may keep cells.
+    /// The shard polls the last cell of its batch: it may keep a cell.
     fn open() {
-        WOKEN_HERE.with(|here| {
-            let mut here = here.borrow_mut();
-            here.room = BATCH - 1 - here.cells.len();
-        });
+        WOKEN_HERE.with(|here| here.borrow_mut().open = true);
     }
 
-    /// The next kept cell to poll, if any; the shard may keep more while
-    /// it polls it, up to a batch in all. With none, it keeps no more.
+    /// The kept cell to poll next, if any; the shard may keep another
+    /// while it polls it. With none, it keeps no more.
     fn next() -> Option<Arc<Cell>> {
         WOKEN_HERE.with(|here| {
             let mut here = here.borrow_mut();
-            let cell = here.cells.pop_front();
-            here.room = if cell.is_some() {
-                BATCH - 1 - here.cells.len()
-            } else {
-                0
-            };
+            let cell = here.kept.take();
+            here.open = cell.is_some();
             cell
         })
     }
 
-    /// The shard yields: the cells it kept, and it keeps no more.
-    fn take_all() -> VecDeque<Arc<Cell>> {
+    /// The shard yields: the cell it kept, and it keeps no more.
+    fn take_kept() -> Option<Arc<Cell>> {
         WOKEN_HERE.with(|here| {
             let mut here = here.borrow_mut();
-            here.room = 0;
-            std::mem::take(&mut here.cells)
+            here.open = false;
+            here.kept.take()
         })
     }
 }
@@ -974,7 +969,7 @@ impl Future for Shard {
                 cell.run();
                 polled += 1;
                 if polled >= TURN || !tokio::task::coop::has_budget_remaining() {
-                    let kept = WokenHere::take_all();
+                    let kept = WokenHere::take_kept();
                     this.runner.give_back(&mut this.batch, kept);
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -984,9 +979,9 @@ impl Future for Shard {
     }
 }
 
-/// A shard's next cell to poll: its batch's, then the ones it kept
-/// (invariant 10). Lets the shard keep cells while it polls the batch's
-/// last cell or a kept one.
+/// A shard's next cell to poll: its batch's, then the one it kept
+/// (invariant 10). Lets the shard keep a cell while it polls the batch's
+/// last cell or the kept one.
 #[inline]
 fn next_cell(batch: &mut VecDeque<Arc<Cell>>) -> Option<Arc<Cell>> {
     match batch.pop_front() {
