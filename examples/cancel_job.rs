@@ -28,7 +28,7 @@ use std::error::Error;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use taskgroup::{Cause, Context, ContextError};
 use tokio::task::JoinHandle;
@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // the job runs.
     let ctrl_c = tokio::spawn(tokio::signal::ctrl_c());
 
-    let dir = TempDir::create()?;
+    let dir = temp_dir()?;
     let input = dir.path().join("input.bin");
     let lock = dir.path().join("input.bin.lock");
 
@@ -337,31 +337,8 @@ impl Fnv1a {
 
 /// A fresh directory under the system temp dir, removed with its contents
 /// when dropped.
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn create() -> io::Result<TempDir> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.subsec_nanos());
-        let name = format!("taskgroup-cancel-job-{}-{nanos}", std::process::id());
-        let path = std::env::temp_dir().join(name);
-        fs::create_dir(&path)?;
-        Ok(TempDir(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(error) = fs::remove_dir_all(&self.0) {
-            eprintln!("could not remove {}: {error}", self.0.display());
-        }
-    }
+fn temp_dir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("taskgroup-cancel-job-").tempdir()
 }
 
 /// Command-line options.

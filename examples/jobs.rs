@@ -54,13 +54,13 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fs::{self, File, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, RawQuery, State};
@@ -78,7 +78,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 /// context in between.
 const CHUNK: usize = 1 << 20;
 
-/// How often a job waiting for the file lock tries it again.
+/// How often a job waiting for the file lock tries it again. An OS file
+/// lock has no wake-up to wait on, and a blocking `lock()` could not be
+/// cancelled: the job's blocking thread tries, checks its context, and
+/// sleeps this long (a thread sleep: it is not async code).
 const LOCK_RETRY: Duration = Duration::from_millis(5);
 
 /// `GET /jobs` lists at most this many jobs, the latest first; older ended
@@ -105,7 +108,7 @@ async fn main() {
     let addr = listener.local_addr().expect("local address");
     println!("jobs: listening on http://{addr}/");
 
-    let dir = TempDir::create().expect("create a temp dir");
+    let dir = temp_dir().expect("create a temp dir");
     let path = dir.path().join("input.bin");
     let started = Instant::now();
     let generated = tokio::task::spawn_blocking({
@@ -569,7 +572,9 @@ fn hash_chunks(
         }
         hash.write(&buf[..len]);
         job.status.send_modify(|status| status.chunks += 1);
-        // The demo's pace (`--chunk-delay-ms`): stands for slow work.
+        // The demo's pace (`--chunk-delay-ms`): stands for slow blocking
+        // I/O, on this blocking thread; the context is checked before the
+        // next chunk.
         std::thread::sleep(app.chunk_delay);
     }
 }
@@ -948,36 +953,8 @@ fn events(job: Arc<Job>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
 
 /// A fresh directory under the system temp dir, removed with its contents
 /// when dropped.
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Unique within the process by a counter (the tests start several
-    /// servers at once, within one clock tick), and across processes by
-    /// the pid and the clock.
-    fn create() -> io::Result<TempDir> {
-        static CREATED: AtomicU64 = AtomicU64::new(0);
-        let nth = CREATED.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.subsec_nanos());
-        let name = format!("taskgroup-jobs-{}-{nanos}-{nth}", std::process::id());
-        let path = std::env::temp_dir().join(name);
-        fs::create_dir(&path)?;
-        Ok(TempDir(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(error) = fs::remove_dir_all(&self.0) {
-            eprintln!("could not remove {}: {error}", self.0.display());
-        }
-    }
+fn temp_dir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("taskgroup-jobs-").tempdir()
 }
 
 /// Command-line options.
@@ -1054,13 +1031,13 @@ mod tests {
     struct Server {
         router: Router,
         _root: CancelHandle,
-        _dir: TempDir,
+        _dir: tempfile::TempDir,
     }
 
     impl Server {
         /// `mb` MiB at `chunk_delay_ms` a chunk, `max_jobs` at once.
         fn start(mb: u64, chunk_delay_ms: u64, max_jobs: usize) -> Server {
-            let dir = TempDir::create().unwrap();
+            let dir = temp_dir().unwrap();
             let path = dir.path().join("input.bin");
             generate_file(&path, mb).unwrap();
             let args = Args {
