@@ -85,6 +85,25 @@ async fn tokio_round() -> Duration {
     start.elapsed()
 }
 
+/// `iters` rounds inside one tokio task on `rt`: the sum of their times.
+fn time_rounds<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, round: F) -> Duration
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Duration> + Send,
+{
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += round().await;
+            }
+            total
+        })
+        .await
+        .expect("the bench task")
+    })
+}
+
 fn ping_pong(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("ping_pong");
@@ -93,34 +112,10 @@ fn ping_pong(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
     group.bench_function(BenchmarkId::new("taskgroup", ROUND_TRIPS), |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async move {
-                tokio::spawn(async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += group_round().await;
-                    }
-                    total
-                })
-                .await
-                .expect("the bench task")
-            })
-        });
+        b.iter_custom(|iters| time_rounds(&rt, iters, group_round));
     });
     group.bench_function(BenchmarkId::new("tokio_spawn", ROUND_TRIPS), |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async move {
-                tokio::spawn(async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += tokio_round().await;
-                    }
-                    total
-                })
-                .await
-                .expect("the bench task")
-            })
-        });
+        b.iter_custom(|iters| time_rounds(&rt, iters, tokio_round));
     });
     group.finish();
 }

@@ -338,7 +338,9 @@ impl Fnv1a {
 /// A fresh directory under the system temp dir, removed with its contents
 /// when dropped.
 fn temp_dir() -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new().prefix("taskgroup-cancel-job-").tempdir()
+    tempfile::Builder::new()
+        .prefix("taskgroup-cancel-job-")
+        .tempdir()
 }
 
 /// Command-line options.
