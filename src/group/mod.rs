@@ -972,6 +972,7 @@ where
         let _ = tokio::time::timeout(grace, self.settled()).await;
         self.shared.drop_tasks();
         self.settled().await;
+        self.shared.quiesce().await;
         let now = tokio::time::Instant::now();
         let (stragglers, still_blocking, unread) = {
             let mut state = self.shared.lock();
@@ -1051,16 +1052,18 @@ where
     async fn join(&self) -> Unread<T, E> {
         self.refuse_own_task(self.shared.lock(), "wait");
         self.drop_stream_waiter();
-        loop {
+        let unread = loop {
             let progress = self.shared.progress.notified();
             {
                 let mut state = self.shared.lock();
                 if state.is_joined() {
-                    return state.take_unread();
+                    break state.take_unread();
                 }
             }
             progress.await;
-        }
+        };
+        self.shared.quiesce().await;
+        unread
     }
 
     /// Panics if called from one of the group's own tasks, which would wait

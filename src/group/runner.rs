@@ -6,8 +6,9 @@
 //! spends. Here a task is a [`Cell`]: its future (boxed), a small state
 //! machine, and a [`Waker`] made from the cell itself. Cells ready to run
 //! wait in one queue per group; up to one shard per runtime worker takes
-//! them out in small batches and polls them. So the group keeps tokio's
-//! parallelism at a fraction of a tokio task's cost.
+//! its share of them into a queue of its own and polls them, and an idle
+//! shard steals from the others' queues. So the group keeps tokio's
+//! parallelism and work stealing at a fraction of a tokio task's cost.
 //!
 //! What each task keeps, compared with a tokio task of its own:
 //!
@@ -17,20 +18,22 @@
 //! - Its cancel: [`Runner::cancel`] marks the runner cancelled and aborts
 //!   every parked cell, which queues it; a shard drops the future of every
 //!   cell it takes from then on, unpolled, as tokio's abort does.
-//! - Its progress when a sibling blocks its thread: a shard takes at most
-//!   [`BATCH`] cells at a time, so a task that blocks holds back at most
-//!   `BATCH - 1` others. Every other ready cell stays in the shared queue
-//!   for an idle shard, and a task woken later goes back to that queue,
-//!   never to the shard that polled it last; except one task woken by a
-//!   cell this shard polls once its batch is down to that cell, which the
-//!   shard keeps and polls next, as tokio runs a task woken by a task next
-//!   (invariant 10).
+//! - Its parallelism: a shard takes no more than its share of the ready
+//!   cells (at most [`BATCH`]), brings an idle or new shard in for what it
+//!   leaves, and its own queue is open to the others (invariant 11). So k
+//!   ready tasks run on min(k, workers) threads, as k tokio tasks do.
+//! - Its progress when a sibling blocks its thread: the blocked shard's
+//!   own queue is stolen by the others, so a task that blocks holds back
+//!   at most the one task its shard keeps to poll next (invariant 10), as
+//!   a tokio task holds back the one in its worker's LIFO slot. A shard
+//!   stuck in one poll (`block_in_place` hands its worker to another
+//!   thread) lets one more shard start beside it (invariant 12).
 //! - Its fairness: a shard polls at most [`TURN`] cells, or fewer when
 //!   tokio's cooperative budget runs out, and then yields to tokio with its
 //!   unpolled cells back at the head of the queue.
 //! - Its end at runtime shutdown: once the runtime drops the first shard,
 //!   no cell is polled again, and every future is dropped by the time the
-//!   runtime's drop returns, those in another shard's batch included.
+//!   runtime's drop returns, those in another shard's own queue included.
 //!
 //! # Invariants
 //!
@@ -126,6 +129,36 @@
 //!     tasks messaging each other never keeps a queued one from its turn. A
 //!     cell that wakes itself (`NOTIFIED`, queued by `stop`) is queued,
 //!     never kept: a task that yields lets the others run first.
+//! 11. A shard's own queue ([`Local`]) holds the cells it took and has not
+//!     polled yet; it is a batch in the shard's hands, as far as invariants
+//!     1, 3, 4 and 6 go. Its shard pops from it under its own lock; any
+//!     other shard takes from it only under the queue lock (stealing half,
+//!     in [`Queue::steal`]), so no two shards' locks are ever taken the
+//!     other way round, and a steal is ordered with every take, park and
+//!     exit. A shard takes its share of the queue (the ready cells divided
+//!     by the shards, at most [`BATCH`]), and whenever it leaves cells in
+//!     the queue or in its own, it wakes an idle shard or starts a new one
+//!     ([`Queue::help`]). A shard parks or exits only after finding the
+//!     queue and every other shard's own empty, under the queue lock, and
+//!     only with its own empty. So a ready cell is never stuck behind a
+//!     busy shard while another shard idles.
+//! 12. A shard counts its polls twice ([`Local::beat`]: odd while inside
+//!     one). A shard that takes cells and leaves some while one shard per
+//!     worker is running looks at the others' beats, at most once per
+//!     [`STALL`]: a shard whose beat has not moved since the last look has
+//!     been inside one poll for at least that long (blocking its thread,
+//!     or inside `block_in_place`, whose worker tokio hands to a new
+//!     thread), and one more shard may start for each such one, up to
+//!     twice the workers. A shard with nothing to run exits instead of
+//!     parking while there are more shards than workers.
+//! 13. Every tokio task the runner starts (a shard, a grace's timer, a
+//!     no-op that frees a LIFO slot) holds a [`Lease`] in its future, and
+//!     [`Runner::quiet`] resolves once none is left. A lease is counted
+//!     out only once tokio has taken its task off its list ([`LeaseEnd`]),
+//!     so when `quiet` returns, the runtime's count of alive tasks no
+//!     longer includes any of them. No lease is taken once the group is
+//!     joined: no cell is left to wake a shard, and a grace's timer is not
+//!     started when no shard is left (nothing is left to end on its own).
 //!
 //! # Lock order
 //!
@@ -146,6 +179,7 @@ use std::time::Duration;
 
 use slab::Slab;
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -182,12 +216,16 @@ impl<F: Future<Output = ()> + Send> Task for F {
     fn abandon(self: Pin<&mut Self>, _: &Meta) {}
 }
 
-/// How many cells a shard takes from the queue at once: the most a task
-/// that blocks its thread can hold back.
+/// The most cells a shard takes from the queue at once, into its own
+/// (invariant 11): one lock of the queue for up to this many polls.
 const BATCH: usize = 16;
 
 /// How many cells a shard polls before it yields to tokio.
 const TURN: usize = 128;
+
+/// How long a shard may be inside one poll before the stall watch lets
+/// another shard start beside it (invariant 12).
+const STALL: Duration = Duration::from_millis(2);
 
 /// `Cell::parked_key` of a cell not in `parked`.
 const NOT_PARKED: usize = usize::MAX;
@@ -211,6 +249,10 @@ pub(super) struct Runner {
     bound: AtomicBool,
     /// When the group was built: what a task's `born` counts from.
     pub(super) epoch: Instant,
+    /// The tokio tasks it started whose futures are alive, and their last
+    /// one's end (invariant 13).
+    leases: AtomicUsize,
+    quiet: Notify,
 }
 
 /// What the queue lock guards. `ready` and `parked` give back what a burst
@@ -224,6 +266,12 @@ struct Queue {
     shards: usize,
     /// Wakers of parked shards.
     idle: Vec<Waker>,
+    /// Every counted shard's own queue, to steal from (invariant 11).
+    locals: Slab<Arc<Local>>,
+    /// Shards found inside one poll for at least [`STALL`] at the stall
+    /// watch's last look, and when that was (invariant 12).
+    stalled: usize,
+    watched: Option<std::time::Instant>,
     /// The runtime the shards run on (invariant 8), and its number of
     /// workers: at most one shard per worker.
     runtime: Option<Handle>,
@@ -254,6 +302,81 @@ impl Queue {
         (self.parked.is_empty() && self.parked.capacity() > KEPT)
             .then(|| std::mem::replace(&mut self.parked, Slab::with_capacity(KEPT)))
     }
+
+    /// Counts a new shard in, before it is spawned.
+    fn new_shard(&mut self) -> NewShard {
+        self.shards += 1;
+        let local = Local::new();
+        let key = self.locals.insert(local.clone());
+        NewShard {
+            local,
+            key,
+            runtime: self.shard_runtime(),
+        }
+    }
+
+    /// Counts the shard with `key` out: it exits, or was dropped.
+    fn leave(&mut self, key: usize) {
+        self.shards -= 1;
+        self.locals.try_remove(key);
+    }
+
+    /// Who is to take cells that the caller leaves: an idle shard, else a
+    /// new one while there are fewer than one per worker, plus one per
+    /// stalled shard when the caller is a shard and may `watch`
+    /// (invariant 12).
+    fn help(&mut self, watch: bool) -> Help {
+        if let Some(shard) = self.idle.pop() {
+            return Help::Wake(shard);
+        }
+        let mut allowed = self.workers;
+        if watch && self.shards >= allowed {
+            allowed += self.stalls();
+        }
+        if self.shards < allowed {
+            Help::Start(self.new_shard())
+        } else {
+            Help::None
+        }
+    }
+
+    /// The stall watch: how many shards have been inside one poll since
+    /// its last look, at most one look per [`STALL`] (invariant 12).
+    fn stalls(&mut self) -> usize {
+        let now = std::time::Instant::now();
+        if self
+            .watched
+            .is_some_and(|at| now.duration_since(at) < STALL)
+        {
+            return self.stalled;
+        }
+        self.watched = Some(now);
+        let stalled = self.locals.iter().filter(|(_, local)| local.stalled());
+        self.stalled = stalled.count().min(self.workers);
+        self.stalled
+    }
+
+    /// Steals half of another shard's own queue into `local`, and returns
+    /// the first cell stolen (invariant 11). Only a shard holding the
+    /// queue lock steals, so no two shards' queues are ever locked the
+    /// other way round.
+    fn steal(&mut self, local: &Local, key: usize) -> Option<Arc<Cell>> {
+        for (other_key, other) in self.locals.iter() {
+            if other_key == key {
+                continue;
+            }
+            let mut theirs = other.lock();
+            let half = theirs.len().div_ceil(2);
+            if half == 0 {
+                continue;
+            }
+            let mut stolen = theirs.drain(..half);
+            let first = stolen.next();
+            local.lock().extend(stolen);
+            return first;
+        }
+        None
+    }
 }
 
 /// Why a new task could not be run: its group's runtime has shut down, and
@@ -268,6 +391,9 @@ impl Runner {
                 parked: Slab::new(),
                 shards: 0,
                 idle: Vec::new(),
+                locals: Slab::new(),
+                stalled: 0,
+                watched: None,
                 runtime: None,
                 workers: 1,
             })),
@@ -275,6 +401,8 @@ impl Runner {
             closed: AtomicBool::new(false),
             bound: AtomicBool::new(false),
             epoch,
+            leases: AtomicUsize::new(0),
+            quiet: Notify::new(),
         })
     }
 
@@ -373,21 +501,45 @@ impl Runner {
 
     /// The drop step after a grace: [`Runner::cancel`] once `grace` has
     /// passed on the runtime the shards run on, or at once when the runner
-    /// has no runtime yet (it has run no task). The timer is a tokio task
+    /// has no shard (no task left to run). The timer is a tokio task
     /// whose drop cancels: aborting it, or its runtime shutting down, drops
     /// the tasks then (invariant 9).
     pub(super) fn cancel_after(self: &Arc<Self>, grace: Duration) -> Option<AbortHandle> {
-        let runtime = self.lock().runtime.clone();
+        // No shard: no task is left to end on its own (invariant 5), and
+        // one started from now on is never polled, so no timer outlives
+        // a joined group (invariant 13).
+        let runtime = {
+            let queue = self.lock();
+            queue.runtime.clone().filter(|_| queue.shards > 0)
+        };
         let Some(runtime) = runtime else {
             self.cancel();
             return None;
         };
         let at_end = CancelOnDrop(self.clone());
+        let lease = Lease::new(self);
         let timer = runtime.spawn(async move {
+            let _lease = lease;
             tokio::time::sleep(grace).await;
             drop(at_end);
         });
         Some(timer.abort_handle())
+    }
+
+    /// Resolves once no tokio task the runner started is alive: every
+    /// shard has exited, and every timer and no-op task it spawned has
+    /// run or been dropped (invariant 13). The caller makes sure none is
+    /// started again (the group is joined, its grace timer aborted).
+    pub(super) async fn quiet(&self) {
+        loop {
+            let quiet = self.quiet.notified();
+            let mut quiet = std::pin::pin!(quiet);
+            quiet.as_mut().enable();
+            if self.leases.load(Acquire) == 0 {
+                break;
+            }
+            quiet.await;
+        }
     }
 
     /// Queues a cell whose state says it must be pushed (invariant 1).
@@ -423,21 +575,18 @@ impl Runner {
             self.reopen(&mut queue, Some(runtime));
         }
         queue.ready.push_back(cell);
-        let wake = queue.idle.pop();
-        let spawn = wake.is_none() && queue.shards < queue.workers;
-        let runtime = if spawn {
-            queue.shards += 1;
-            queue.shard_runtime()
-        } else {
-            None
-        };
+        let help = queue.help(false);
         drop(queue);
-        if let Some(shard) = wake {
-            shard.wake();
-        } else if spawn {
-            self.spawn_shard(runtime, fresh)?;
-        } else {
-            return Ok(());
+        self.bring(help, fresh)
+    }
+
+    /// Wakes the idle shard or starts the shard that `help` names; then,
+    /// from inside a shard's poll, frees the LIFO slot (invariant 7).
+    fn bring(self: &Arc<Self>, help: Help, fresh: bool) -> Result<(), RuntimeGone> {
+        match help {
+            Help::None => return Ok(()),
+            Help::Wake(shard) => shard.wake(),
+            Help::Start(shard) => self.spawn_shard(shard, fresh)?,
         }
         self.unpin();
         Ok(())
@@ -454,7 +603,7 @@ impl Runner {
     }
 
     /// Queues many cells at once (a cancel): one lock, every idle shard
-    /// woken.
+    /// woken, and new shards started up to one per worker.
     fn push_all(self: &Arc<Self>, cells: Vec<Arc<Cell>>) {
         if cells.is_empty() {
             return;
@@ -464,20 +613,18 @@ impl Runner {
             drop(queue);
             return cells.into_iter().for_each(|cell| cell.end());
         }
+        let many = cells.len();
         queue.ready.extend(cells);
         let idle = std::mem::take(&mut queue.idle);
-        let spawn = idle.is_empty() && queue.shards == 0;
-        let runtime = if spawn {
-            queue.shards += 1;
-            queue.shard_runtime()
-        } else {
-            None
-        };
+        let mut start = Vec::new();
+        while queue.shards < queue.workers && idle.len() + start.len() < many {
+            start.push(queue.new_shard());
+        }
         drop(queue);
-        let roused = spawn || !idle.is_empty();
+        let roused = !start.is_empty() || !idle.is_empty();
         idle.into_iter().for_each(Waker::wake);
-        if spawn {
-            let _ = self.spawn_shard(runtime, false);
+        for shard in start {
+            let _ = self.spawn_shard(shard, false);
         }
         if roused {
             self.unpin();
@@ -490,29 +637,31 @@ impl Runner {
     /// that the shard just woken goes where an idle worker can steal it
     /// instead of waiting for this poll (invariant 7). Elsewhere (outside
     /// the runtime, or in a tokio task of the user's) it does nothing.
-    fn unpin(&self) {
+    fn unpin(self: &Arc<Self>) {
         if IN_SHARD.with(ThreadCell::get) > 1 {
             // A shard is polled on one of its runtime's workers, which is
-            // inside that runtime.
-            drop(tokio::spawn(std::future::ready(())));
+            // inside that runtime. Counted until it has run (invariant 13).
+            let lease = Lease::new(self);
+            drop(tokio::spawn(async move { drop(lease) }));
         }
     }
 
-    /// Starts the shard counted in `shards` for it, on `runtime`. If that
-    /// runtime has shut down, a new task (`fresh`) moves the runner to the
-    /// caller's runtime when no other shard is left (invariant 8); else the
-    /// runner closes, as when a runtime drops a shard (invariant 6).
-    fn spawn_shard(
-        self: &Arc<Self>,
-        runtime: Option<(Handle, usize)>,
-        fresh: bool,
-    ) -> Result<(), RuntimeGone> {
+    /// Starts the shard counted in `shards` for it. If its runtime has
+    /// shut down, a new task (`fresh`) moves the runner to the caller's
+    /// runtime when no other shard is left (invariant 8); else the runner
+    /// closes, as when a runtime drops a shard (invariant 6).
+    fn spawn_shard(self: &Arc<Self>, shard: NewShard, fresh: bool) -> Result<(), RuntimeGone> {
+        let NewShard {
+            local,
+            key,
+            runtime,
+        } = shard;
         let Some((runtime, workers)) = runtime else {
             // Unbound: no runtime to run it (never, past `bind`).
-            self.close(&mut VecDeque::new());
+            self.close(&local, Some(key));
             return Ok(());
         };
-        if self.hand_over(&runtime, workers) {
+        if self.hand_over(&runtime, workers, &local, key) {
             return Ok(());
         }
         let mut gone = false;
@@ -526,7 +675,7 @@ impl Runner {
                         drop(queue);
                         // Refused again: the caller's runtime is the one
                         // shutting down, and the task is cancelled with it.
-                        if self.hand_over(&current, workers) {
+                        if self.hand_over(&current, workers, &local, key) {
                             return Ok(());
                         }
                     }
@@ -535,7 +684,7 @@ impl Runner {
             }
         }
         // What the refused shard's drop would have done (invariant 6).
-        self.close(&mut VecDeque::new());
+        self.close(&local, Some(key));
         if gone { Err(RuntimeGone) } else { Ok(()) }
     }
 
@@ -543,12 +692,20 @@ impl Runner {
     /// it: it has shut down, and tokio dropped the shard inside `spawn`.
     /// The shard's drop tells that from a shutdown under it, by
     /// [`HANDING_OVER`], and leaves the rest to the caller (invariant 8).
-    fn hand_over(self: &Arc<Self>, runtime: &Handle, workers: usize) -> bool {
+    fn hand_over(
+        self: &Arc<Self>,
+        runtime: &Handle,
+        workers: usize,
+        local: &Arc<Local>,
+        key: usize,
+    ) -> bool {
         let shard = Shard {
             runner: self.clone(),
-            batch: VecDeque::with_capacity(BATCH),
+            local: local.clone(),
+            key,
             workers,
             finished: false,
+            _lease: Lease::new(self),
         };
         let me = Arc::as_ptr(self) as usize;
         let outer = HANDING_OVER.with(|handing| handing.replace(me));
@@ -558,60 +715,75 @@ impl Runner {
         !refused
     }
 
-    /// A shard's next batch, or why it has none (invariant 5).
-    fn take(&self, batch: &mut VecDeque<Arc<Cell>>, waker: &Waker) -> Take {
+    /// A shard's next cell, once its own queue and kept cell are spent, or
+    /// why it has none (invariants 5, 11 and 12).
+    fn take(self: &Arc<Self>, local: &Local, key: usize, waker: &Waker) -> Take {
         let mut queue = self.lock();
         if self.closed.load(SeqCst) {
-            queue.shards -= 1;
+            queue.leave(key);
             return Take::Exit;
         }
-        if queue.ready.is_empty() {
-            if queue.parked.is_empty() {
-                // Nothing left to run: the idle shards exit too.
-                queue.shards -= 1;
-                let idle = std::mem::take(&mut queue.idle);
-                drop(queue);
-                idle.into_iter().for_each(Waker::wake);
-                return Take::Exit;
-            }
+        let cell = if let Some(first) = queue.ready.pop_front() {
+            // Its share of the queue: no more than the other shards leave
+            // for themselves, so that ready cells spread over the workers.
+            let share = (queue.ready.len() + 1).div_ceil(queue.shards).min(BATCH);
+            let mut cells = local.lock();
+            cells.extend(queue.ready.drain(..share - 1));
+            drop(cells);
+            first
+        } else if let Some(first) = queue.steal(local, key) {
+            first
+        } else if queue.parked.is_empty() || queue.shards > queue.workers {
+            // Nothing left to run, or one shard more than the workers (a
+            // stall is over): exits. The last one out wakes the idle
+            // shards, to exit too.
+            queue.leave(key);
+            let idle = if queue.parked.is_empty() {
+                std::mem::take(&mut queue.idle)
+            } else {
+                Vec::new()
+            };
+            drop(queue);
+            idle.into_iter().for_each(Waker::wake);
+            return Take::Exit;
+        } else {
             if !queue.idle.iter().any(|idle| idle.will_wake(waker)) {
                 queue.idle.push(waker.clone());
             }
             return Take::Park;
-        }
-        let n = queue.ready.len().min(BATCH);
-        batch.extend(queue.ready.drain(..n));
+        };
         let spent = queue.shrink_ready();
-        // More left than this shard takes: bring an idle one in.
-        let wake = if queue.ready.is_empty() {
-            None
+        // Cells left in the queue or in this shard's own: bring another
+        // shard in to take or steal them.
+        let help = if queue.ready.is_empty() && local.lock().is_empty() {
+            Help::None
         } else {
-            queue.idle.pop()
+            queue.help(true)
         };
         drop(queue);
         drop(spent);
-        if let Some(shard) = wake {
-            shard.wake();
-            self.unpin();
-        }
-        Take::Batch
+        let _ = self.bring(help, false);
+        Take::Cell(cell)
     }
 
     /// Puts a yielding shard's unpolled cells back at the head of the
     /// queue, for any shard to take, and the cell it kept (invariant 10)
     /// at the tail.
-    fn give_back(&self, batch: &mut VecDeque<Arc<Cell>>, kept: Option<Arc<Cell>>) {
-        if batch.is_empty() && kept.is_none() {
+    fn give_back(self: &Arc<Self>, local: &Local, kept: Option<Arc<Cell>>) {
+        let mut queue = self.lock();
+        let mut cells = local.lock();
+        if cells.is_empty() && kept.is_none() {
             return;
         }
-        let mut queue = self.lock();
         if self.closed.load(SeqCst) {
+            let cells = std::mem::take(&mut *cells);
             drop(queue);
-            return batch.drain(..).chain(kept).for_each(|cell| cell.end());
+            return cells.into_iter().chain(kept).for_each(|cell| cell.end());
         }
-        while let Some(cell) = batch.pop_back() {
+        while let Some(cell) = cells.pop_back() {
             queue.ready.push_front(cell);
         }
+        drop(cells);
         queue.ready.extend(kept);
         let wake = queue.idle.pop();
         drop(queue);
@@ -635,7 +807,7 @@ impl Runner {
     /// usually ends inside a shard's poll, with more of its batch to come:
     /// the shards woken must not wait for that poll (invariant 7), or a
     /// task spawned meanwhile would find them neither idle nor gone.
-    fn unpark(&self, key: usize) {
+    fn unpark(self: &Arc<Self>, key: usize) {
         let mut queue = self.lock();
         let cell = queue.parked.try_remove(key);
         let spent = queue.shrink_parked();
@@ -654,18 +826,22 @@ impl Runner {
     }
 
     /// A shard was dropped unfinished: its runtime is shutting down
-    /// (invariant 6).
-    fn close(&self, batch: &mut VecDeque<Arc<Cell>>) {
-        // Before the lock: a shard polling its batch sees it (invariant 6).
+    /// (invariant 6). `key`: the shard's in `locals`, if it counts there.
+    fn close(&self, local: &Local, key: Option<usize>) {
+        // Before the lock: a shard polling its own cells sees it
+        // (invariant 6).
         self.closed.store(true, SeqCst);
         let mut queue = self.lock();
-        queue.shards -= 1;
+        if let Some(key) = key {
+            queue.leave(key);
+        }
         let ready = std::mem::take(&mut queue.ready);
         let parked: Vec<Arc<Cell>> = queue.parked.iter().map(|(_, c)| c.clone()).collect();
         let idle = std::mem::take(&mut queue.idle);
+        let own = std::mem::take(&mut *local.lock());
         drop(queue);
         idle.into_iter().for_each(Waker::wake);
-        batch.drain(..).chain(ready).for_each(|cell| cell.end());
+        own.into_iter().chain(ready).for_each(|cell| cell.end());
         // A parked cell whose abort queues it is ours to end; any other is
         // queued or polled elsewhere, and ends where it would be queued.
         for cell in parked {
@@ -690,10 +866,31 @@ impl Drop for CancelOnDrop {
 #[repr(align(128))]
 struct CacheLine<T>(T);
 
+/// What [`Runner::take`] found for a shard.
 enum Take {
-    Batch,
+    /// A cell to poll (and more in its own queue, maybe).
+    Cell(Arc<Cell>),
+    /// Nothing to run now, with cells parked: its waker is in `idle`.
     Park,
+    /// Nothing left to run, or the runner closed: it has left the count.
     Exit,
+}
+
+/// Who takes the cells a shard cannot run now (invariant 5).
+enum Help {
+    None,
+    /// An idle shard, woken.
+    Wake(Waker),
+    /// A new shard, counted in `shards` and `locals`, to spawn.
+    Start(NewShard),
+}
+
+/// A shard counted in before it is spawned: its own queue, its key in
+/// `locals`, and where it runs ([`Queue::shard_runtime`]).
+struct NewShard {
+    local: Arc<Local>,
+    key: usize,
+    runtime: Option<(Handle, usize)>,
 }
 
 /// What a thread is polling: a runner's cell, as addresses (0: none),
@@ -942,10 +1139,15 @@ impl Drop for ShieldMark {
 /// A tokio task that runs a runner's cells.
 struct Shard {
     runner: Arc<Runner>,
-    batch: VecDeque<Arc<Cell>>,
+    /// The cells it took and has not polled yet, open to the other
+    /// shards (invariant 11); its key in `Queue::locals`.
+    local: Arc<Local>,
+    key: usize,
     /// Its runtime's number of workers (invariant 7).
     workers: usize,
     finished: bool,
+    /// Counts it among the runner's live tokio tasks (invariant 13).
+    _lease: Lease,
 }
 
 impl Future for Shard {
@@ -957,41 +1159,85 @@ impl Future for Shard {
 
         let mut polled = 0;
         loop {
-            match this.runner.take(&mut this.batch, cx.waker()) {
-                Take::Batch => BATCH_BORN.with(|batch| batch.set((0, 0))),
-                Take::Park => return Poll::Pending,
-                Take::Exit => {
-                    this.finished = true;
-                    return Poll::Ready(());
-                }
-            }
-            while let Some(cell) = next_cell(&mut this.batch) {
-                cell.run();
-                polled += 1;
-                if polled >= TURN || !tokio::task::coop::has_budget_remaining() {
-                    let kept = WokenHere::take_kept();
-                    this.runner.give_back(&mut this.batch, kept);
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
+            let cell = match next_cell(&this.local) {
+                Some(cell) => cell,
+                None => match this.runner.take(&this.local, this.key, cx.waker()) {
+                    Take::Cell(cell) => {
+                        BATCH_BORN.with(|batch| batch.set((0, 0)));
+                        cell
+                    }
+                    Take::Park => return Poll::Pending,
+                    Take::Exit => {
+                        this.finished = true;
+                        return Poll::Ready(());
+                    }
+                },
+            };
+            this.local.beat.fetch_add(1, Relaxed);
+            cell.run();
+            this.local.beat.fetch_add(1, Relaxed);
+            polled += 1;
+            if polled >= TURN || !tokio::task::coop::has_budget_remaining() {
+                let kept = WokenHere::take_kept();
+                this.runner.give_back(&this.local, kept);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
         }
     }
 }
 
-/// A shard's next cell to poll: its batch's, then the one it kept
-/// (invariant 10). Lets the shard keep a cell while it polls the batch's
-/// last cell or the kept one.
+/// A shard's next cell to poll: from its own queue, then the one it kept
+/// (invariant 10). Lets the shard keep a cell while it polls the last cell
+/// of its own queue, or the kept one.
 #[inline]
-fn next_cell(batch: &mut VecDeque<Arc<Cell>>) -> Option<Arc<Cell>> {
-    match batch.pop_front() {
+fn next_cell(local: &Local) -> Option<Arc<Cell>> {
+    let mut cells = local.lock();
+    match cells.pop_front() {
         Some(cell) => {
-            if batch.is_empty() {
+            if cells.is_empty() {
                 WokenHere::open();
             }
             Some(cell)
         }
-        None => WokenHere::next(),
+        None => {
+            drop(cells);
+            WokenHere::next()
+        }
+    }
+}
+
+/// A shard's own queue: the cells it took from the runner's and has not
+/// polled yet, where an idle shard steals from (invariant 11), and its
+/// heartbeat for the stall watch (invariant 12).
+struct Local {
+    cells: Mutex<VecDeque<Arc<Cell>>>,
+    /// Counts the polls its shard starts and ends: odd while it polls.
+    beat: AtomicUsize,
+    /// `beat` as the stall watch last read it.
+    seen: AtomicUsize,
+}
+
+impl Local {
+    fn new() -> Arc<Local> {
+        Arc::new(Local {
+            cells: Mutex::new(VecDeque::with_capacity(BATCH)),
+            beat: AtomicUsize::new(0),
+            seen: AtomicUsize::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Cell>>> {
+        // No user code runs under this lock.
+        self.cells.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether its shard has been inside one poll since the watch's last
+    /// look, and records what it sees now.
+    fn stalled(&self) -> bool {
+        let beat = self.beat.load(Relaxed);
+        let seen = self.seen.swap(beat, Relaxed);
+        beat % 2 == 1 && beat == seen
     }
 }
 
@@ -1006,7 +1252,59 @@ impl Drop for Shard {
             // its spawner decides (invariant 8).
             HANDING_OVER.with(|handing| handing.set(REFUSED));
         } else {
-            self.runner.close(&mut self.batch);
+            self.runner.close(&self.local, Some(self.key));
+        }
+    }
+}
+
+/// Counts a tokio task the runner started (a shard, a grace's timer, a
+/// no-op that frees a LIFO slot) while its future is alive (invariant 13).
+struct Lease(Arc<Runner>);
+
+impl Lease {
+    fn new(runner: &Arc<Runner>) -> Lease {
+        runner.leases.fetch_add(1, Relaxed);
+        Lease(runner.clone())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        LeaseEnd::defer(self.0.clone());
+    }
+}
+
+/// A lease's end, counted once tokio has taken its task off its list
+/// (invariant 13). A lease ends inside its task's future, on the thread
+/// that polls or drops it, and tokio takes the task off its list only once
+/// that poll returns: counted at once, a waiter of [`Runner::quiet`] on
+/// another thread could return while the runtime still counts the task
+/// alive. On a worker, tokio defers the wake-up of a task that yields
+/// ([`tokio::task::yield_now`]) until the task it is polling has returned;
+/// so the end is counted by a waker handed to one, when it is woken or
+/// dropped (unwoken, if the runtime shuts down first). Elsewhere the
+/// yield is over at once and the end counts then.
+struct LeaseEnd(Arc<Runner>);
+
+impl LeaseEnd {
+    fn defer(runner: Arc<Runner>) {
+        let waker = Waker::from(Arc::new(LeaseEnd(runner)));
+        let yielded = std::pin::pin!(tokio::task::yield_now());
+        // Ready or not, the count drops with the last clone of `waker`:
+        // here, or where tokio keeps it.
+        let _ = yielded.poll(&mut task::Context::from_waker(&waker));
+    }
+}
+
+impl Wake for LeaseEnd {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for LeaseEnd {
+    fn drop(&mut self) {
+        let runner = &self.0;
+        if runner.leases.fetch_sub(1, AcqRel) == 1 {
+            runner.quiet.notify_waiters();
         }
     }
 }

@@ -438,14 +438,42 @@ fn new_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cell> 
     cell
 }
 
+/// A shard counted in `runner` (never spawned: the model's threads play
+/// the shards): its own queue and its key.
+type ModelShard = (Arc<super::Local>, usize);
+
+fn count_shard(runner: &Arc<super::Runner>) -> ModelShard {
+    let shard = runner.lock().new_shard();
+    (shard.local, shard.key)
+}
+
 /// A runner with `shards` shards counted, and a new cell of it that a
-/// shard has taken into its batch: scheduled, neither queued nor parked.
-fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Cell>, Arc<Probe>) {
+/// shard has taken into its own queue: scheduled, neither queued nor
+/// parked.
+fn runner_with_a_taken_cell(
+    shards: usize,
+) -> (
+    Arc<super::Runner>,
+    Arc<super::Cell>,
+    Arc<Probe>,
+    Vec<ModelShard>,
+) {
     let runner = super::Runner::new(tokio::time::Instant::now());
-    runner.lock().shards = shards;
+    let shards = (0..shards).map(|_| count_shard(&runner)).collect();
     let probe = Arc::new(Probe::default());
     let cell = new_cell(&runner, Box::pin(Forever(probe.clone())));
-    (runner, cell, probe)
+    (runner, cell, probe, shards)
+}
+
+/// Plays a shard on this thread: takes from the runner and runs what it
+/// takes, its own queue included, until told to park or exit.
+fn play_shard(runner: &Arc<super::Runner>, (local, key): &ModelShard) {
+    while let super::Take::Cell(cell) = runner.take(local, *key, std::task::Waker::noop()) {
+        cell.run();
+        while let Some(cell) = super::next_cell(local) {
+            cell.run();
+        }
+    }
 }
 
 /// Invariant 6: a shard is dropped (its runtime shutting down) while
@@ -457,12 +485,13 @@ fn runner_with_a_taken_cell(shards: usize) -> (Arc<super::Runner>, Arc<super::Ce
 #[test]
 fn close_racing_a_shards_first_poll_of_a_cell_ends_it() {
     loom::model(|| {
-        let (runner, cell, probe) = runner_with_a_taken_cell(2);
+        let (runner, cell, probe, mut shards) = runner_with_a_taken_cell(2);
+        let (local, key) = shards.pop().unwrap();
         let closed = Arc::new(AtomicBool::new(false));
         let closer = {
             let (runner, closed) = (runner.clone(), closed.clone());
             thread::spawn(move || {
-                runner.close(&mut std::collections::VecDeque::new());
+                runner.close(&local, Some(key));
                 closed.store(true, Release);
             })
         };
@@ -481,10 +510,8 @@ fn close_racing_a_shards_first_poll_of_a_cell_ends_it() {
         assert!(queue.ready.is_empty());
         drop(queue);
         let waker = std::task::Waker::noop();
-        assert!(matches!(
-            runner.take(&mut std::collections::VecDeque::new(), waker),
-            super::Take::Exit
-        ));
+        let (local, key) = &shards[0];
+        assert!(matches!(runner.take(local, *key, waker), super::Take::Exit));
     });
 }
 
@@ -494,14 +521,15 @@ fn close_racing_a_shards_first_poll_of_a_cell_ends_it() {
 #[test]
 fn close_racing_a_shards_poll_of_a_parked_cell_ends_it_once() {
     loom::model(|| {
-        let (runner, cell, probe) = runner_with_a_taken_cell(2);
+        let (runner, cell, probe, mut shards) = runner_with_a_taken_cell(2);
         // The first poll registers it; then a wake puts it in a batch.
         cell.clone().run();
         assert_ne!(cell.parked_key.load(Relaxed), super::NOT_PARKED);
         assert!(cell.state.schedule(), "a parked cell is idle");
+        let (local, key) = shards.pop().unwrap();
         let closer = {
             let runner = runner.clone();
-            thread::spawn(move || runner.close(&mut std::collections::VecDeque::new()))
+            thread::spawn(move || runner.close(&local, Some(key)))
         };
         cell.clone().run();
         closer.join().unwrap();
@@ -523,26 +551,23 @@ fn close_racing_a_shards_poll_of_a_parked_cell_ends_it_once() {
 #[test]
 fn reopen_racing_a_wake_of_a_cell_the_close_aborted_ends_it_unpolled() {
     loom::model(|| {
-        let (runner, cell, probe) = runner_with_a_taken_cell(1);
+        let (runner, cell, probe, mut shards) = runner_with_a_taken_cell(1);
         cell.clone().run(); // its first poll: parked, idle
         let waker = {
             let cell = cell.clone();
             thread::spawn(move || std::task::Waker::from(cell).wake())
         };
-        runner.close(&mut std::collections::VecDeque::new()); // the last shard
-        {
+        let (local, key) = shards.pop().unwrap();
+        runner.close(&local, Some(key)); // the last shard
+        let shard = {
             let mut queue = runner.lock();
             assert_eq!(queue.shards, 0);
             runner.reopen(&mut queue, None); // a new task moves the runner
-            queue.shards = 1; // and this thread plays its new shard
-        }
+            let shard = queue.new_shard(); // and this thread plays its new shard
+            (shard.local, shard.key)
+        };
         waker.join().unwrap();
-        let mut batch = std::collections::VecDeque::new();
-        while let super::Take::Batch = runner.take(&mut batch, std::task::Waker::noop()) {
-            while let Some(cell) = batch.pop_front() {
-                cell.run();
-            }
-        }
+        play_shard(&runner, &shard);
         assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
         assert_eq!(probe.polls.load(Relaxed), 1, "polled after the close");
         assert!(
@@ -649,7 +674,9 @@ fn drain(runner: &Arc<super::Runner>) {
 /// A cell of a runner with two shards, polled once (so parked, idle), its
 /// future `body`.
 fn parked_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cell> {
-    runner.lock().shards = 2;
+    while runner.lock().shards < 2 {
+        count_shard(runner);
+    }
     let cell = new_cell(runner, body);
     cell.clone().run();
     assert_ne!(cell.parked_key.load(Relaxed), super::NOT_PARKED);
@@ -759,8 +786,9 @@ fn a_kept_cell_racing_a_cancel_is_ended_once() {
             // This thread is the sender's shard (one worker: no LIFO
             // slot to mind), its batch down to the sender.
             let _in_shard = super::InShard::enter(1, &runner);
-            let mut batch = std::collections::VecDeque::from([sender.clone()]);
-            while let Some(cell) = super::next_cell(&mut batch) {
+            let local = super::Local::new();
+            local.lock().push_back(sender.clone());
+            while let Some(cell) = super::next_cell(&local) {
                 cell.run();
             }
             assert!(
@@ -802,17 +830,18 @@ fn the_batchs_last_cell_wakes_a_sibling_into_its_shard() {
             })
             .collect();
         let _in_shard = super::InShard::enter(1, &runner);
-        let mut batch: std::collections::VecDeque<_> = senders.iter().cloned().collect();
-        let first = super::next_cell(&mut batch).unwrap();
+        let batch = super::Local::new();
+        batch.lock().extend(senders.iter().cloned());
+        let first = super::next_cell(&batch).unwrap();
         first.run();
         assert_eq!(runner.lock().ready.len(), 1, "woken mid-batch: queued");
-        let last = super::next_cell(&mut batch).unwrap();
+        let last = super::next_cell(&batch).unwrap();
         last.run();
         assert_eq!(runner.lock().ready.len(), 1, "woken by the last: kept");
-        let kept = super::next_cell(&mut batch).expect("the kept sibling");
+        let kept = super::next_cell(&batch).expect("the kept sibling");
         assert!(Arc::ptr_eq(&kept, &siblings[1]));
         kept.run();
-        assert!(super::next_cell(&mut batch).is_none());
+        assert!(super::next_cell(&batch).is_none());
         assert_eq!(
             probes[1].polls.load(Relaxed),
             2,
@@ -823,5 +852,72 @@ fn the_batchs_last_cell_wakes_a_sibling_into_its_shard() {
         runner.cancel();
         drain(&runner);
         assert!(probes.iter().all(|probe| probe.drops.load(Relaxed) == 1));
+    });
+}
+
+/// Invariant 11: a shard polls the cells of its own queue while another
+/// shard, out of work, steals half of them. Each cell is in one place at a
+/// time: polled exactly once, by one shard or the other, and nothing is
+/// left in either queue; the cancel then ends each once.
+#[test]
+fn a_steal_racing_the_owners_polls_runs_each_cell_once() {
+    loom::model(|| {
+        let runner = super::Runner::new(tokio::time::Instant::now());
+        let owner = count_shard(&runner);
+        let thief = count_shard(&runner);
+        let probes: Vec<Arc<Probe>> = (0..2).map(|_| Arc::new(Probe::default())).collect();
+        for probe in &probes {
+            let cell = new_cell(&runner, Box::pin(Forever(probe.clone())));
+            owner.0.lock().push_back(cell);
+        }
+        let stealer = {
+            let runner = runner.clone();
+            thread::spawn(move || play_shard(&runner, &thief))
+        };
+        while let Some(cell) = super::next_cell(&owner.0) {
+            cell.run();
+        }
+        stealer.join().unwrap();
+        for probe in &probes {
+            assert_eq!(probe.polls.load(Relaxed), 1, "a cell polled twice or never");
+        }
+        assert!(owner.0.lock().is_empty());
+        assert_eq!(runner.lock().parked.len(), 2);
+        runner.cancel();
+        drain(&runner);
+        assert!(probes.iter().all(|probe| probe.drops.load(Relaxed) == 1));
+        assert!(runner.lock().parked.is_empty());
+    });
+}
+
+/// Invariants 6 and 11: a shard is dropped (its runtime shutting down)
+/// while another steals from its own queue. Each cell is ended exactly
+/// once, by the closing shard or by the thief (unpolled, or after the one
+/// poll it started before it could see the close), and no cell is polled
+/// once the thief has seen the runner closed.
+#[test]
+fn a_steal_racing_a_close_ends_each_cell_once() {
+    loom::model(|| {
+        let runner = super::Runner::new(tokio::time::Instant::now());
+        let (local, key) = count_shard(&runner);
+        let thief = count_shard(&runner);
+        let probes: Vec<Arc<Probe>> = (0..2).map(|_| Arc::new(Probe::default())).collect();
+        for probe in &probes {
+            let cell = new_cell(&runner, Box::pin(Forever(probe.clone())));
+            local.lock().push_back(cell);
+        }
+        let closer = {
+            let runner = runner.clone();
+            thread::spawn(move || runner.close(&local, Some(key)))
+        };
+        play_shard(&runner, &thief);
+        closer.join().unwrap();
+        for probe in &probes {
+            assert_eq!(probe.drops.load(Relaxed), 1, "a cell is ended once");
+            assert!(probe.polls.load(Relaxed) <= 1);
+        }
+        let queue = runner.lock();
+        assert!(queue.parked.is_empty(), "an ended cell is still parked");
+        assert!(queue.ready.is_empty());
     });
 }

@@ -1089,6 +1089,19 @@ impl<T, E, J> Shared<T, E, J> {
         }
     }
 
+    /// Once the group is joined or settled: stops its grace's timer, which
+    /// has no task left to drop, and waits until no tokio task its runner
+    /// started is alive (runner invariant 13). So when `wait`,
+    /// `wait_outcomes` or `shutdown` returns, the group has left nothing
+    /// running in the runtime.
+    pub(super) async fn quiesce(&self) {
+        let timer = self.lock().grace_timer.take();
+        if let Some(timer) = timer {
+            timer.abort();
+        }
+        self.runner.quiet().await;
+    }
+
     /// Takes over the second step of a cancel from the cancel hook: a
     /// shutdown, or the group's drop, decides when the tasks are dropped
     /// (invariant 8).

@@ -1,0 +1,355 @@
+//! A group task keeps every scheduling promise a tokio task makes: each
+//! behaviour here is checked side by side with a `JoinSet` running the
+//! same jobs, on 2- and 8-worker runtimes, so a failure says "a tokio task
+//! would not do that". Nothing is timed: each test counts what it can see
+//! (tasks running at once on distinct threads, a message received, tokio
+//! tasks alive), and a job that waits for something the runner might never
+//! let happen gives up after a bound, so a broken runner fails the test
+//! instead of hanging it.
+//!
+//! The deliberate blocking (`std::sync::mpsc`, `block_in_place`) is the
+//! subject: a user's task that blocks its thread.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use taskgroup::TaskGroup;
+use tokio::task::JoinSet;
+
+mod support;
+use support::alive_tasks;
+
+fn rounds() -> usize {
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20)
+}
+
+/// A job: what one task runs, on either side.
+type Job<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Where the jobs run.
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    Group,
+    JoinSet,
+}
+
+const SIDES: [Side; 2] = [Side::Group, Side::JoinSet];
+
+/// Spawns the jobs in order, as tasks of a new group or of a `JoinSet`,
+/// and returns their results in spawn order.
+async fn run_all<T: Send + 'static>(side: Side, jobs: Vec<Job<T>>) -> Vec<T> {
+    match side {
+        Side::Group => {
+            let mut group = TaskGroup::<T, Infallible>::new();
+            for job in jobs {
+                group.spawn(move |_ctx| async move { Ok(job.await) });
+            }
+            group.wait().await.unwrap()
+        }
+        Side::JoinSet => {
+            let mut set = JoinSet::new();
+            for (index, job) in jobs.into_iter().enumerate() {
+                set.spawn(async move { (index, job.await) });
+            }
+            let mut done = set.join_all().await;
+            done.sort_by_key(|(index, _)| *index);
+            done.into_iter().map(|(_, value)| value).collect()
+        }
+    }
+}
+
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// How long a job waits for what it expects before it gives up: far more
+/// than a working runner ever needs, and a bound on a broken one.
+const GIVE_UP: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------------------
+// Parallelism
+
+/// The threads running a job right now, and the most distinct ones seen at
+/// once.
+#[derive(Default)]
+struct Running {
+    threads: Mutex<HashMap<ThreadId, usize>>,
+    peak: AtomicUsize,
+}
+
+impl Running {
+    /// A job starts on this thread: counts it, and returns how many
+    /// distinct threads run a job now.
+    fn enter(&self) -> usize {
+        let mut threads = self.threads.lock().unwrap();
+        *threads.entry(std::thread::current().id()).or_default() += 1;
+        let distinct = threads.len();
+        self.peak.fetch_max(distinct, SeqCst);
+        distinct
+    }
+
+    fn leave(&self) {
+        let mut threads = self.threads.lock().unwrap();
+        let me = std::thread::current().id();
+        let count = threads.get_mut(&me).unwrap();
+        *count -= 1;
+        if *count == 0 {
+            threads.remove(&me);
+        }
+    }
+
+    /// A CPU-bound job: spins on its thread (no await) until `target`
+    /// distinct threads were seen running jobs at once, or `GIVE_UP`.
+    fn cpu_job(self: &Arc<Self>, target: usize) -> Job<()> {
+        let running = self.clone();
+        Box::pin(async move {
+            running.enter();
+            let start = Instant::now();
+            while running.peak.load(SeqCst) < target && start.elapsed() < GIVE_UP {
+                std::hint::spin_loop();
+            }
+            running.leave();
+        })
+    }
+}
+
+/// k CPU-bound tasks, spawned from outside the runtime's workers, run on
+/// min(k, workers) distinct threads at once, as k tokio tasks do: a shard
+/// takes only its share of the ready tasks, and the rest of its own queue
+/// is stolen by idle shards (runner invariant 11).
+fn cpu_bound_tasks_run_on_every_worker(workers: usize) {
+    let rt = runtime(workers);
+    for k in [2, 4, 8, 17, 24] {
+        let target = k.min(workers);
+        for side in SIDES {
+            let running = Arc::new(Running::default());
+            let jobs = (0..k).map(|_| running.cpu_job(target)).collect();
+            rt.block_on(run_all(side, jobs));
+            let peak = running.peak.load(SeqCst);
+            assert!(
+                peak >= target,
+                "{side:?}: {k} CPU-bound tasks on {workers} workers ran on at most {peak} \
+                 threads at once; {target} expected"
+            );
+        }
+    }
+}
+
+#[test]
+fn cpu_bound_tasks_run_on_every_worker_of_two() {
+    cpu_bound_tasks_run_on_every_worker(2);
+}
+
+#[test]
+fn cpu_bound_tasks_run_on_every_worker_of_eight() {
+    cpu_bound_tasks_run_on_every_worker(8);
+}
+
+/// The same when a group task spawns them into a group of its own, on a
+/// worker: at least min(k, workers) − 1 threads at once (the spawning
+/// task's worker may be the one still waiting).
+#[test]
+fn cpu_bound_tasks_spawned_from_a_task_run_on_every_worker_of_eight() {
+    let rt = runtime(8);
+    for k in [2, 4, 8, 17, 24] {
+        let target = k.min(8) - 1;
+        for side in SIDES {
+            let running = Arc::new(Running::default());
+            let jobs = (0..k).map(|_| running.cpu_job(target)).collect();
+            rt.block_on(async move { tokio::spawn(run_all(side, jobs)).await.unwrap() });
+            let peak = running.peak.load(SeqCst);
+            assert!(
+                peak >= target,
+                "{side:?}: {k} CPU-bound tasks spawned from a task ran on at most {peak} \
+                 threads at once; {target} expected"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// No hang a tokio task would not have
+
+/// Task A waits synchronously for a message that task B, spawned right
+/// after it, sends at its first poll. B runs on another worker, as a tokio
+/// task would, and A hears from it: the first shard takes only its share
+/// of the two, and the second shard takes the other.
+fn a_task_waiting_synchronously_for_a_later_sibling_hears_from_it(from_a_task: bool) {
+    let rt = runtime(2);
+    for round in 0..20 {
+        for side in SIDES {
+            let (tx, rx) = mpsc::channel::<()>();
+            let waiter: Job<bool> = Box::pin(async move { rx.recv_timeout(GIVE_UP).is_ok() });
+            let sender: Job<bool> = Box::pin(async move { tx.send(()).is_ok() });
+            let jobs = vec![waiter, sender];
+            let heard = if from_a_task {
+                rt.block_on(async move { tokio::spawn(run_all(side, jobs)).await.unwrap() })
+            } else {
+                rt.block_on(run_all(side, jobs))
+            };
+            assert!(
+                heard[0],
+                "{side:?}, round {round}: a task waiting synchronously for its sibling \
+                 gave up after {GIVE_UP:?}: the sibling never ran"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_task_waiting_synchronously_for_a_later_sibling_hears_from_it_spawned_from_outside() {
+    a_task_waiting_synchronously_for_a_later_sibling_hears_from_it(false);
+}
+
+#[test]
+fn a_task_waiting_synchronously_for_a_later_sibling_hears_from_it_spawned_from_a_task() {
+    a_task_waiting_synchronously_for_a_later_sibling_hears_from_it(true);
+}
+
+// ---------------------------------------------------------------------------
+// block_in_place
+
+/// One task inside `block_in_place` for as long as its siblings take,
+/// beside 200 short CPU-bound siblings: tokio hands that worker's core to
+/// a new thread, and the siblings keep both workers busy, as tokio tasks
+/// do. The group notices the shard stuck in one poll and starts another
+/// beside it (runner invariant 12).
+#[test]
+fn block_in_place_leaves_every_worker_to_the_siblings() {
+    const SIBLINGS: usize = 200;
+    let rt = runtime(2);
+    for side in SIDES {
+        let running = Arc::new(Running::default());
+        let finished = Arc::new(AtomicUsize::new(0));
+        let blocked = Arc::new(AtomicBool::new(false));
+        let mut jobs: Vec<Job<()>> = Vec::new();
+        let (f, b) = (finished.clone(), blocked.clone());
+        jobs.push(Box::pin(async move {
+            tokio::task::block_in_place(|| {
+                b.store(true, SeqCst);
+                let start = Instant::now();
+                while f.load(SeqCst) < SIBLINGS && start.elapsed() < GIVE_UP {
+                    std::thread::yield_now();
+                }
+            });
+        }));
+        for _ in 0..SIBLINGS {
+            let (running, finished, blocked) = (running.clone(), finished.clone(), blocked.clone());
+            jobs.push(Box::pin(async move {
+                // Each spins 1 ms once the blocker is in place.
+                let start = Instant::now();
+                while !blocked.load(SeqCst) && start.elapsed() < GIVE_UP {
+                    std::hint::spin_loop();
+                }
+                running.enter();
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_millis(1) {
+                    std::hint::spin_loop();
+                }
+                running.leave();
+                finished.fetch_add(1, SeqCst);
+            }));
+        }
+        rt.block_on(run_all(side, jobs));
+        let peak = running.peak.load(SeqCst);
+        assert!(
+            peak >= 2,
+            "{side:?}: beside a task in block_in_place, its 200 siblings ran on at most \
+             {peak} thread at once; 2 expected"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Structured all the way down
+
+/// Parked tasks woken by siblings (each wake from inside a shard may spawn
+/// a no-op tokio task, runner invariant 7), and a grace (a timer task).
+async fn busy_group_then_end(how: &str) {
+    let mut group = TaskGroup::<usize, String>::builder()
+        .grace(Duration::from_secs(30))
+        .build();
+    let mut relay: Option<tokio::sync::oneshot::Receiver<()>> = None;
+    for task in 0..64 {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let prev = relay.replace(rx);
+        group.spawn(move |_ctx| async move {
+            if let Some(prev) = prev {
+                prev.await.map_err(|e| e.to_string())?;
+            }
+            tokio::task::yield_now().await;
+            let _ = tx.send(());
+            if task == 63 {
+                return Err("the last one fails: a cancel, and the grace's timer".into());
+            }
+            Ok(task)
+        });
+    }
+    match how {
+        "wait" => assert!(group.wait().await.is_err()),
+        "wait_outcomes" => assert_eq!(group.wait_outcomes().await.len(), 64),
+        "shutdown" => {
+            let report = group.shutdown(Duration::from_secs(30)).await;
+            assert!(report.output.is_err());
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// When `wait`, `wait_outcomes` or `shutdown` returns, every tokio task
+/// the group started (shards, the grace's timer, the no-op tasks that free
+/// a LIFO slot) has run to its end: the runtime's count of alive tasks is
+/// back where it was before the group, at once, not eventually.
+///
+/// On the multi-thread runtime, tokio takes a finished task off its list
+/// only after the task's last poll returned, on the worker that ran it,
+/// while a waiter on another thread may already be running: the runner
+/// counts a task of its own out only once tokio is done with it (runner
+/// invariant 13). Run with `ROUNDS=6000` to look for that window.
+async fn ended_groups_leave_no_tokio_task_alive() {
+    for how in ["wait", "wait_outcomes", "shutdown"] {
+        for round in 0..rounds() {
+            let before = alive_tasks();
+            busy_group_then_end(how).await;
+            let after = alive_tasks();
+            assert_eq!(
+                after,
+                before,
+                "{how}, round {round}: {} tokio tasks of the group still alive after it returned",
+                after as isize - before as isize
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ended_groups_leave_no_tokio_task_alive_current_thread() {
+    ended_groups_leave_no_tokio_task_alive().await;
+}
+
+/// Waited for from a tokio task, as a server's handler would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_groups_leave_no_tokio_task_alive_multi_thread() {
+    tokio::spawn(ended_groups_leave_no_tokio_task_alive())
+        .await
+        .unwrap();
+}
+
+/// Waited for from outside the runtime's workers (`block_on`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_groups_leave_no_tokio_task_alive_multi_thread_from_block_on() {
+    ended_groups_leave_no_tokio_task_alive().await;
+}
