@@ -239,6 +239,28 @@ async fn a_task_blocking_its_thread_holds_back_at_most_one() {
     hostages.assert_bounded(times[0], &times[1..]);
 }
 
+/// The same with the blocker inside `tokio::task::block_in_place`: tokio
+/// hands that worker to another thread, and the shard stuck in the
+/// blocker's poll holds back at most the task it keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_blocking_in_place_holds_back_at_most_one() {
+    let hostages = Arc::new(Hostages::default());
+    let mut group = TaskGroup::<Instant, String>::new();
+    let h = hostages.clone();
+    group.spawn(move |_ctx| async move {
+        Ok(tokio::task::block_in_place(|| h.block_thread()))
+    });
+    for _ in 0..QUICK {
+        let h = hostages.clone();
+        group.spawn(move |_ctx| async move {
+            self_wake().await;
+            Ok(h.finish())
+        });
+    }
+    let times = within("the group", group.wait()).await.unwrap();
+    hostages.assert_bounded(times[0], &times[1..]);
+}
+
 /// Tasks parked on channels, then woken by a sibling: the first wake-up
 /// comes from a worker thread (the sibling's shard), where tokio runs a
 /// woken or spawned tokio task next on that same thread (its "LIFO slot",
