@@ -247,9 +247,7 @@ async fn a_task_blocking_in_place_holds_back_at_most_one() {
     let hostages = Arc::new(Hostages::default());
     let mut group = TaskGroup::<Instant, String>::new();
     let h = hostages.clone();
-    group.spawn(move |_ctx| async move {
-        Ok(tokio::task::block_in_place(|| h.block_thread()))
-    });
+    group.spawn(move |_ctx| async move { Ok(tokio::task::block_in_place(|| h.block_thread())) });
     for _ in 0..QUICK {
         let h = hostages.clone();
         group.spawn(move |_ctx| async move {

@@ -353,3 +353,60 @@ async fn ended_groups_leave_no_tokio_task_alive_multi_thread() {
 async fn ended_groups_leave_no_tokio_task_alive_multi_thread_from_block_on() {
     ended_groups_leave_no_tokio_task_alive().await;
 }
+
+// ---------------------------------------------------------------------------
+// Identity
+
+/// `tokio::task::id()` inside a group's async task names the shard that
+/// polls it; `TaskInfo::current()` names the task itself, the same before
+/// and after every await, on whichever thread polls it, and a nested
+/// group's task inside it is itself in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_info_current_names_each_task_across_awaits() {
+    use taskgroup::{TaskId, TaskInfo};
+    const TASKS: usize = 1000;
+    assert!(TaskInfo::current().is_none(), "the test's own task");
+    let mut group = TaskGroup::<(TaskId, TaskId, bool), String>::builder()
+        .name("outer")
+        .build();
+    let mut ids = Vec::new();
+    for task in 0..TASKS {
+        let id = group
+            .build_task()
+            .name(format!("t{task}"))
+            .spawn(move |_ctx| async move {
+                let before = TaskInfo::current().ok_or("no task before the await")?;
+                tokio::task::yield_now().await;
+                if task % 10 == 0 {
+                    // A nested group: its task is itself, then this one is
+                    // this one again.
+                    let mut inner = TaskGroup::<Option<String>, String>::builder()
+                        .name("inner")
+                        .build();
+                    inner.spawn(|_ctx| async {
+                        tokio::task::yield_now().await;
+                        let me = TaskInfo::current();
+                        Ok(me.and_then(|me| me.group().map(str::to_owned)))
+                    });
+                    let inner_group = inner.wait().await.map_err(|e| e.to_string())?;
+                    assert_eq!(inner_group, [Some("inner".to_owned())]);
+                }
+                let after = TaskInfo::current().ok_or("no task after the await")?;
+                let named = after.name() == Some(format!("t{task}").as_str())
+                    && after.group() == Some("outer");
+                Ok((before.id(), after.id(), named))
+            });
+        ids.push(id);
+    }
+    let seen = group.wait().await.unwrap();
+    for (task, (id, (before, after, named))) in ids.into_iter().zip(seen).enumerate() {
+        assert_eq!(before, id, "task {task} before its first await");
+        assert_eq!(after, id, "task {task} after its awaits");
+        assert!(named, "task {task}: its name or its group's");
+    }
+
+    let mut group = TaskGroup::<Option<TaskId>, String>::new();
+    let id = group.spawn_blocking(|_ctx| Ok(TaskInfo::current().map(|me| me.id())));
+    assert_eq!(group.wait().await.unwrap(), [Some(id)]);
+    assert!(TaskInfo::current().is_none(), "the test's own task, after");
+}

@@ -2,6 +2,7 @@
 //! (names, per-task deadlines), what a task records about itself, and the
 //! report a [`shutdown`](TaskGroup::shutdown) returns.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
@@ -112,10 +113,12 @@ impl Meta {
 }
 
 impl Tag {
-    /// The task's info as of `age_at`, `born` counted from `epoch`.
+    /// The task's info as of `age_at`, `born` counted from `epoch`; `group`
+    /// is its group's name.
     pub(super) fn info(
         self,
         id: TaskId,
+        group: &Option<Arc<str>>,
         epoch: tokio::time::Instant,
         age_at: tokio::time::Instant,
     ) -> TaskInfo {
@@ -128,9 +131,71 @@ impl Tag {
         TaskInfo {
             id,
             name: self.name,
+            group: group.clone(),
             spawned_at: self.at,
             age,
         }
+    }
+}
+
+/// The blocking task of a group this thread runs, for
+/// [`TaskInfo::current`]: set by its closure's thread for the closure's
+/// run.
+pub(super) struct RunsTask {
+    id: TaskId,
+    tag: Tag,
+    group: Option<Arc<str>>,
+    epoch: tokio::time::Instant,
+}
+
+thread_local! {
+    static RUNS_BLOCKING: RefCell<Option<RunsTask>> = const { RefCell::new(None) };
+}
+
+impl RunsTask {
+    /// A blocking task about to start; its age counts from [`enter`](Self::enter).
+    pub(super) fn blocking(
+        id: TaskId,
+        spawned: &Spawned,
+        group: &Option<Arc<str>>,
+        epoch: tokio::time::Instant,
+    ) -> RunsTask {
+        RunsTask {
+            id,
+            tag: spawned.tag(UNPOLLED),
+            group: group.clone(),
+            epoch,
+        }
+    }
+
+    /// Marks this thread as running the task until the guard is dropped.
+    pub(super) fn enter(mut self) -> RunsTaskGuard {
+        self.tag.born = since(self.epoch, tokio::time::Instant::now());
+        let outer = RUNS_BLOCKING.with(|runs| runs.replace(Some(self)));
+        RunsTaskGuard { outer }
+    }
+
+    /// The blocking task this thread runs, as of now.
+    fn current() -> Option<TaskInfo> {
+        RUNS_BLOCKING.with(|runs| {
+            let runs = runs.borrow();
+            let runs = runs.as_ref()?;
+            let now = tokio::time::Instant::now();
+            Some(runs.tag.clone().info(runs.id, &runs.group, runs.epoch, now))
+        })
+    }
+}
+
+/// Restores what the thread ran before, when dropped.
+pub(super) struct RunsTaskGuard {
+    outer: Option<RunsTask>,
+}
+
+impl Drop for RunsTaskGuard {
+    fn drop(&mut self) {
+        let outer = self.outer.take();
+        // Not while the thread's locals are being destroyed.
+        let _ = RUNS_BLOCKING.try_with(|runs| runs.replace(outer));
     }
 }
 
@@ -172,11 +237,60 @@ pub(super) fn since(epoch: tokio::time::Instant, now: tokio::time::Instant) -> u
 pub struct TaskInfo {
     id: TaskId,
     name: Option<Arc<str>>,
+    group: Option<Arc<str>>,
     spawned_at: &'static Location<'static>,
     age: Duration,
 }
 
 impl TaskInfo {
+    /// The group task the caller runs in, as of now: `None` outside one.
+    ///
+    /// Inside a [`TaskGroup`]'s task, async (at every poll, so across its
+    /// awaits) or blocking, this names the task: its id, its name, its
+    /// group's name, where it was spawned and its age. It is what
+    /// [`tokio::task::id`] would be for a tokio task of its own, which a
+    /// group's async task is not (see [how the tasks
+    /// run](TaskGroup#how-the-tasks-run)): use it in logs, and, with
+    /// [`group`](TaskInfo::group), as a key for what a task keeps per task.
+    /// Outside any group task, in a plain tokio task, or in a task of a
+    /// [`scope`](crate::scope) (which runs inside the scope's own future),
+    /// it returns `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{TaskGroup, TaskInfo};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::<String, String>::builder().name("fetch").build();
+    /// group.build_task().name("users").spawn(|_ctx| async {
+    ///     tokio::task::yield_now().await; // still itself after an await
+    ///     let me = TaskInfo::current().expect("inside a group task");
+    ///     Ok(format!("{} of {}", me.name().unwrap(), me.group().unwrap()))
+    /// });
+    /// group.spawn_blocking(|_ctx| {
+    ///     let me = TaskInfo::current().expect("inside a group task");
+    ///     Ok(format!("task {}", me.id().index()))
+    /// });
+    /// assert_eq!(group.wait().await.unwrap(), ["users of fetch", "task 1"]);
+    /// assert!(TaskInfo::current().is_none());
+    /// # }
+    /// ```
+    pub fn current() -> Option<TaskInfo> {
+        super::runner::current_task().or_else(RunsTask::current)
+    }
+
+    /// The name of the task's group, given with
+    /// [`TaskGroupBuilder::name`](crate::TaskGroupBuilder::name), if any.
+    ///
+    /// # Examples
+    ///
+    /// See [`TaskInfo::current`].
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
     /// The task's id, its spawn index in the group.
     ///
     /// # Examples

@@ -976,7 +976,7 @@ where
         let now = tokio::time::Instant::now();
         let (stragglers, still_blocking, unread) = {
             let mut state = self.shared.lock();
-            let (stragglers, still) = state.take_report(self.shared.epoch, now);
+            let (stragglers, still) = state.take_report(&self.shared.name, self.shared.epoch, now);
             (stragglers, still, state.take_unread())
         };
         #[cfg(feature = "tracing")]

@@ -249,6 +249,8 @@ pub(super) struct Runner {
     bound: AtomicBool,
     /// When the group was built: what a task's `born` counts from.
     pub(super) epoch: Instant,
+    /// The group's name, for [`current_task`].
+    name: Option<Arc<str>>,
     /// The tokio tasks it started whose futures are alive, and their last
     /// one's end (invariant 13).
     leases: AtomicUsize,
@@ -384,7 +386,7 @@ impl Queue {
 struct RuntimeGone;
 
 impl Runner {
-    pub(super) fn new(epoch: Instant) -> Arc<Runner> {
+    pub(super) fn new(epoch: Instant, name: Option<Arc<str>>) -> Arc<Runner> {
         Arc::new(Runner {
             queue: CacheLine(Mutex::new(Queue {
                 ready: VecDeque::new(),
@@ -401,6 +403,7 @@ impl Runner {
             closed: AtomicBool::new(false),
             bound: AtomicBool::new(false),
             epoch,
+            name,
             leases: AtomicUsize::new(0),
             quiet: Notify::new(),
         })
@@ -914,6 +917,7 @@ thread_local! {
     /// from its own group's task, and where a shield counts itself.
     static POLLING: ThreadCell<Polled> = const { ThreadCell::new(NOT_POLLING) };
 
+
     /// The clock, read at most once per batch a shard polls, as
     /// nanoseconds after its runner's epoch (with the runner's address; 0:
     /// not read in this batch): when a task was first polled, to within one
@@ -935,12 +939,16 @@ thread_local! {
 thread_local! {
     /// The cells the shard this thread is polling keeps (invariant 10).
     static WOKEN_HERE: RefCell<WokenHere> = const { RefCell::new(WokenHere::NONE) };
+
+    /// The cell this thread is polling, for [`current_task`].
+    static POLLED_CELL: RefCell<Option<Arc<Cell>>> = const { RefCell::new(None) };
 }
 
 // loom's, in its models: loom runs its threads on one of the OS's.
 #[cfg(loom)]
 loom::thread_local! {
     static WOKEN_HERE: RefCell<WokenHere> = RefCell::new(WokenHere::NONE);
+    static POLLED_CELL: RefCell<Option<Arc<Cell>>> = RefCell::new(None);
 }
 
 /// `HANDING_OVER` once the runtime has refused the shard: no runner's
@@ -1062,6 +1070,7 @@ impl WokenHere {
 /// writes the cell's shield count back (invariant 9).
 struct Polling<'a> {
     outer: Polled,
+    outer_cell: Option<Arc<Cell>>,
     cell: &'a Cell,
 }
 
@@ -1073,7 +1082,12 @@ impl<'a> Polling<'a> {
             shields: cell.shields.load(Relaxed),
         };
         let outer = POLLING.with(|polling| polling.replace(polled));
-        Polling { outer, cell }
+        let outer_cell = POLLED_CELL.with(|polled| polled.replace(Some(cell.clone())));
+        Polling {
+            outer,
+            outer_cell,
+            cell,
+        }
     }
 }
 
@@ -1081,7 +1095,23 @@ impl Drop for Polling<'_> {
     fn drop(&mut self) {
         let polled = POLLING.with(|polling| polling.replace(self.outer));
         self.cell.shields.store(polled.shields, Relaxed);
+        let outer_cell = self.outer_cell.take();
+        POLLED_CELL.with(|polled| polled.replace(outer_cell));
     }
+}
+
+/// The group task whose cell this thread is polling, as of now
+/// ([`TaskInfo::current`](super::TaskInfo::current)).
+pub(super) fn current_task() -> Option<super::TaskInfo> {
+    POLLED_CELL.with(|polled| {
+        let polled = polled.borrow();
+        let cell = polled.as_ref()?;
+        let (runner, meta) = (&cell.runner, &cell.meta);
+        Some(
+            meta.tag()
+                .info(meta.id, &runner.name, runner.epoch, Instant::now()),
+        )
+    })
 }
 
 /// When a cell of `runner` being polled now was first polled: the clock as

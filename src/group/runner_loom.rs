@@ -458,7 +458,7 @@ fn runner_with_a_taken_cell(
     Arc<Probe>,
     Vec<ModelShard>,
 ) {
-    let runner = super::Runner::new(tokio::time::Instant::now());
+    let runner = super::Runner::new(tokio::time::Instant::now(), None);
     let shards = (0..shards).map(|_| count_shard(&runner)).collect();
     let probe = Arc::new(Probe::default());
     let cell = new_cell(&runner, Box::pin(Forever(probe.clone())));
@@ -620,7 +620,7 @@ impl Drop for Shielded {
 #[test]
 fn cancel_racing_a_shields_entry_never_drops_the_section_and_ends_it_after() {
     loom::model(|| {
-        let runner = super::Runner::new(tokio::time::Instant::now());
+        let runner = super::Runner::new(tokio::time::Instant::now(), None);
         runner.lock().shards = 2;
         let probe = Arc::new(Probe::default());
         let violations = Arc::new(AtomicUsize::new(0));
@@ -708,7 +708,7 @@ fn race_the_graces_end_and_a_wake(runner: &Arc<super::Runner>, cell: &Arc<super:
 #[test]
 fn wake_racing_the_graces_end_ends_the_cell_once() {
     loom::model(|| {
-        let runner = super::Runner::new(tokio::time::Instant::now());
+        let runner = super::Runner::new(tokio::time::Instant::now(), None);
         let probe = Arc::new(Probe::default());
         let cell = parked_cell(&runner, Box::pin(Forever(probe.clone())));
         race_the_graces_end_and_a_wake(&runner, &cell);
@@ -728,7 +728,7 @@ fn wake_racing_the_graces_end_ends_the_cell_once() {
 #[test]
 fn wake_racing_the_graces_end_inside_a_shield_lets_the_section_leave_first() {
     loom::model(|| {
-        let runner = super::Runner::new(tokio::time::Instant::now());
+        let runner = super::Runner::new(tokio::time::Instant::now(), None);
         let probe = Arc::new(Probe::default());
         let violations = Arc::new(AtomicUsize::new(0));
         let body = Box::pin(Shielded {
@@ -773,7 +773,7 @@ impl std::future::Future for WakesThenEnds {
 #[test]
 fn a_kept_cell_racing_a_cancel_is_ended_once() {
     loom::model(|| {
-        let runner = super::Runner::new(tokio::time::Instant::now());
+        let runner = super::Runner::new(tokio::time::Instant::now(), None);
         let probe = Arc::new(Probe::default());
         let sibling = parked_cell(&runner, Box::pin(Forever(probe.clone())));
         let waker = std::task::Waker::from(sibling.clone());
@@ -815,7 +815,7 @@ fn a_kept_cell_racing_a_cancel_is_ended_once() {
 #[test]
 fn the_batchs_last_cell_wakes_a_sibling_into_its_shard() {
     loom::model(|| {
-        let runner = super::Runner::new(tokio::time::Instant::now());
+        let runner = super::Runner::new(tokio::time::Instant::now(), None);
         let probes: Vec<Arc<Probe>> = (0..2).map(|_| Arc::new(Probe::default())).collect();
         let siblings: Vec<_> = probes
             .iter()
@@ -862,7 +862,7 @@ fn the_batchs_last_cell_wakes_a_sibling_into_its_shard() {
 #[test]
 fn a_steal_racing_the_owners_polls_runs_each_cell_once() {
     loom::model(|| {
-        let runner = super::Runner::new(tokio::time::Instant::now());
+        let runner = super::Runner::new(tokio::time::Instant::now(), None);
         let owner = count_shard(&runner);
         let thief = count_shard(&runner);
         let probes: Vec<Arc<Probe>> = (0..2).map(|_| Arc::new(Probe::default())).collect();
@@ -898,7 +898,7 @@ fn a_steal_racing_the_owners_polls_runs_each_cell_once() {
 #[test]
 fn a_steal_racing_a_close_ends_each_cell_once() {
     loom::model(|| {
-        let runner = super::Runner::new(tokio::time::Instant::now());
+        let runner = super::Runner::new(tokio::time::Instant::now(), None);
         let (local, key) = count_shard(&runner);
         let thief = count_shard(&runner);
         let probes: Vec<Arc<Probe>> = (0..2).map(|_| Arc::new(Probe::default())).collect();

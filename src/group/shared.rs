@@ -92,7 +92,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::joiner::{Decision, Joiner, Unread};
-use super::lifecycle::{EndOnDrop, Meta, Spawned, Tag, TaskInfo, UNPOLLED, since};
+use super::lifecycle::{EndOnDrop, Meta, RunsTask, Spawned, Tag, TaskInfo, UNPOLLED, since};
 use super::observe::{GroupSnapshot, Observed, TaskSnapshot, TaskState};
 use super::outcome::{Outcome, TaskId};
 use super::runner::{Cell, Runner};
@@ -381,18 +381,19 @@ impl<T, E> State<T, E> {
     /// is given.
     pub(super) fn take_report(
         &mut self,
+        group: &Option<Arc<str>>,
         epoch: Instant,
         now: Instant,
     ) -> (Vec<TaskInfo>, Vec<TaskInfo>) {
         let mut stragglers: Vec<TaskInfo> = std::mem::take(&mut self.stragglers)
             .into_iter()
-            .map(|(id, tag)| tag.info(id, epoch, now))
+            .map(|(id, tag)| tag.info(id, group, epoch, now))
             .collect();
         stragglers.sort_by_key(TaskInfo::id);
         let mut still: Vec<TaskInfo> = self
             .tasks
             .iter()
-            .map(|(_, (id, _, tag))| tag.clone().info(*id, epoch, now))
+            .map(|(_, (id, _, tag))| tag.clone().info(*id, group, epoch, now))
             .collect();
         still.sort_by_key(TaskInfo::id);
         for task in &still {
@@ -524,6 +525,7 @@ where
         // Its parent is the span current here, where the group is built.
         #[cfg(feature = "tracing")]
         let span = tracing::info_span!("taskgroup.group", name = name.as_deref());
+        let runner = Runner::new(epoch, name.clone());
         Arc::new_cyclic(|me: &Weak<Self>| {
             let hook: Weak<dyn CancelHook> = me.clone();
             Shared {
@@ -534,7 +536,7 @@ where
                 epoch,
                 #[cfg(feature = "tracing")]
                 span,
-                runner: Runner::new(epoch),
+                runner,
                 state: Mutex::new(State {
                     running: 0,
                     queue: VecDeque::new(),
@@ -699,7 +701,9 @@ where
             return;
         }
         let ctx = self.ctx.clone();
+        let current = RunsTask::blocking(id, &spawned, &self.name, self.epoch);
         let task = tokio::task::spawn_blocking(move || {
+            let current = current.enter();
             // Invariant 3: the pool may run this long after the look above,
             // and an abort stops it only until it has started.
             if ctx.is_cancelled() {
@@ -710,6 +714,7 @@ where
             }
             #[cfg(feature = "tracing")]
             let _entered = span.enter();
+            let _current = current;
             let run = move || match timeout {
                 None => f(ctx),
                 Some(timeout) => {
