@@ -318,6 +318,24 @@ fn small_group(flavor: Flavor, side: Side, n: usize, iters: usize) -> f64 {
     took.as_nanos() as f64 / iters as f64
 }
 
+/// `small_group_n_in_task`: the same from inside a tokio task, as a request
+/// handler makes its fan-out: the tasks start on the handler's worker, and
+/// no thread outside the runtime is woken. Figure: ns per iteration.
+fn small_group_in_task(flavor: Flavor, side: Side, n: usize, iters: usize) -> f64 {
+    let (took, _) = time_on_fresh_runtime(flavor, || async move {
+        tokio::spawn(async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                spawn_and_wait(side, (0..n).map(|_| async {})).await;
+            }
+            start.elapsed()
+        })
+        .await
+        .expect("the handler task")
+    });
+    took.as_nanos() as f64 / iters as f64
+}
+
 /// `spawn_wait_100k`: the cost per task of a large fan-out, 100,000 no-op
 /// tasks spawned and then waited for. Figure: ns per task.
 fn spawn_wait_100k(flavor: Flavor, side: Side) -> f64 {
@@ -469,6 +487,14 @@ fn scenarios(workers: usize, quick: bool) -> Vec<Scenario> {
             Unit::NsPerIter,
             Threshold::Ratio(1.3),
             move |side| small_group(mt, side, n, iters),
+        ));
+    }
+    for n in [1, 2] {
+        all.push(Scenario::new(
+            format!("small_group_{n}_in_task"),
+            Unit::NsPerIter,
+            Threshold::Ratio(1.3),
+            move |side| small_group_in_task(mt, side, n, iters * 5),
         ));
     }
     all.push(Scenario::new(

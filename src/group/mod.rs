@@ -142,31 +142,50 @@ use crate::{Context, ContextError};
 /// # How the tasks run
 ///
 /// An async task is not a tokio task of its own. The group runs its tasks
-/// inside a few tokio tasks of its own, at most one per runtime worker,
-/// which take ready tasks from one shared queue in batches of 16 and poll
-/// them. A fan-out keeps tokio's parallelism and pays a fraction of what a
-/// tokio task costs to spawn, join and free (see BENCHMARKS.md). What a task
-/// could rely on as a tokio task still holds:
+/// inside a few tokio tasks of its own (its *runner tasks*), about one per
+/// runtime worker: each takes its share of the ready tasks into a queue of
+/// its own and polls them, and one that runs out steals half of another's.
+/// A fan-out pays a fraction of what a tokio task costs to spawn, join and
+/// free (see BENCHMARKS.md), and keeps every scheduling promise a tokio task
+/// makes:
 ///
+/// - parallelism: k ready tasks run on min(k, workers) threads at once, as
+///   k tokio tasks do, however few they are;
+/// - a task that blocks its thread (a synchronous call, a long poll,
+///   [`block_in_place`](tokio::task::block_in_place)) holds back at most
+///   one sibling, the one its runner task keeps to poll next, as a tokio
+///   task holds back the one in its worker's LIFO slot; the others are
+///   taken by the other runner tasks, and one stuck in a poll for a few
+///   milliseconds lets another start beside it, for the worker that
+///   `block_in_place` hands to a new thread. So a task waiting
+///   synchronously for a sibling spawned after it is not left waiting;
 /// - a panic in a task is that task's outcome, and never disturbs another;
 /// - a cancel drops every task's future, wherever it is parked;
-/// - a task that blocks its thread holds back at most the 15 others taken
-///   in the same batch: every other ready task is left in the queue for
-///   another worker, and a task woken later rejoins that queue;
 /// - tokio's cooperative budget is kept: the group yields to the rest of
 ///   the runtime after 128 polls, or sooner when the budget runs out;
+/// - structure all the way down: when [`wait`](TaskGroup::wait),
+///   [`wait_outcomes`](TaskGroup::wait_outcomes) or
+///   [`shutdown`](TaskGroup::shutdown) returns, no tokio task the group
+///   started is alive (its runner tasks, its grace's timer), and the
+///   runtime's count of alive tasks is back where it was;
 /// - a runtime shutting down drops every task's future by the time its
 ///   drop returns, wherever the task was, and polls none of them once it
 ///   has dropped the first of the group's runner tasks.
 ///
-/// What differs: [`tokio::task::id`] inside a task names the group's
-/// runner task, not the task, and the runtime's task metrics count the
-/// group's runner tasks. A wake or a cancel that comes while the runtime
-/// is shutting down, just as it drops the group's runner tasks, may drop
-/// that task's future on the thread that wakes or cancels (tokio leaves
-/// that drop to the shutdown). A blocking task
-/// ([`spawn_blocking`](TaskGroup::spawn_blocking)) is still a task on
-/// tokio's blocking pool.
+/// What differs, and what tools see: [`tokio::task::id`] inside a task
+/// names the runner task polling it, which may change between polls;
+/// [`TaskInfo::current`] names the task itself (its id, name and group),
+/// for logs and per-task keys. tokio-console and the runtime's task
+/// metrics (`num_alive_tasks`, poll counts) see the runner tasks, at most
+/// about one per worker while the group has work, none once it is idle
+/// with nothing parked, not one entry per group task: a snapshot
+/// ([`TaskGroup::snapshot`], [`dump`](crate::dump)) lists the tasks
+/// themselves. A wake or a cancel that comes while the runtime is shutting
+/// down, just as it drops the group's runner tasks, may drop that task's
+/// future on the thread that wakes or cancels (tokio leaves that drop to
+/// the shutdown). A blocking task
+/// ([`spawn_blocking`](TaskGroup::spawn_blocking)) is a task on tokio's
+/// blocking pool, as with tokio.
 ///
 /// # Examples
 ///

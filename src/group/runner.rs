@@ -941,14 +941,14 @@ thread_local! {
     static WOKEN_HERE: RefCell<WokenHere> = const { RefCell::new(WokenHere::NONE) };
 
     /// The cell this thread is polling, for [`current_task`].
-    static POLLED_CELL: RefCell<Option<Arc<Cell>>> = const { RefCell::new(None) };
+    static POLLED_CELL: ThreadCell<Option<Arc<Cell>>> = const { ThreadCell::new(None) };
 }
 
 // loom's, in its models: loom runs its threads on one of the OS's.
 #[cfg(loom)]
 loom::thread_local! {
     static WOKEN_HERE: RefCell<WokenHere> = RefCell::new(WokenHere::NONE);
-    static POLLED_CELL: RefCell<Option<Arc<Cell>>> = RefCell::new(None);
+    static POLLED_CELL: ThreadCell<Option<Arc<Cell>>> = ThreadCell::new(None);
 }
 
 /// `HANDING_OVER` once the runtime has refused the shard: no runner's
@@ -1103,15 +1103,14 @@ impl Drop for Polling<'_> {
 /// The group task whose cell this thread is polling, as of now
 /// ([`TaskInfo::current`](super::TaskInfo::current)).
 pub(super) fn current_task() -> Option<super::TaskInfo> {
-    POLLED_CELL.with(|polled| {
-        let polled = polled.borrow();
-        let cell = polled.as_ref()?;
-        let (runner, meta) = (&cell.runner, &cell.meta);
-        Some(
-            meta.tag()
-                .info(meta.id, &runner.name, runner.epoch, Instant::now()),
-        )
-    })
+    // Taken out and put back: nothing else runs on this thread meanwhile.
+    let cell = POLLED_CELL.with(ThreadCell::take)?;
+    let (runner, meta) = (&cell.runner, &cell.meta);
+    let info = meta
+        .tag()
+        .info(meta.id, &runner.name, runner.epoch, Instant::now());
+    POLLED_CELL.with(|polled| polled.set(Some(cell)));
+    Some(info)
 }
 
 /// When a cell of `runner` being polled now was first polled: the clock as
