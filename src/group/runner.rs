@@ -251,9 +251,7 @@ pub(super) struct Runner {
     pub(super) epoch: Instant,
     /// The group's name, for [`current_task`].
     name: Option<Arc<str>>,
-    /// The tokio tasks it started whose futures are alive, and their last
-    /// one's end (invariant 13).
-    leases: AtomicUsize,
+    /// The end of the last of the tokio tasks it started (invariant 13).
     quiet: Notify,
 }
 
@@ -270,6 +268,8 @@ struct Queue {
     idle: Vec<Waker>,
     /// Every counted shard's own queue, to steal from (invariant 11).
     locals: Slab<Arc<Local>>,
+    /// The tokio tasks it started (invariant 13).
+    leases: Leases,
     /// Shards found inside one poll for at least [`STALL`] at the stall
     /// watch's last look, and when that was (invariant 12).
     stalled: usize,
@@ -394,6 +394,7 @@ impl Runner {
                 shards: 0,
                 idle: Vec::new(),
                 locals: Slab::new(),
+                leases: Leases::default(),
                 stalled: 0,
                 watched: None,
                 runtime: None,
@@ -404,7 +405,6 @@ impl Runner {
             bound: AtomicBool::new(false),
             epoch,
             name,
-            leases: AtomicUsize::new(0),
             quiet: Notify::new(),
         })
     }
@@ -538,7 +538,7 @@ impl Runner {
             let quiet = self.quiet.notified();
             let mut quiet = std::pin::pin!(quiet);
             quiet.as_mut().enable();
-            if self.leases.load(Acquire) == 0 {
+            if self.lock().leases.quiet_for(thread_mark()) {
                 break;
             }
             quiet.await;
@@ -1250,7 +1250,9 @@ struct Local {
 impl Local {
     fn new() -> Arc<Local> {
         Arc::new(Local {
-            cells: Mutex::new(VecDeque::with_capacity(BATCH)),
+            // Allocated at its first share of more than one cell: a shard
+            // of a small group never needs it.
+            cells: Mutex::new(VecDeque::new()),
             beat: AtomicUsize::new(0),
             seen: AtomicUsize::new(0),
         })
@@ -1292,35 +1294,84 @@ struct Lease(Arc<Runner>);
 
 impl Lease {
     fn new(runner: &Arc<Runner>) -> Lease {
-        runner.leases.fetch_add(1, Relaxed);
+        runner.lock().leases.alive += 1;
         Lease(runner.clone())
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        LeaseEnd::defer(self.0.clone());
+        let runner = &self.0;
+        let none_alive = runner.lock().leases.end(thread_mark());
+        LeaseEnd::defer(runner.clone());
+        if none_alive {
+            // A waiter on this thread may go on at once (invariant 13).
+            runner.quiet.notify_waiters();
+        }
     }
 }
 
-/// A lease's end, counted once tokio has taken its task off its list
+/// The runner's tokio tasks as [`Runner::quiet`] sees them (invariant 13),
+/// under the queue lock: how many are alive, and how many ended without
+/// tokio having taken them off its list for sure yet, and on which thread
+/// they all ended ([`MIXED`] if not on one).
+#[derive(Default)]
+struct Leases {
+    alive: usize,
+    unconfirmed: usize,
+    ended_on: usize,
+}
+
+/// `Leases::ended_on` of ends on more than one thread: no thread's mark.
+const MIXED: usize = usize::MAX;
+
+impl Leases {
+    /// A lease ended on the thread `here`; returns whether none is alive.
+    fn end(&mut self, here: usize) -> bool {
+        self.alive -= 1;
+        self.ended_on = if self.unconfirmed == 0 || self.ended_on == here {
+            here
+        } else {
+            MIXED
+        };
+        self.unconfirmed += 1;
+        self.alive == 0
+    }
+
+    /// tokio has taken an ended lease's task off its list; returns whether
+    /// that makes the runner quiet for every thread.
+    fn confirm(&mut self) -> bool {
+        self.unconfirmed -= 1;
+        self.unconfirmed == 0 && self.alive == 0
+    }
+
+    /// Whether a waiter on the thread `here` sees no task of the runner
+    /// alive: none is, and every end tokio may not have finished with
+    /// happened on this thread, whose task has returned since (one task
+    /// runs on a thread at a time), or there is none.
+    fn quiet_for(&self, here: usize) -> bool {
+        self.alive == 0 && (self.unconfirmed == 0 || self.ended_on == here)
+    }
+}
+
+/// A lease's end, confirmed once tokio has taken its task off its list
 /// (invariant 13). A lease ends inside its task's future, on the thread
 /// that polls or drops it, and tokio takes the task off its list only once
-/// that poll returns: counted at once, a waiter of [`Runner::quiet`] on
-/// another thread could return while the runtime still counts the task
-/// alive. On a worker, tokio defers the wake-up of a task that yields
+/// that poll returns: a waiter of [`Runner::quiet`] on another thread
+/// could read the runtime's count of alive tasks before that. On a worker,
+/// tokio defers the wake-up of a task that yields
 /// ([`tokio::task::yield_now`]) until the task it is polling has returned;
-/// so the end is counted by a waker handed to one, when it is woken or
-/// dropped (unwoken, if the runtime shuts down first). Elsewhere the
-/// yield is over at once and the end counts then.
+/// so the end is confirmed by a waker handed to one, when it is woken or
+/// dropped (unwoken, if the runtime shuts down first). Elsewhere the yield
+/// is over at once and the end is confirmed then.
 struct LeaseEnd(Arc<Runner>);
 
 impl LeaseEnd {
     fn defer(runner: Arc<Runner>) {
         let waker = Waker::from(Arc::new(LeaseEnd(runner)));
         let yielded = std::pin::pin!(tokio::task::yield_now());
-        // Ready or not, the count drops with the last clone of `waker`:
-        // here, or where tokio keeps it.
+        // Ready or not, the end is confirmed with the last clone of
+        // `waker`: here, or where tokio keeps it.
         let _ = yielded.poll(&mut task::Context::from_waker(&waker));
     }
 }
@@ -1332,10 +1383,19 @@ impl Wake for LeaseEnd {
 impl Drop for LeaseEnd {
     fn drop(&mut self) {
         let runner = &self.0;
-        if runner.leases.fetch_sub(1, AcqRel) == 1 {
+        if runner.lock().leases.confirm() {
             runner.quiet.notify_waiters();
         }
     }
+}
+
+/// Tells threads apart: the address of a thread-local, unique among live
+/// threads and never 0.
+pub(super) fn thread_mark() -> usize {
+    thread_local! {
+        static MARK: u8 = const { 0 };
+    }
+    MARK.with(|mark| std::ptr::from_ref(mark).addr())
 }
 
 /// One task of the group: its future and its scheduling state.

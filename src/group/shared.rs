@@ -95,7 +95,7 @@ use super::joiner::{Decision, Joiner, Unread};
 use super::lifecycle::{EndOnDrop, Meta, RunsTask, Spawned, Tag, TaskInfo, UNPOLLED, since};
 use super::observe::{GroupSnapshot, Observed, TaskSnapshot, TaskState};
 use super::outcome::{Outcome, TaskId};
-use super::runner::{Cell, Runner};
+use super::runner::{Cell, Runner, thread_mark};
 use super::task::{BlockingCompletion, Completion, TaskFuture};
 use crate::context::{CancelHook, cancellation};
 use crate::error::panic_message;
@@ -1214,15 +1214,6 @@ fn drop_all_catching<X>(values: VecDeque<X>) {
     for value in values {
         let _ = drop_catching(value);
     }
-}
-
-/// Tells threads apart: the address of a thread-local, unique among live
-/// threads and never 0.
-fn thread_mark() -> usize {
-    thread_local! {
-        static MARK: u8 = const { 0 };
-    }
-    MARK.with(|mark| std::ptr::from_ref(mark).addr())
 }
 
 impl<T, E, J> Observed for Shared<T, E, J>
