@@ -7,7 +7,7 @@
 //!   round trips. Every message wakes the other task while the sender is
 //!   being polled: for a group's tasks, a wake from inside one of the
 //!   group's shards, which keeps the woken task and polls it next
-//!   (invariant 10 in `src/group/runner.rs`; before it, the LIFO-slot
+//!   (invariant 10 in `src/group/runner/mod.rs`; before it, the LIFO-slot
 //!   workaround of invariant 7 made every message wake a shard on another
 //!   worker). `taskgroup` is the pair in one `TaskGroup`, `tokio_spawn`
 //!   two `tokio::spawn` tasks.

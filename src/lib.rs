@@ -201,6 +201,7 @@ mod group;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod loom;
+mod polling;
 
 pub use context::{
     AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextDoneOwned,

@@ -3,8 +3,8 @@
 //! bounds. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom`
 //! (`.ci/run` does, with `LOOM_MAX_PREEMPTIONS=3`). The models of the
-//! runner's task states are unit tests, in `src/group/runner_loom.rs`:
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib runner_loom`.
+//! runner's task states are unit tests, in `src/group/runner/models.rs`:
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib runner::models`.
 #![cfg(loom)]
 
 use loom::sync::Mutex;

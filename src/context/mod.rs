@@ -1016,7 +1016,7 @@ impl Context {
         let runtime = runtime("shield");
         async move {
             // Entered at the first poll: inside the group task's poll.
-            let _mark = crate::group::ShieldMark::enter();
+            let _mark = crate::polling::ShieldMark::enter();
             let own = Instant::now().checked_add(budget);
             let until = match (own, self.value::<ShieldedUntil>()) {
                 (Some(own), Some(outer)) => Some(own.min(outer.0)),

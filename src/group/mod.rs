@@ -26,7 +26,6 @@ use lifecycle::Spawned;
 pub use lifecycle::{ShutdownReport, TaskBuilder, TaskInfo};
 pub use observe::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use outcome::{Outcome, TaskId};
-pub(crate) use runner::ShieldMark;
 pub use scoped::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
 use shared::{AsyncBody, BlockingBody, Shared};
 
@@ -152,7 +151,7 @@ use crate::{Context, ContextError};
 /// - parallelism: k ready tasks run on min(k, workers) threads at once, as
 ///   k tokio tasks do, however few they are;
 /// - a task that blocks its thread (a synchronous call, a long poll,
-///   [`block_in_place`](tokio::task::block_in_place)) holds back at most
+///   [`block_in_place`](https://docs.rs/tokio/1/tokio/task/fn.block_in_place.html)) holds back at most
 ///   one sibling, the one its runner task keeps to poll next, as a tokio
 ///   task holds back the one in its worker's LIFO slot; the others are
 ///   taken by the other runner tasks, and one stuck in a poll for a few

@@ -1,11 +1,11 @@
 //! loom models of [`TaskState`], the scheduling state machine of the
-//! runner's cells (`runner.rs`, invariants 1 and 2, and the abort path):
+//! runner's cells (`state.rs`, invariants 1 and 2 of `mod.rs`, and the abort path):
 //! every interleaving of a poll with wakes and aborts, within loom's
 //! bounds; and models of the runner's own code where a shutdown races its
 //! shards (invariant 6), and where the drop step of a cancel (at once, or
 //! at the end of a grace) races a shield's entry, its exit and a wake
 //! (invariant 9), at the end. Run with
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib runner_loom`
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib runner::models`
 //! (`.ci/run` does, in its own target directory).
 //!
 //! A model cell is a `TaskState`, its entries in a run queue (a count), a
@@ -114,7 +114,11 @@ impl Cell {
     }
 
     fn spawned_with(cell: Arc<Cell>) -> Arc<Cell> {
-        assert!(cell.state.schedule(), "a new cell is idle");
+        assert_eq!(
+            cell.state.schedule(),
+            super::Scheduled::Push,
+            "a new cell is idle"
+        );
         cell.push();
         cell
     }
@@ -161,7 +165,7 @@ impl Cell {
         } else {
             *self.data.lock().unwrap() |= bit;
         }
-        let push = self.state.schedule();
+        let push = self.state.schedule() == super::Scheduled::Push;
         if push {
             self.push();
         }
@@ -170,7 +174,7 @@ impl Cell {
 
     /// `Runner::cancel` on this cell. Returns whether it pushed it.
     fn abort(&self) -> bool {
-        let push = self.state.abort();
+        let push = self.state.abort() == super::Scheduled::Push;
         if push {
             self.push();
         }
@@ -191,7 +195,7 @@ impl Cell {
         );
         // Read before `start`: an abort that returned before it is seen.
         let aborted = self.aborted.load(Acquire);
-        if self.state.start() {
+        if self.state.start() == super::Started::Aborted {
             return self.end();
         }
         assert!(!aborted, "a poll started after an abort returned");
@@ -213,7 +217,7 @@ impl Cell {
         }
         // `stop` gives the entry up: from here another runner may hold it.
         self.held.store(false, Relaxed);
-        if self.state.stop() {
+        if self.state.stop() == super::Stopped::Push {
             self.push();
         }
     }
@@ -232,8 +236,16 @@ impl Cell {
     fn assert_ended(&self) {
         assert_eq!(self.drops.load(Relaxed), 1, "the future is dropped once");
         assert!(self.body.lock().unwrap().is_none());
-        assert!(!self.state.schedule(), "an ended cell is woken");
-        assert!(!self.state.abort(), "an ended cell is aborted");
+        assert_eq!(
+            self.state.schedule(),
+            super::Scheduled::Already,
+            "an ended cell is woken"
+        );
+        assert_eq!(
+            self.state.abort(),
+            super::Scheduled::Already,
+            "an ended cell is aborted"
+        );
         assert_eq!(*self.queued.lock().unwrap(), 0);
     }
 }
@@ -434,7 +446,11 @@ fn new_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cell> 
         shields: loom::sync::atomic::AtomicU32::new(0),
         meta: meta(),
     });
-    assert!(cell.state.schedule(), "a new cell is idle");
+    assert_eq!(
+        cell.state.schedule(),
+        super::Scheduled::Push,
+        "a new cell is idle"
+    );
     cell
 }
 
@@ -504,7 +520,11 @@ fn close_racing_a_shards_first_poll_of_a_cell_ends_it() {
             assert_eq!(probe.polls.load(Relaxed), 0, "polled after the close");
         }
         assert!(cell.body.lock().unwrap().is_none());
-        assert!(!cell.state.schedule(), "an ended cell is woken");
+        assert_eq!(
+            cell.state.schedule(),
+            super::Scheduled::Already,
+            "an ended cell is woken"
+        );
         let queue = runner.lock();
         assert!(queue.parked.is_empty(), "an ended cell is still parked");
         assert!(queue.ready.is_empty());
@@ -525,7 +545,11 @@ fn close_racing_a_shards_poll_of_a_parked_cell_ends_it_once() {
         // The first poll registers it; then a wake puts it in a batch.
         cell.clone().run();
         assert_ne!(cell.parked_key.load(Relaxed), super::NOT_PARKED);
-        assert!(cell.state.schedule(), "a parked cell is idle");
+        assert_eq!(
+            cell.state.schedule(),
+            super::Scheduled::Push,
+            "a parked cell is idle"
+        );
         let (local, key) = shards.pop().unwrap();
         let closer = {
             let runner = runner.clone();
@@ -582,7 +606,7 @@ fn reopen_racing_a_wake_of_a_cell_the_close_aborted_ends_it_unpolled() {
 /// counts a violation if the section is still held (invariant 9).
 struct Shielded {
     probe: Arc<Probe>,
-    mark: Option<super::ShieldMark>,
+    mark: Option<crate::polling::ShieldMark>,
     violations: Arc<AtomicUsize>,
 }
 
@@ -595,7 +619,7 @@ impl std::future::Future for Shielded {
     ) -> std::task::Poll<()> {
         let polls = self.probe.polls.fetch_add(1, Relaxed);
         if polls == 0 {
-            self.mark = super::ShieldMark::enter();
+            self.mark = crate::polling::ShieldMark::enter();
             assert!(self.mark.is_some(), "a shield inside a cell's poll counts");
         } else {
             self.mark = None;
@@ -717,7 +741,11 @@ fn wake_racing_the_graces_end_ends_the_cell_once() {
         assert!(polls == 1 || polls == 2, "{polls} polls");
         assert!(cell.body.lock().unwrap().is_none());
         assert!(runner.lock().parked.is_empty());
-        assert!(!cell.state.schedule(), "an ended cell is woken");
+        assert_eq!(
+            cell.state.schedule(),
+            super::Scheduled::Already,
+            "an ended cell is woken"
+        );
     });
 }
 
