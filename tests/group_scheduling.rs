@@ -298,9 +298,18 @@ async fn busy_group_then_end(how: &str) {
             Ok(task)
         });
     }
+    // A task with a deadline of its own: a context timer, ended with it.
+    group
+        .build_task()
+        .timeout(Duration::from_secs(30))
+        .spawn(|ctx| async move {
+            tokio::task::yield_now().await;
+            ctx.check().map_err(|e| e.to_string())?;
+            Ok(64)
+        });
     match how {
         "wait" => assert!(group.wait().await.is_err()),
-        "wait_outcomes" => assert_eq!(group.wait_outcomes().await.len(), 64),
+        "wait_outcomes" => assert_eq!(group.wait_outcomes().await.len(), 65),
         "shutdown" => {
             let report = group.shutdown(Duration::from_secs(30)).await;
             assert!(report.output.is_err());

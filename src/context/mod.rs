@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -228,7 +229,26 @@ impl Context {
     pub fn with_timeout(&self, timeout: Duration) -> (Context, CancelHandle) {
         let runtime = runtime("with_timeout");
         let deadline = Instant::now().checked_add(timeout);
-        self.with_optional_deadline(deadline, runtime)
+        self.with_optional_deadline(deadline, runtime, spawn_on)
+    }
+
+    /// [`with_timeout`](Context::with_timeout), with the deadline's timer
+    /// (if it needs one) started by `spawn` instead of on the current
+    /// runtime: a group's runner starts it, to count it among the tokio
+    /// tasks the group must see gone before its `wait` returns.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `with_timeout`.
+    #[track_caller]
+    pub(crate) fn with_timeout_spawned_by(
+        &self,
+        timeout: Duration,
+        spawn: impl FnOnce(&Handle, DeadlineTimer) -> AbortHandle,
+    ) -> (Context, CancelHandle) {
+        let runtime = runtime("with_timeout");
+        let deadline = Instant::now().checked_add(timeout);
+        self.with_optional_deadline(deadline, runtime, spawn)
     }
 
     /// Derives a child context that is cancelled with
@@ -271,13 +291,14 @@ impl Context {
     #[track_caller]
     pub fn with_deadline(&self, deadline: Instant) -> (Context, CancelHandle) {
         let runtime = runtime("with_deadline");
-        self.with_optional_deadline(Some(deadline), runtime)
+        self.with_optional_deadline(Some(deadline), runtime, spawn_on)
     }
 
     fn with_optional_deadline(
         &self,
         deadline: Option<Instant>,
         runtime: Handle,
+        spawn: impl FnOnce(&Handle, DeadlineTimer) -> AbortHandle,
     ) -> (Context, CancelHandle) {
         let ctx = self.child(NodeSpec {
             own_cancel: true,
@@ -300,15 +321,11 @@ impl Context {
         // by the ancestor that set it.
         let own = deadline.filter(|&d| self.deadline().is_none_or(|inherited| d < inherited));
         if let Some(deadline) = own {
-            let node = Arc::downgrade(&ctx.node);
-            let timer = runtime.spawn(async move {
-                tokio::time::sleep_until(deadline).await;
-                if let Some(node) = node.upgrade() {
-                    let expired = Cancellation::new(ContextError::DeadlineExceeded, None);
-                    tree::cancel(&node, expired);
-                }
-            });
-            ctx.node.set_timer(timer.abort_handle());
+            let timer = DeadlineTimer {
+                node: Arc::downgrade(&ctx.node),
+                deadline,
+            };
+            ctx.node.set_timer(spawn(&runtime, timer));
         }
         (ctx, handle)
     }
@@ -1027,7 +1044,7 @@ impl Context {
             if let Some(until) = until {
                 shielded = shielded.with_value(ShieldedUntil(until));
             }
-            let (shielded, handle) = shielded.with_optional_deadline(until, runtime);
+            let (shielded, handle) = shielded.with_optional_deadline(until, runtime, spawn_on);
             let out = shielded.run(f(shielded.clone())).await;
             handle.cancel();
             out
@@ -1079,6 +1096,30 @@ struct WatcherGuard(#[allow(dead_code, reason = "held for its drop")] DropGuard)
 
 pub(crate) fn cancellation(error: ContextError, cause: Option<Cause>) -> Cancellation {
     Cancellation::new(error, cause)
+}
+
+/// The timer of a context's own deadline: cancels the context with
+/// `DeadlineExceeded` once the deadline passes, unless the context is gone
+/// (it holds only a weak reference). Aborted when the context is
+/// cancelled or dropped.
+pub(crate) struct DeadlineTimer {
+    node: Weak<Node>,
+    deadline: Instant,
+}
+
+impl DeadlineTimer {
+    pub(crate) async fn run(self) {
+        tokio::time::sleep_until(self.deadline).await;
+        if let Some(node) = self.node.upgrade() {
+            let expired = Cancellation::new(ContextError::DeadlineExceeded, None);
+            tree::cancel(&node, expired);
+        }
+    }
+}
+
+/// Starts a deadline's timer as a task of its own on `runtime`.
+fn spawn_on(runtime: &Handle, timer: DeadlineTimer) -> AbortHandle {
+    runtime.spawn(timer.run()).abort_handle()
 }
 
 #[track_caller]

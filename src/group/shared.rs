@@ -665,8 +665,13 @@ where
                 .runner
                 .spawn(meta, Box::pin(TaskFuture::new(fut, completion)));
         };
-        // A deadline of its own: a child context, ended with the task.
-        let (ctx, handle) = self.ctx.with_timeout(timeout);
+        // A deadline of its own: a child context, ended with the task. Its
+        // timer is the runner's, so that `wait` sees it gone (runner
+        // invariant 13).
+        let runner = &self.runner;
+        let (ctx, handle) = self
+            .ctx
+            .with_timeout_spawned_by(timeout, |runtime, timer| runner.spawn_timer(runtime, timer));
         let end = EndOnDrop(handle);
         let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
             Ok(fut) => fut,

@@ -149,10 +149,18 @@
 //!     been inside one poll for at least that long (blocking its thread,
 //!     or inside `block_in_place`, whose worker tokio hands to a new
 //!     thread), and one more shard may start for each such one, up to
-//!     twice the workers. A shard with nothing to run exits instead of
-//!     parking while there are more shards than workers.
-//! 13. Every tokio task the runner starts (a shard, a grace's timer, a
-//!     no-op that frees a LIFO slot) holds a [`Lease`] in its future, and
+//!     twice the workers. `block_in_place` is noticed at once, without
+//!     waiting for a look: each shard leaves a [`StallHint`] in tokio's
+//!     deferred wake-ups of its worker at every take, which tokio wakes
+//!     when that worker parks (the shard is between polls then) or when a
+//!     task on it enters `block_in_place` (the shard is inside a poll):
+//!     then, while cells wait, an idle shard is woken or one more starts,
+//!     and tokio runs it on the worker it hands to a new thread. A shard
+//!     with nothing to run exits instead of parking while there are more
+//!     shards than workers.
+//! 13. Every tokio task the runner starts (a shard, a grace's timer, the
+//!     timer of a task's own deadline, a no-op that frees a LIFO slot)
+//!     holds a [`Lease`] in its future, and
 //!     [`Runner::quiet`] resolves once none is left. A lease is counted
 //!     out only once tokio has taken its task off its list ([`LeaseEnd`]),
 //!     so when `quiet` returns, the runtime's count of alive tasks no
@@ -441,6 +449,22 @@ impl Runner {
             drop(at_end);
         });
         Some(timer.abort_handle())
+    }
+
+    /// Starts the timer of a task's own deadline on `runtime`, counted as
+    /// the runner's (invariant 13): the task's context aborts it when the
+    /// task ends.
+    pub(super) fn spawn_timer(
+        self: &Arc<Self>,
+        runtime: &Handle,
+        timer: crate::context::DeadlineTimer,
+    ) -> AbortHandle {
+        let lease = Lease::new(self);
+        let timer = runtime.spawn(async move {
+            let _lease = lease;
+            timer.run().await;
+        });
+        timer.abort_handle()
     }
 
     /// Resolves once no tokio task the runner started is alive: every

@@ -8,11 +8,11 @@
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib runner::models`
 //! (`.ci/run` does, in its own target directory).
 //!
-//! A model cell is a `TaskState`, its entries in a run queue (a count), a
-//! stand-in future that counts its drop, and the data its wakers write. The
-//! future is ready once it has seen every waker's data. [`Cell::run`]
-//! follows `runner::Cell::run`: `start`, then end it if aborted, else poll
-//! it, then `end` if ready or `stop` and push it again if told to.
+//! Every model drives the runner's own code: real cells of a real runner
+//! (`Cell::run`, its waker, `TaskState`'s transitions, the runner's queue),
+//! with the model's threads playing the shards, the wakers and the
+//! cancels. The state-machine models' stand-in future ([`Reader`]) is ready
+//! once it has seen every waker's data.
 //!
 //! The data sits under a lock, as a tokio channel's does, except in the
 //! two models named `..._happens_before_the_next_poll`: there it is an
@@ -21,9 +21,9 @@
 //! coalesced into one already pending (the cell still `SCHEDULED`), which
 //! must release too (tokio-rs/tokio#7622 fixed the same in tokio).
 //!
-//! Every model checks invariant 1 on the way (a push finds the cell's
-//! entry count at 0, and no two runners hold its entry at once) and that
-//! no poll or second end follows the future's drop.
+//! Every state-machine model checks invariant 1 on the way (the cell is
+//! never in the queue while it is polled, and never twice) and that no
+//! poll or second end follows the future's drop.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -40,213 +40,209 @@ fn meta() -> crate::group::lifecycle::Meta {
     crate::group::lifecycle::Meta::new(crate::TaskId(0), &spawned)
 }
 
-/// The stand-in for a cell's future: counts its drop.
-struct Body {
-    drops: Arc<AtomicUsize>,
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Relaxed);
-    }
-}
-
-/// One cell, its queue and its observers.
-struct Cell {
-    state: TaskState,
-    /// The cell's entries in the run queue: at most one (invariant 1).
-    queued: Mutex<usize>,
-    /// A runner holds the cell's entry: from `start` to `stop` or `end`.
-    held: AtomicBool,
-    /// The future; `None` once ended.
-    body: Mutex<Option<Body>>,
-    drops: Arc<AtomicUsize>,
-    /// What the wakers wrote, a bit each, under a lock ...
-    data: Mutex<u8>,
-    /// ... or, with `atomic_data`, here (release, acquire).
+/// What the wakers of a state-machine model write, a bit each, under a
+/// lock, or (with `atomic`) by a release store.
+#[derive(Default)]
+struct Data {
+    locked: Mutex<u8>,
     atomic: AtomicU8,
-    atomic_data: bool,
-    /// The bits a poll must see to return `Ready`.
-    want: u8,
-    /// Polls started (`start` returned false).
-    polls: AtomicUsize,
-    /// A poll returned `Ready`.
-    completed: AtomicBool,
-    /// Set once a call to `abort` has returned.
-    aborted: AtomicBool,
+    use_atomic: bool,
 }
 
-impl Cell {
-    fn new(want: u8) -> Arc<Cell> {
-        Cell::with_data(want, false)
-    }
-
-    /// A cell whose data is an atomic, written with a release store and
-    /// read with an acquire load: only `TaskState` orders a poll after a
-    /// wake.
-    fn with_atomic_data(want: u8) -> Arc<Cell> {
-        Cell::with_data(want, true)
-    }
-
-    fn with_data(want: u8, atomic_data: bool) -> Arc<Cell> {
-        let drops = Arc::new(AtomicUsize::new(0));
-        Arc::new(Cell {
-            state: TaskState::new(),
-            queued: Mutex::new(0),
-            held: AtomicBool::new(false),
-            body: Mutex::new(Some(Body {
-                drops: drops.clone(),
-            })),
-            drops,
-            data: Mutex::new(0),
-            atomic: AtomicU8::new(0),
-            atomic_data,
-            want,
-            polls: AtomicUsize::new(0),
-            completed: AtomicBool::new(false),
-            aborted: AtomicBool::new(false),
-        })
-    }
-
-    /// A new cell, queued as `Runner::spawn` queues it.
-    fn spawned(want: u8) -> Arc<Cell> {
-        Cell::spawned_with(Cell::new(want))
-    }
-
-    fn spawned_with(cell: Arc<Cell>) -> Arc<Cell> {
-        assert_eq!(
-            cell.state.schedule(),
-            super::Scheduled::Push,
-            "a new cell is idle"
-        );
-        cell.push();
-        cell
-    }
-
-    /// A cell that was polled once and returned `Pending`: idle, not
-    /// queued.
-    fn parked(want: u8) -> Arc<Cell> {
-        assert_ne!(want, 0, "a parked cell is waiting for data");
-        let cell = Cell::spawned(want);
-        cell.drain();
-        assert!(cell.body.lock().unwrap().is_some(), "still pending");
-        cell
-    }
-
-    fn push(&self) {
-        let mut queued = self.queued.lock().unwrap();
-        *queued += 1;
-        assert_eq!(*queued, 1, "invariant 1: the cell is queued twice");
-    }
-
-    fn pop(&self) -> bool {
-        let mut queued = self.queued.lock().unwrap();
-        if *queued == 0 {
-            return false;
-        }
-        *queued -= 1;
-        true
-    }
-
-    /// Runs the cell while it is queued, as a shard would.
-    fn drain(&self) {
-        while self.pop() {
-            self.run();
-        }
-    }
-
-    /// A waker: writes its data, then wakes the cell. Returns whether it
-    /// pushed it.
-    fn wake(&self, bit: u8) -> bool {
-        if self.atomic_data {
+impl Data {
+    fn write(&self, bit: u8) {
+        if self.use_atomic {
             // One waker per such model: a plain release store, no RMW.
             let data = self.atomic.load(Relaxed);
             self.atomic.store(data | bit, Release);
         } else {
-            *self.data.lock().unwrap() |= bit;
+            *self.locked.lock().unwrap() |= bit;
         }
-        let push = self.state.schedule() == super::Scheduled::Push;
-        if push {
-            self.push();
-        }
-        push
     }
 
-    /// `Runner::cancel` on this cell. Returns whether it pushed it.
-    fn abort(&self) -> bool {
-        let push = self.state.abort() == super::Scheduled::Push;
-        if push {
-            self.push();
+    fn read(&self) -> u8 {
+        if self.use_atomic {
+            self.atomic.load(Acquire)
+        } else {
+            *self.locked.lock().unwrap()
         }
-        self.aborted.store(true, Release);
-        push
+    }
+}
+
+/// The stand-in future of a state-machine model: ready once it has seen
+/// `want`; counts its polls and its drop in `probe`, and checks at every
+/// poll that its cell is not in the runner's queue meanwhile (invariant
+/// 1). `during` runs inside its first poll (a waker started then).
+struct Reader {
+    data: Arc<Data>,
+    want: u8,
+    probe: Arc<Probe>,
+    me: Arc<Mutex<Option<std::sync::Weak<super::Cell>>>>,
+    during: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::future::Future for Reader {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.probe.polls.fetch_add(1, Relaxed);
+        if let Some(me) = self
+            .me
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+        {
+            let queued = me.runner.lock().ready.iter().any(|c| Arc::ptr_eq(c, &me));
+            assert!(
+                !queued,
+                "invariant 1: the cell is queued while it is polled"
+            );
+        }
+        if let Some(during) = self.during.take() {
+            during();
+        }
+        if self.data.read() == self.want {
+            self.probe.completed.store(true, Relaxed);
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.probe.drops.fetch_add(1, Relaxed);
+    }
+}
+
+/// A state-machine model: one real cell of a real runner with one shard
+/// counted (this thread plays it), its future a [`Reader`].
+struct Model {
+    runner: Arc<super::Runner>,
+    cell: Arc<super::Cell>,
+    data: Arc<Data>,
+    probe: Arc<Probe>,
+}
+
+impl Model {
+    /// A new cell, queued as `Runner::spawn` queues it.
+    fn spawned(want: u8) -> Model {
+        Model::spawned_with(want, false, None)
     }
 
-    /// `runner::Cell::run`, by the holder of the cell's queue entry.
-    fn run(&self) {
-        self.run_with(|| {});
-    }
-
-    /// [`Cell::run`], calling `started` once the cell is `RUNNING`.
-    fn run_with(&self, started: impl FnOnce()) {
-        assert!(
-            !self.held.swap(true, Relaxed),
-            "invariant 1: two runners hold the cell's entry"
-        );
-        // Read before `start`: an abort that returned before it is seen.
-        let aborted = self.aborted.load(Acquire);
-        if self.state.start() == super::Started::Aborted {
-            return self.end();
-        }
-        assert!(!aborted, "a poll started after an abort returned");
-        started();
-        self.polls.fetch_add(1, Relaxed);
-        let ready = {
-            let body = self.body.lock().unwrap();
-            assert!(body.is_some(), "polled after its future was dropped");
-            let seen = if self.atomic_data {
-                self.atomic.load(Acquire)
-            } else {
-                *self.data.lock().unwrap()
-            };
-            seen == self.want
+    fn spawned_with(want: u8, use_atomic: bool, during: Option<Box<dyn FnOnce() + Send>>) -> Model {
+        let runner = super::Runner::new(tokio::time::Instant::now(), None);
+        // One shard per worker already: a push starts none.
+        count_shard(&runner);
+        let data = Arc::new(Data {
+            use_atomic,
+            ..Data::default()
+        });
+        let probe = Arc::new(Probe::default());
+        let me = Arc::new(Mutex::new(None));
+        let reader = Reader {
+            data: data.clone(),
+            want,
+            probe: probe.clone(),
+            me: me.clone(),
+            during,
         };
-        if ready {
-            self.completed.store(true, Relaxed);
-            return self.end();
-        }
-        // `stop` gives the entry up: from here another runner may hold it.
-        self.held.store(false, Relaxed);
-        if self.state.stop() == super::Stopped::Push {
-            self.push();
+        let cell = new_cell(&runner, Box::pin(reader));
+        *me.lock().unwrap() = Some(Arc::downgrade(&cell));
+        runner.push(cell.clone());
+        Model {
+            runner,
+            cell,
+            data,
+            probe,
         }
     }
 
-    /// `runner::Cell::end`.
-    fn end(&self) {
-        self.state.end();
-        let body = self.body.lock().unwrap().take();
-        assert!(body.is_some(), "ended twice");
-        drop(body);
-        self.held.store(false, Relaxed);
+    /// A cell that was polled once and returned `Pending`: idle, parked,
+    /// not queued.
+    fn parked(want: u8) -> Model {
+        assert_ne!(want, 0, "a parked cell is waiting for data");
+        let model = Model::spawned(want);
+        model.drain();
+        assert!(model.cell.body.lock().unwrap().is_some(), "still pending");
+        model
     }
 
-    /// Ended: the future dropped once, and neither a wake nor an abort
-    /// queues the cell again.
+    /// Runs the cells in the runner's queue, as a shard would, until none
+    /// is left; checks the cell is never queued twice.
+    fn drain(&self) {
+        loop {
+            let next = {
+                let mut queue = self.runner.lock();
+                let next = queue.ready.pop_front();
+                let twice = next
+                    .as_ref()
+                    .is_some_and(|n| queue.ready.iter().any(|c| Arc::ptr_eq(c, n)));
+                assert!(!twice, "invariant 1: the cell is queued twice");
+                next
+            };
+            match next {
+                Some(cell) => cell.run(),
+                None => break,
+            }
+        }
+    }
+
+    /// A waker: writes its data, then wakes the cell through its real
+    /// waker.
+    fn wake(&self, bit: u8) {
+        self.data.write(bit);
+        std::task::Waker::from(self.cell.clone()).wake();
+    }
+
+    /// What `Runner::cancel` does to this cell: aborts it, and pushes it
+    /// if the abort scheduled it. Returns whether it did.
+    fn abort(&self) -> bool {
+        let push = self.cell.state.abort() == super::Scheduled::Push;
+        if push {
+            self.runner.push(self.cell.clone());
+        }
+        push
+    }
+
+    fn queued(&self) -> usize {
+        let queue = self.runner.lock();
+        queue
+            .ready
+            .iter()
+            .filter(|c| Arc::ptr_eq(c, &self.cell))
+            .count()
+    }
+
+    /// Ended: the future dropped once, out of `parked`, and neither a wake
+    /// nor an abort queues the cell again.
     fn assert_ended(&self) {
-        assert_eq!(self.drops.load(Relaxed), 1, "the future is dropped once");
-        assert!(self.body.lock().unwrap().is_none());
         assert_eq!(
-            self.state.schedule(),
+            self.probe.drops.load(Relaxed),
+            1,
+            "the future is dropped once"
+        );
+        assert!(self.cell.body.lock().unwrap().is_none());
+        assert_eq!(
+            self.cell.state.schedule(),
             super::Scheduled::Already,
             "an ended cell is woken"
         );
         assert_eq!(
-            self.state.abort(),
+            self.cell.state.abort(),
             super::Scheduled::Already,
             "an ended cell is aborted"
         );
-        assert_eq!(*self.queued.lock().unwrap(), 0);
+        assert_eq!(self.queued(), 0);
+        assert!(
+            self.runner.lock().parked.is_empty(),
+            "an ended cell is parked"
+        );
     }
 }
 
@@ -258,19 +254,17 @@ impl Cell {
 #[test]
 fn wake_racing_a_poll_is_never_lost() {
     loom::model(|| {
-        let cell = Cell::spawned(1);
+        let model = Arc::new(Model::spawned(1));
         let waker = {
-            let cell = cell.clone();
-            thread::spawn(move || {
-                cell.wake(1);
-            })
+            let model = model.clone();
+            thread::spawn(move || model.wake(1))
         };
-        cell.drain();
+        model.drain();
         waker.join().unwrap();
-        cell.drain();
-        assert!(cell.completed.load(Relaxed), "the wake was lost");
-        cell.assert_ended();
-        assert!(cell.polls.load(Relaxed) <= 2);
+        model.drain();
+        assert!(model.probe.completed.load(Relaxed), "the wake was lost");
+        model.assert_ended();
+        assert!(model.probe.polls.load(Relaxed) <= 2);
     });
 }
 
@@ -278,26 +272,35 @@ fn wake_racing_a_poll_is_never_lost() {
 /// polled (`NOTIFIED`, then `stop` queues it again) or after (idle, the
 /// waker queues it) happens-before the next poll. The data is an atomic
 /// with a release store and an acquire load, so only `TaskState`'s own
-/// orderings carry it to the runner; the waker starts once the cell is
-/// `RUNNING`, so its wake is never coalesced into a pending one (the
-/// model below covers that case).
+/// orderings carry it to the runner; the waker starts inside the first
+/// poll, once the cell is `RUNNING`, so its wake is never coalesced into a
+/// pending one (the model below covers that case).
 #[test]
 fn wake_during_a_poll_happens_before_the_next_poll() {
     loom::model(|| {
-        let cell = Cell::spawned_with(Cell::with_atomic_data(1));
-        assert!(cell.pop());
-        let mut waker = None;
-        cell.run_with(|| {
-            let cell = cell.clone();
-            waker = Some(thread::spawn(move || {
-                cell.wake(1);
-            }));
-        });
-        cell.drain();
-        waker.unwrap().join().unwrap();
-        cell.drain();
-        assert!(cell.completed.load(Relaxed), "the wake was lost");
-        cell.assert_ended();
+        let slot: Arc<Mutex<Option<(Arc<Data>, std::task::Waker)>>> = Arc::new(Mutex::new(None));
+        let handle = Arc::new(Mutex::new(None));
+        let during: Box<dyn FnOnce() + Send> = {
+            let (slot, handle) = (slot.clone(), handle.clone());
+            Box::new(move || {
+                let (data, waker) = slot.lock().unwrap().take().expect("set before the poll");
+                *handle.lock().unwrap() = Some(thread::spawn(move || {
+                    data.write(1);
+                    waker.wake();
+                }));
+            })
+        };
+        let model = Model::spawned_with(1, true, Some(during));
+        *slot.lock().unwrap() = Some((
+            model.data.clone(),
+            std::task::Waker::from(model.cell.clone()),
+        ));
+        model.drain();
+        let waker = handle.lock().unwrap().take().expect("started in the poll");
+        waker.join().unwrap();
+        model.drain();
+        assert!(model.probe.completed.load(Relaxed), "the wake was lost");
+        model.assert_ended();
     });
 }
 
@@ -306,18 +309,18 @@ fn wake_during_a_poll_happens_before_the_next_poll() {
 #[test]
 fn two_wakes_at_once_push_once() {
     loom::model(|| {
-        let cell = Cell::parked(0b11);
+        let model = Arc::new(Model::parked(0b11));
         let other = {
-            let cell = cell.clone();
-            thread::spawn(move || cell.wake(0b01))
+            let model = model.clone();
+            thread::spawn(move || model.wake(0b01))
         };
-        let mine = cell.wake(0b10);
-        let theirs = other.join().unwrap();
-        assert!(mine ^ theirs, "pushed {} times", mine as u8 + theirs as u8);
-        cell.drain();
-        assert!(cell.completed.load(Relaxed));
-        assert_eq!(cell.polls.load(Relaxed), 2);
-        cell.assert_ended();
+        model.wake(0b10);
+        other.join().unwrap();
+        assert_eq!(model.queued(), 1, "pushed other than once");
+        model.drain();
+        assert!(model.probe.completed.load(Relaxed));
+        assert_eq!(model.probe.polls.load(Relaxed), 2);
+        model.assert_ended();
     });
 }
 
@@ -329,32 +332,30 @@ fn two_wakes_at_once_push_once() {
 #[test]
 fn abort_racing_a_poll_and_a_wake_ends_the_cell_once() {
     loom::model(|| {
-        let cell = Cell::spawned(1);
+        let model = Arc::new(Model::spawned(1));
         let aborter = {
-            let cell = cell.clone();
+            let model = model.clone();
             thread::spawn(move || {
-                cell.abort();
+                model.abort();
                 // An RMW reads the latest count: every poll started
                 // before the abort but the one in progress, if any.
-                cell.polls.fetch_add(0, AcqRel)
+                model.probe.polls.fetch_add(0, AcqRel)
             })
         };
         let waker = {
-            let cell = cell.clone();
-            thread::spawn(move || {
-                cell.wake(1);
-            })
+            let model = model.clone();
+            thread::spawn(move || model.wake(1))
         };
-        cell.drain();
+        model.drain();
         let polls_at_abort = aborter.join().unwrap();
         waker.join().unwrap();
-        cell.drain();
-        let polls = cell.polls.load(Relaxed);
+        model.drain();
+        let polls = model.probe.polls.load(Relaxed);
         assert!(
             polls <= polls_at_abort + 1,
             "{polls} polls, {polls_at_abort} when the abort returned"
         );
-        cell.assert_ended();
+        model.assert_ended();
     });
 }
 
@@ -363,18 +364,18 @@ fn abort_racing_a_poll_and_a_wake_ends_the_cell_once() {
 #[test]
 fn two_aborts_of_an_idle_cell_push_once() {
     loom::model(|| {
-        let cell = Cell::parked(1);
+        let model = Arc::new(Model::parked(1));
         let other = {
-            let cell = cell.clone();
-            thread::spawn(move || cell.abort())
+            let model = model.clone();
+            thread::spawn(move || model.abort())
         };
-        let mine = cell.abort();
+        let mine = model.abort();
         let theirs = other.join().unwrap();
         assert!(mine ^ theirs, "pushed {} times", mine as u8 + theirs as u8);
-        cell.drain();
-        assert_eq!(cell.polls.load(Relaxed), 1, "polled after the abort");
-        assert!(!cell.completed.load(Relaxed));
-        cell.assert_ended();
+        model.drain();
+        assert_eq!(model.probe.polls.load(Relaxed), 1, "polled after the abort");
+        assert!(!model.probe.completed.load(Relaxed));
+        model.assert_ended();
     });
 }
 
@@ -392,18 +393,16 @@ fn two_aborts_of_an_idle_cell_push_once() {
 #[test]
 fn wake_happens_before_the_next_poll() {
     loom::model(|| {
-        let cell = Cell::spawned_with(Cell::with_atomic_data(1));
+        let model = Arc::new(Model::spawned_with(1, true, None));
         let waker = {
-            let cell = cell.clone();
-            thread::spawn(move || {
-                cell.wake(1);
-            })
+            let model = model.clone();
+            thread::spawn(move || model.wake(1))
         };
-        cell.drain();
+        model.drain();
         waker.join().unwrap();
-        cell.drain();
-        assert!(cell.completed.load(Relaxed), "the wake was lost");
-        cell.assert_ended();
+        model.drain();
+        assert!(model.probe.completed.load(Relaxed), "the wake was lost");
+        model.assert_ended();
     });
 }
 
@@ -415,6 +414,8 @@ fn wake_happens_before_the_next_poll() {
 struct Probe {
     polls: AtomicUsize,
     drops: AtomicUsize,
+    /// A [`Reader`] returned `Ready`.
+    completed: AtomicBool,
 }
 
 /// A stand-in task future: never ready; counts its polls and its drop.

@@ -91,6 +91,15 @@ impl Queue {
         }
     }
 
+    /// Whether cells wait for a shard: in the queue, or in a shard's own.
+    pub(super) fn has_backlog(&self) -> bool {
+        !self.ready.is_empty()
+            || self
+                .locals
+                .iter()
+                .any(|(_, local)| !local.lock().is_empty())
+    }
+
     /// The stall watch: how many shards have been inside one poll since
     /// its last look, at most one look per [`STALL`] (invariant 12).
     pub(super) fn stalls(&mut self) -> usize {

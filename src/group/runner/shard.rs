@@ -68,6 +68,7 @@ impl Runner {
             key,
             workers,
             finished: false,
+            hint: (workers > 1).then(|| StallHint::waker(self, local)),
             _lease: Lease::new(self),
         };
         let me = Arc::as_ptr(self) as usize;
@@ -89,6 +90,9 @@ pub(super) struct Shard {
     /// Its runtime's number of workers (invariant 7).
     pub(super) workers: usize,
     pub(super) finished: bool,
+    /// Told by tokio when this shard's worker enters `block_in_place`
+    /// (invariant 12); none on a runtime with one worker.
+    pub(super) hint: Option<Waker>,
     /// Counts it among the runner's live tokio tasks (invariant 13).
     pub(super) _lease: Lease,
 }
@@ -107,6 +111,9 @@ impl Future for Shard {
                 None => match this.runner.take(&this.local, this.key, cx.waker()) {
                     Take::Cell(cell) => {
                         BATCH_BORN.with(|batch| batch.set((0, 0)));
+                        if let Some(hint) = &this.hint {
+                            StallHint::defer(hint);
+                        }
                         cell
                     }
                     Take::Park => return Poll::Pending,
@@ -226,5 +233,68 @@ impl Drop for InShard<'_> {
         if let Some(cell) = WokenHere::leave() {
             self.runner.push(cell);
         }
+    }
+}
+
+/// What tells the runner that a shard's worker is entering
+/// `tokio::task::block_in_place` (invariant 12). A shard hands it to
+/// tokio's list of deferred wake-ups each time it takes cells: tokio wakes
+/// that list when its worker parks, and when a task on it enters
+/// `block_in_place`, just before the worker is handed to a new thread. So
+/// a wake-up that finds the shard inside a poll comes from
+/// `block_in_place`: the runner brings another shard in at once, which
+/// tokio runs on the worker handed over. (If tokio stops waking the list
+/// there, the stall watch's look at the next take still notices.)
+pub(super) struct StallHint {
+    runner: std::sync::Weak<Runner>,
+    local: std::sync::Weak<Local>,
+}
+
+impl StallHint {
+    pub(super) fn waker(runner: &Arc<Runner>, local: &Arc<Local>) -> Waker {
+        Waker::from(Arc::new(StallHint {
+            runner: Arc::downgrade(runner),
+            local: Arc::downgrade(local),
+        }))
+    }
+
+    /// Hands `hint` to tokio's deferred wake-ups of this worker (a no-op
+    /// outside one: the yield is over at once).
+    fn defer(hint: &Waker) {
+        let yielded = std::pin::pin!(tokio::task::yield_now());
+        let _ = yielded.poll(&mut task::Context::from_waker(hint));
+    }
+}
+
+impl Wake for StallHint {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let (Some(runner), Some(local)) = (self.runner.upgrade(), self.local.upgrade()) else {
+            return;
+        };
+        if local.beat.load(Relaxed) % 2 == 1 {
+            runner.stall_seen();
+        }
+    }
+}
+
+impl Runner {
+    /// A shard's worker enters `block_in_place` inside one of its polls
+    /// ([`StallHint`]): while cells wait, an idle shard is woken, or one
+    /// more shard starts, up to twice the workers (invariant 12).
+    fn stall_seen(self: &Arc<Self>) {
+        let mut queue = self.lock();
+        if self.closed.load(SeqCst) || queue.shards >= 2 * queue.workers || !queue.has_backlog() {
+            return;
+        }
+        let help = match queue.idle.pop() {
+            Some(shard) => Help::Wake(shard),
+            None => Help::Start(queue.new_shard()),
+        };
+        drop(queue);
+        let _ = self.bring(help, false);
     }
 }
