@@ -419,3 +419,125 @@ async fn task_info_current_names_each_task_across_awaits() {
     assert_eq!(group.wait().await.unwrap(), [Some(id)]);
     assert!(TaskInfo::current().is_none(), "the test's own task, after");
 }
+
+// ---------------------------------------------------------------------------
+// Stealing under races
+
+/// Many rounds on 2- and 4-worker runtimes: tasks that spin a little,
+/// wake themselves, and spawn into a nested group, so that shards take
+/// shares, steal from each other and park, while a std thread cancels the
+/// group at a random moment. Every task is accounted for once (its value,
+/// or `Cancelled`), every future is dropped by the time `wait_outcomes`
+/// returns, and no tokio task of the group is left alive.
+fn steals_racing_a_cancel_lose_no_task(workers: usize) {
+    use std::sync::atomic::AtomicU64;
+    use taskgroup::Outcome;
+    const TASKS: usize = 64;
+    let rounds = std::env::var("TASKGROUP_STRESS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(300);
+    let rt = runtime(workers);
+    let seed = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    let next = || {
+        // xorshift: which task spins, yields, nests; when the cancel comes.
+        let mut x = seed.load(SeqCst);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        seed.store(x, SeqCst);
+        x
+    };
+    for round in 0..rounds {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let pick = next();
+        let cancel_after = Duration::from_micros(pick % 400);
+        let outcomes = rt.block_on(async {
+            let before = alive_tasks();
+            let mut group = TaskGroup::<usize, String>::new();
+            for task in 0..TASKS {
+                let guard = DropCount(drops.clone());
+                let bits = pick.rotate_left(task as u32);
+                group.spawn(move |ctx| async move {
+                    let _guard = guard;
+                    let start = Instant::now();
+                    while bits & 1 == 1 && start.elapsed() < Duration::from_micros(50) {
+                        std::hint::spin_loop();
+                    }
+                    for _ in 0..(bits >> 1) % 4 {
+                        wake_self().await;
+                    }
+                    if bits & 0b1000 != 0 {
+                        let mut inner = TaskGroup::<usize, String>::with_context(&ctx);
+                        inner.spawn(move |_ctx| async move { Ok(task) });
+                        return inner.wait().await.map(|v| v[0]).map_err(|e| e.to_string());
+                    }
+                    Ok(task)
+                });
+            }
+            let canceller = {
+                let ctx = group.context().clone();
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                let token = ctx.to_token();
+                let thread = std::thread::spawn(move || {
+                    let _ = rx.recv_timeout(cancel_after);
+                    token.cancel();
+                });
+                (thread, tx)
+            };
+            let outcomes = group.wait_outcomes().await;
+            let after = alive_tasks();
+            drop(canceller.1);
+            canceller.0.join().unwrap();
+            assert_eq!(after, before, "round {round}: tokio tasks left alive");
+            outcomes
+        });
+        assert_eq!(outcomes.len(), TASKS, "round {round}");
+        for (task, outcome) in outcomes.iter().enumerate() {
+            match outcome {
+                Outcome::Ok(v) => assert_eq!(*v, task, "round {round}"),
+                Outcome::Cancelled => {}
+                Outcome::Err(e) => assert!(e.contains("cancel"), "round {round}, task {task}: {e}"),
+                Outcome::Panicked(_) => panic!("round {round}, task {task} panicked"),
+            }
+        }
+        assert_eq!(
+            drops.load(SeqCst),
+            TASKS,
+            "round {round}: a future outlived wait_outcomes"
+        );
+    }
+}
+
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+/// Returns `Pending` once, having woken itself: queued at once, where any
+/// shard can take it.
+async fn wake_self() {
+    let mut woken = false;
+    std::future::poll_fn(|cx| {
+        if woken {
+            return std::task::Poll::Ready(());
+        }
+        woken = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
+#[test]
+fn steals_racing_a_cancel_lose_no_task_on_two_workers() {
+    steals_racing_a_cancel_lose_no_task(2);
+}
+
+#[test]
+fn steals_racing_a_cancel_lose_no_task_on_four_workers() {
+    steals_racing_a_cancel_lose_no_task(4);
+}
