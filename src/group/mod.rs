@@ -154,9 +154,10 @@ use crate::{Context, ContextError};
 ///   [`block_in_place`](https://docs.rs/tokio/1/tokio/task/fn.block_in_place.html)) holds back at most
 ///   one sibling, the one its runner task keeps to poll next, as a tokio
 ///   task holds back the one in its worker's LIFO slot; the others are
-///   taken by the other runner tasks, and one stuck in a poll for a few
-///   milliseconds lets another start beside it, for the worker that
-///   `block_in_place` hands to a new thread. So a task waiting
+///   taken by the other runner tasks, and when a task enters
+///   `block_in_place`, another runner task is brought in at once for the
+///   worker tokio hands to a new thread (one stuck in a single poll for a
+///   few milliseconds lets another start beside it too). So a task waiting
 ///   synchronously for a sibling spawned after it is not left waiting;
 /// - a panic in a task is that task's outcome, and never disturbs another;
 /// - a cancel drops every task's future, wherever it is parked;

@@ -24,7 +24,8 @@ pub(super) struct Queue {
     pub(super) stalled: usize,
     pub(super) watched: Option<std::time::Instant>,
     /// The runtime the shards run on (invariant 8), and its number of
-    /// workers: at most one shard per worker.
+    /// workers: one shard per worker, more while some are stalled
+    /// (invariant 12).
     pub(super) runtime: Option<Handle>,
     pub(super) workers: usize,
 }
