@@ -531,6 +531,33 @@ async fn ready_from_a_task_holding_the_only_slot_panics_instead_of_hanging() {
     );
 }
 
+/// The same misuse in a scope: its only running task waits for a slot it
+/// holds itself. The scope re-raises the task's panic, naming `ready`.
+#[tokio::test(flavor = "current_thread")]
+async fn scope_ready_from_its_task_holding_the_only_slot_panics_instead_of_hanging() {
+    quiet_expected_panics();
+    let scope = TaskGroup::<u32, String>::builder()
+        .limit(1)
+        .scope(async |s| {
+            let s2 = s.clone();
+            s.spawn(move |_ctx| async move {
+                s2.ready().await;
+                Ok(1)
+            });
+        });
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        AssertUnwindSafe(scope).catch_unwind(),
+    )
+    .await
+    .expect("no hang");
+    let text = message(&*result.unwrap_err());
+    assert!(
+        text.contains("Scope::ready") && text.contains("own task"),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_cancel_handle_bound_to_underscore_cancels_at_once_and_the_cause_says_why() {
     // `_` is not a binding: the handle is dropped on this line, and a

@@ -380,6 +380,14 @@ impl<'env, T: 'env, E: 'env, J, K: TaskKind> Scope<'env, T, E, J, K> {
     /// `ready().await` before each `spawn`, no more than the limit's worth
     /// of closures is ever held.
     ///
+    /// # Panics
+    ///
+    /// When called, with the scope full, from the scope's own task that
+    /// holds its only slot (a `limit(1)` scope's running task): no slot
+    /// could ever free while it waits, so it panics, naming `ready`,
+    /// instead of hanging, as [`TaskGroup::ready`](crate::TaskGroup::ready)
+    /// does.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it reserves nothing.
@@ -413,6 +421,11 @@ impl<'env, T: 'env, E: 'env, J, K: TaskKind> Scope<'env, T, E, J, K> {
             if room(&self.shared) {
                 return Poll::Ready(());
             }
+            assert!(
+                !(limit == 1 && PolledTask::is(&self.shared)),
+                "Scope::ready called from the scope's own task that holds its only \
+                 slot (limit 1): it would wait for itself forever"
+            );
             {
                 let mut spawned = self.shared.spawned();
                 if spawned.closed {
@@ -1248,7 +1261,10 @@ where
         flag.queued.store(false, Release);
         let mut cx = task::Context::from_waker(waker);
         let fut = task.fut.as_mut();
-        let mut outcome = match catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))) {
+        let polled = PolledTask::enter(&self.shared);
+        let poll = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
+        drop(polled);
+        let mut outcome = match poll {
             Ok(Poll::Pending) => return,
             Ok(Poll::Ready(result)) => Outcome::from_result(result),
             Err(payload) => Outcome::Panicked(payload),
@@ -1474,4 +1490,36 @@ impl std::error::Error for JoinerPanicked {}
 /// Drops `value` (user code), catching a panic in its destructor.
 fn drop_catching<X>(value: X) -> Option<Box<dyn Any + Send>> {
     catch_unwind(AssertUnwindSafe(move || drop(value))).err()
+}
+
+/// Marks the thread as polling a task of a scope (by the address of its
+/// shared state), until dropped: how [`Scope::ready`] knows its caller
+/// holds a slot.
+struct PolledTask {
+    outer: usize,
+}
+
+thread_local! {
+    static POLLED_TASK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl PolledTask {
+    fn enter<S>(shared: &Arc<S>) -> PolledTask {
+        let me = Arc::as_ptr(shared).cast::<()>() as usize;
+        PolledTask {
+            outer: POLLED_TASK.with(|polled| polled.replace(me)),
+        }
+    }
+
+    /// Whether the caller is a task of the scope `shared` is the state of.
+    fn is<S>(shared: &Arc<S>) -> bool {
+        let me = Arc::as_ptr(shared).cast::<()>() as usize;
+        POLLED_TASK.with(|polled| polled.get() == me)
+    }
+}
+
+impl Drop for PolledTask {
+    fn drop(&mut self) {
+        POLLED_TASK.with(|polled| polled.set(self.outer));
+    }
 }
