@@ -812,3 +812,39 @@ async fn a_group_is_unpin_send_and_sync_whatever_its_joiner() {
     assert_eq!(unbounded(&group), (1, false, false));
     group.wait().await;
 }
+
+/// A panic outranks an `Ok` that ends after it, in `hedge` as in a
+/// `FirstOk` group: attempt 0 panics while attempt 1 is inside one long
+/// poll (it cannot be dropped there), and attempt 1 then returns `Ok`.
+/// `hedge` re-raises the panic instead of returning that `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedge_reraises_a_panic_that_came_before_a_later_ok() {
+    quiet_expected_panics();
+    let outcome = hedge(
+        &Context::background(),
+        2,
+        Duration::from_millis(1),
+        |ctx, attempt| async move {
+            if attempt == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                panic!("expected panic: attempt 0");
+            }
+            // One poll until the panic has cancelled the group (bounded),
+            // then a success.
+            let start = std::time::Instant::now();
+            while !ctx.is_cancelled() && start.elapsed() < Duration::from_secs(5) {
+                std::hint::spin_loop();
+            }
+            Ok::<u32, String>(1)
+        },
+    );
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        AssertUnwindSafe(outcome).catch_unwind(),
+    )
+    .await
+    .expect("no hang");
+    let payload = result.expect_err("the panic of attempt 0 is re-raised, not hidden by Ok(1)");
+    let text = message(&*payload);
+    assert!(text.contains("attempt 0"), "{text}");
+}

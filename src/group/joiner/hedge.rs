@@ -118,7 +118,11 @@ where
                 None => true,
                 Some(None) if more => true,
                 Some(None) => break,
-                Some(Some((_, Outcome::Ok(value)))) => return Ok(value),
+                // A panic is a bug, never a failed attempt: an `Ok` that
+                // ends after one (an attempt inside a long poll when the
+                // panic cancelled it) does not hide it.
+                Some(Some((_, Outcome::Ok(value)))) if panic.is_none() => return Ok(value),
+                Some(Some((_, Outcome::Ok(_)))) => false,
                 Some(Some((id, Outcome::Err(error)))) => {
                     errors.push((id, error));
                     more
