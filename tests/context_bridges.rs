@@ -205,3 +205,71 @@ async fn with_token_under_a_cancelled_parent_is_born_cancelled_with_no_watcher()
     assert!(ctx.is_cancelled());
     assert_eq!(alive_tasks(), before);
 }
+
+/// A `with_token` child made on a runtime that then shuts down: its
+/// watcher task died with that runtime, and a cancel of the token later,
+/// from another runtime, still reaches the child: its `done()` resolves
+/// there, and `err()` says `Cancelled` from then on. The same for a
+/// grandchild, and for a child whose runtime is alive but never driven.
+#[test]
+fn with_token_child_outlives_the_runtime_it_was_made_on() {
+    let token = CancellationToken::new();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let child = first.block_on(async { Context::background().with_token(&token) });
+    let grandchild = child.with_value("request 7");
+    drop(first);
+    let second = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let waiter = tokio::spawn({
+            let grandchild = grandchild.clone();
+            async move { grandchild.done().await }
+        });
+        tokio::task::yield_now().await;
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(2), child.done())
+            .await
+            .expect("the child's done() resolves after the token's cancel");
+        tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("the grandchild's done() resolves too")
+            .unwrap();
+    });
+    assert_eq!(child.err(), Some(ContextError::Cancelled));
+    assert_eq!(grandchild.err(), Some(ContextError::Cancelled));
+}
+
+/// The same with the watcher's runtime alive but never driven again (a
+/// current_thread runtime nobody blocks on): a waiter on another runtime
+/// watches the token itself.
+#[test]
+fn with_token_child_of_an_undriven_runtime_is_cancelled_by_its_token() {
+    let token = CancellationToken::new();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let child = first.block_on(async { Context::background().with_token(&token) });
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let cancel = tokio::spawn({
+            let token = token.clone();
+            async move { token.cancel() }
+        });
+        tokio::time::timeout(Duration::from_secs(2), child.done())
+            .await
+            .expect("the child's done() resolves after the token's cancel");
+        cancel.await.unwrap();
+    });
+    assert_eq!(child.err(), Some(ContextError::Cancelled));
+    drop(first);
+}

@@ -5,13 +5,16 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{self, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::runtime::{self, Handle};
 use tokio::sync::futures::Notified;
 use tokio::time::Sleep;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::TokenLink;
 use super::tree::{self, Cancellation, Node};
 use crate::ContextError;
 
@@ -51,6 +54,10 @@ pin_project! {
         // polled on, armed when the task serving the deadline runs on
         // another runtime: that one may be gone or never driven.
         timer: Option<Pin<Box<Sleep>>>,
+        // The token of a `with_token` link this waiter watches itself, and
+        // the node it links: armed when the link's watcher task is gone
+        // with its runtime, or runs on another one.
+        token: Option<(Arc<Node>, Pin<Box<WaitForCancellationFutureOwned>>)>,
         // Whether the first poll that waits has looked at the deadline.
         checked: bool,
     }
@@ -62,6 +69,7 @@ impl<'a> ContextDoneFuture<'a> {
             node,
             notified: node.notify().notified(),
             timer: None,
+            token: None,
             checked: false,
         }
     }
@@ -80,6 +88,17 @@ impl<'a> ContextDoneFuture<'a> {
             if !*this.checked {
                 *this.checked = true;
                 *this.timer = own_timer(this.node);
+                *this.token = own_token_watch(this.node);
+            }
+            if let Some((linked, token)) = this.token
+                && token.as_mut().poll(cx).is_ready()
+            {
+                // The token was cancelled: cancel the context it links, as
+                // its watcher task would have.
+                let linked = linked.clone();
+                *this.token = None;
+                tree::cancel(&linked, Cancellation::new(ContextError::Cancelled, None));
+                continue;
             }
             let Some(timer) = this.timer else {
                 return Poll::Pending;
@@ -124,6 +143,28 @@ fn own_timer(node: &Node) -> Option<Pin<Box<Sleep>>> {
         NO_TIMERS.set(Some(here));
     }
     timer.ok()
+}
+
+/// The nearest `with_token` link whose cancel reaches `node` (the node or
+/// an ancestor) that a waiter polled here must watch itself: its watcher
+/// task is gone (its runtime shut down) or runs on another runtime, which
+/// may be gone or never driven. `None` outside a runtime, or when every
+/// link on the way is watched here. Checked once per future, at its first
+/// poll that waits.
+fn own_token_watch(
+    node: &Arc<Node>,
+) -> Option<(Arc<Node>, Pin<Box<WaitForCancellationFutureOwned>>)> {
+    let here = Handle::try_current().ok()?.id();
+    let mut at = node;
+    loop {
+        if let Some(link) = at.own_value::<TokenLink>()
+            && (!link.watched.load(Ordering::Acquire) || link.watched_on != here)
+        {
+            let cancelled = Box::pin(link.token.clone().cancelled_owned());
+            return Some((at.clone(), cancelled));
+        }
+        at = at.cancel_parent()?;
+    }
 }
 
 impl Future for ContextDoneFuture<'_> {

@@ -512,7 +512,12 @@ impl Context {
     /// born cancelled, and no runtime is needed. Otherwise a small watcher
     /// task waits for the token; it ends, and lets go of the token, as
     /// soon as either side ended: the token cancelled, or the child
-    /// cancelled or dropped.
+    /// cancelled or dropped. The watcher runs on the runtime current here;
+    /// if that runtime is dropped (or never driven again), a
+    /// [`done`](Context::done) waiter on another runtime watches the token
+    /// itself, for the child and every context derived from it, so a
+    /// cancel of the token still reaches them, as a deadline does (see
+    /// [Deadlines and runtimes](Context#deadlines-and-runtimes)).
     ///
     /// # Panics
     ///
@@ -553,9 +558,15 @@ impl Context {
         // (it is the child's own token) or by the child's drop (the guard
         // is the child's value, of a type nobody else can name).
         let stop = CancellationToken::new();
+        let watched = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let child = self.child(NodeSpec {
             own_cancel: true,
-            value: Some(Box::new(WatcherGuard(stop.clone().drop_guard()))),
+            value: Some(Box::new(TokenLink {
+                _stop: stop.clone().drop_guard(),
+                token: token.clone(),
+                watched_on: runtime.id(),
+                watched: watched.clone(),
+            })),
             ..NodeSpec::plain()
         });
         let stop = child.node.token(Some(stop));
@@ -565,7 +576,9 @@ impl Context {
         }
         let node = Arc::downgrade(&child.node);
         let token = token.clone();
+        let unwatched = Unwatched(watched);
         drop(runtime.spawn(async move {
+            let _unwatched = unwatched;
             if stop.run_until_cancelled(token.cancelled()).await.is_some()
                 && let Some(node) = node.upgrade()
             {
@@ -1091,8 +1104,28 @@ impl Context {
 /// takes the earlier one.
 struct ShieldedUntil(Instant);
 
-/// Held as the value of a `with_token` child: its drop stops the watcher.
-struct WatcherGuard(#[allow(dead_code, reason = "held for its drop")] DropGuard);
+/// Held as the value of a `with_token` child (a type nobody else can
+/// name): its drop stops the watcher; and what a waiter needs to watch the
+/// token itself when the watcher is gone with its runtime, or runs on
+/// another one (see [`ContextDoneFuture`]).
+pub(crate) struct TokenLink {
+    _stop: DropGuard,
+    pub(crate) token: CancellationToken,
+    /// The runtime the watcher task was spawned on.
+    pub(crate) watched_on: tokio::runtime::Id,
+    /// Cleared when the watcher task's future is gone: its runtime shut
+    /// down (or it ended, with the context cancelled).
+    pub(crate) watched: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Clears [`TokenLink::watched`] when the watcher's future is dropped.
+struct Unwatched(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Unwatched {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
 
 pub(crate) fn cancellation(error: ContextError, cause: Option<Cause>) -> Cancellation {
     Cancellation::new(error, cause)

@@ -582,6 +582,18 @@ impl Node {
         &self.notify
     }
 
+    /// This node's own value, if it is a `T` (not an ancestor's).
+    pub(crate) fn own_value<T: Any>(&self) -> Option<&T> {
+        self.value
+            .as_ref()
+            .and_then(|value| value.downcast_ref::<T>())
+    }
+
+    /// The parent whose cancel reaches this node, if any.
+    pub(crate) fn cancel_parent(&self) -> Option<&Arc<Node>> {
+        self.parent.as_ref().filter(|_| self.inherits)
+    }
+
     /// The nearest value of type `T`, from this node up.
     pub(crate) fn value<T: Any>(&self) -> Option<&T> {
         let mut node = self;
