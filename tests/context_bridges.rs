@@ -214,11 +214,7 @@ async fn with_token_under_a_cancelled_parent_is_born_cancelled_with_no_watcher()
 #[test]
 fn with_token_child_outlives_the_runtime_it_was_made_on() {
     let token = CancellationToken::new();
-    let first = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let child = first.block_on(async { Context::background().with_token(&token) });
+    let (first, child) = with_token_on_a_runtime_of_its_own(&token);
     let grandchild = child.with_value("request 7");
     drop(first);
     let second = tokio::runtime::Builder::new_multi_thread()
@@ -251,11 +247,7 @@ fn with_token_child_outlives_the_runtime_it_was_made_on() {
 #[test]
 fn with_token_child_of_an_undriven_runtime_is_cancelled_by_its_token() {
     let token = CancellationToken::new();
-    let first = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let child = first.block_on(async { Context::background().with_token(&token) });
+    let (first, child) = with_token_on_a_runtime_of_its_own(&token);
     let second = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -272,4 +264,18 @@ fn with_token_child_of_an_undriven_runtime_is_cancelled_by_its_token() {
     });
     assert_eq!(child.err(), Some(ContextError::Cancelled));
     drop(first);
+}
+
+/// A `with_token` child of the background context, made on a
+/// current_thread runtime of its own (its watcher task runs there), and
+/// that runtime.
+fn with_token_on_a_runtime_of_its_own(
+    token: &CancellationToken,
+) -> (tokio::runtime::Runtime, Context) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let child = runtime.block_on(async { Context::background().with_token(token) });
+    (runtime, child)
 }

@@ -253,19 +253,23 @@ impl Model {
 /// Meanwhile the cell is never queued twice.
 #[test]
 fn wake_racing_a_poll_is_never_lost() {
-    loom::model(|| {
-        let model = Arc::new(Model::spawned(1));
-        let waker = {
-            let model = model.clone();
-            thread::spawn(move || model.wake(1))
-        };
-        model.drain();
-        waker.join().unwrap();
-        model.drain();
-        assert!(model.probe.completed.load(Relaxed), "the wake was lost");
-        model.assert_ended();
-        assert!(model.probe.polls.load(Relaxed) <= 2);
-    });
+    loom::model(|| race_a_wake_with_the_first_poll(Model::spawned(1)));
+}
+
+/// A wake from another thread racing the model's first poll, then the
+/// queue drained: the wake was not lost, the cell completed and ended.
+fn race_a_wake_with_the_first_poll(model: Model) {
+    let model = Arc::new(model);
+    let waker = {
+        let model = model.clone();
+        thread::spawn(move || model.wake(1))
+    };
+    model.drain();
+    waker.join().unwrap();
+    model.drain();
+    assert!(model.probe.completed.load(Relaxed), "the wake was lost");
+    model.assert_ended();
+    assert!(model.probe.polls.load(Relaxed) <= 2);
 }
 
 /// Invariant 2, orderings: a wake that lands while the cell is being
@@ -392,18 +396,7 @@ fn two_aborts_of_an_idle_cell_push_once() {
 /// (tokio-rs/tokio#7622); `schedule` now does the same.
 #[test]
 fn wake_happens_before_the_next_poll() {
-    loom::model(|| {
-        let model = Arc::new(Model::spawned_with(1, true, None));
-        let waker = {
-            let model = model.clone();
-            thread::spawn(move || model.wake(1))
-        };
-        model.drain();
-        waker.join().unwrap();
-        model.drain();
-        assert!(model.probe.completed.load(Relaxed), "the wake was lost");
-        model.assert_ended();
-    });
+    loom::model(|| race_a_wake_with_the_first_poll(Model::spawned_with(1, true, None)));
 }
 
 // ---------------------------------------------------------------------------
