@@ -4,7 +4,8 @@
 use super::*;
 
 /// Counts a tokio task the runner started (a shard, a grace's timer, a
-/// no-op that frees a LIFO slot) while its future is alive (invariant 13).
+/// task's deadline timer, a no-op that frees a LIFO slot) while its future
+/// is alive (invariant 13).
 pub(super) struct Lease(Arc<Runner>);
 
 impl Lease {
