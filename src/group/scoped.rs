@@ -26,7 +26,7 @@
 //! 2. Every task spawned while the scope is open ends in exactly one
 //!    outcome, handed to the joiner once ([`Run::deliver`]): it returned
 //!    or panicked ([`Run::poll_task`]), it was dropped by the cancel
-//!    ([`Run::stop`]), or it never started (spawned into a cancelled
+//!    ([`Run::stop_if_cancelled`]), or it never started (spawned into a cancelled
 //!    scope, or waiting behind the limit when the cancel came).
 //! 3. A wake-up is never lost. A task's or the body's waker pushes its
 //!    slot to the ready list under the wake lock and, unless the scope

@@ -172,8 +172,10 @@
 //!
 //! The queue lock is never held while polling or dropping a cell's future
 //! (user code), waking a waker, or spawning a shard. A cell's body lock is
-//! held only by whoever holds its queue entry, and never while taking the
-//! queue lock. A shard's own queue lock is taken alone by its shard, or
+//! taken only by whoever holds its queue entry, so it is never contended;
+//! it is held across the poll, in which the task's code may take the queue
+//! lock (waking a sibling) or the group's locks (its end), never the other
+//! way round. A shard's own queue lock is taken alone by its shard, or
 //! under the queue lock by anyone else (invariant 11); never the other way.
 //!
 //! # Files
