@@ -21,6 +21,7 @@ pub(crate) struct Cell {
 impl Cell {
     /// Polls the cell once, or ends it if aborted, cancelled or closed. The
     /// caller held its queue entry (invariant 1).
+    #[inline]
     pub(super) fn run(self: Arc<Self>) {
         let aborted = self.state.start() == Started::Aborted;
         if self.must_end() || (aborted && !self.is_shielded()) {
@@ -66,6 +67,7 @@ impl Cell {
 
     /// Whether the cell must not be polled again: its runtime is shutting
     /// down, or the drop step came and it is not shielded (invariant 9).
+    #[inline]
     pub(super) fn must_end(&self) -> bool {
         self.runner.closed.load(SeqCst)
             || (self.runner.cancelled.load(SeqCst) && !self.is_shielded())
@@ -74,6 +76,7 @@ impl Cell {
     /// Ends the cell: drops its future (if a poll has not finished it) and
     /// counts it out. Called by the holder of its queue entry (or while it
     /// runs), once: `ENDED` keeps it from being queued again.
+    #[inline]
     pub(super) fn end(&self) {
         let body = self.take_ended();
         self.abandon(body);
@@ -131,6 +134,7 @@ impl Cell {
 
     /// Drops a future taken out of the cell, telling it first if it had
     /// not finished. `TaskFuture` catches panics in its own destructor.
+    #[inline]
     pub(super) fn abandon(&self, body: Option<Body>) {
         if let Some(mut body) = body {
             drop(catch_unwind(AssertUnwindSafe(move || {

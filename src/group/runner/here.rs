@@ -61,6 +61,7 @@ impl WokenHere {
 
     /// A shard of `runner` starts polling on this thread. Shards never
     /// nest: one tokio task is polled at a time.
+    #[inline]
     pub(super) fn enter(runner: usize) {
         WOKEN_HERE.with(|here| {
             let mut here = here.borrow_mut();
@@ -83,6 +84,7 @@ impl WokenHere {
     /// Keeps `cell`, woken by a cell of `runner`, for the shard this thread
     /// is polling, if that is a shard of `runner` that may keep one; else
     /// hands it back, to be queued.
+    #[inline]
     pub(super) fn keep(runner: usize, cell: Arc<Cell>) -> Option<Arc<Cell>> {
         let mut cell = Some(cell);
         // Not while the thread's locals are being destroyed, and never
@@ -100,12 +102,14 @@ impl WokenHere {
     }
 
     /// The shard polls the last cell of its batch: it may keep a cell.
+    #[inline]
     pub(super) fn open() {
         WOKEN_HERE.with(|here| here.borrow_mut().open = true);
     }
 
     /// The kept cell to poll next, if any; the shard may keep another
     /// while it polls it. With none, it keeps no more.
+    #[inline]
     pub(super) fn next() -> Option<Arc<Cell>> {
         WOKEN_HERE.with(|here| {
             let mut here = here.borrow_mut();
@@ -134,6 +138,7 @@ pub(super) struct Polling<'a> {
 }
 
 impl<'a> Polling<'a> {
+    #[inline]
     pub(super) fn enter(cell: &'a Arc<Cell>) -> Polling<'a> {
         let polled = Polled {
             runner: Arc::as_ptr(&cell.runner) as usize,
@@ -151,6 +156,7 @@ impl<'a> Polling<'a> {
 }
 
 impl Drop for Polling<'_> {
+    #[inline]
     fn drop(&mut self) {
         let polled = POLLING.with(|polling| polling.replace(self.outer));
         self.cell.shields.store(polled.shields, Relaxed);
@@ -175,6 +181,7 @@ pub(crate) fn current_task() -> Option<crate::TaskInfo> {
 /// When a cell of `runner` being polled now was first polled: the clock as
 /// this shard's batch first read it (see [`BATCH_BORN`]), after the
 /// runner's epoch.
+#[inline]
 pub(super) fn batch_born(runner: &Arc<Runner>) -> u64 {
     let me = Arc::as_ptr(runner) as usize;
     BATCH_BORN.with(|batch| {

@@ -336,6 +336,7 @@ impl Runner {
         })
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // No user code runs under this lock.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)

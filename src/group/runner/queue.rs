@@ -44,12 +44,14 @@ impl Queue {
 
     /// `ready` drained after a burst: swapped for a small one. The old one
     /// is returned, to be freed without the lock.
+    #[inline]
     pub(super) fn shrink_ready(&mut self) -> Option<VecDeque<Arc<Cell>>> {
         (self.ready.is_empty() && self.ready.capacity() > KEPT)
             .then(|| std::mem::replace(&mut self.ready, VecDeque::with_capacity(KEPT)))
     }
 
     /// The same for `parked`.
+    #[inline]
     pub(super) fn shrink_parked(&mut self) -> Option<Slab<Arc<Cell>>> {
         (self.parked.is_empty() && self.parked.capacity() > KEPT)
             .then(|| std::mem::replace(&mut self.parked, Slab::with_capacity(KEPT)))
@@ -77,6 +79,7 @@ impl Queue {
     /// new one while there are fewer than one per worker, plus one per
     /// stalled shard when the caller is a shard and may `watch`
     /// (invariant 12).
+    #[inline]
     pub(super) fn help(&mut self, watch: bool) -> Help {
         if let Some(shard) = self.idle.pop() {
             return Help::Wake(shard);
@@ -142,6 +145,7 @@ impl Queue {
 
 impl Runner {
     /// Queues a cell whose state says it must be pushed (invariant 1).
+    #[inline]
     pub(super) fn push(self: &Arc<Self>, cell: Arc<Cell>) {
         // Only a new task may move the runner (invariant 8).
         let _ = self.enqueue(cell, false);
@@ -149,6 +153,7 @@ impl Runner {
 
     /// Queues a cell a waker scheduled, unless the shard this thread is
     /// polling keeps it (invariant 10).
+    #[inline]
     pub(super) fn push_woken(self: &Arc<Self>, cell: Arc<Cell>) {
         if let Some(cell) = WokenHere::keep(Arc::as_ptr(self) as usize, cell) {
             self.push(cell);
@@ -158,6 +163,7 @@ impl Runner {
     /// [`Runner::push`], and for a new task (`fresh`), pushed by the thread
     /// spawning it, the move to that thread's runtime if the group's has
     /// shut down (invariant 8).
+    #[inline]
     pub(super) fn enqueue(
         self: &Arc<Self>,
         cell: Arc<Cell>,
@@ -185,6 +191,7 @@ impl Runner {
 
     /// Wakes the idle shard or starts the shard that `help` names; then,
     /// from inside a shard's poll, frees the LIFO slot (invariant 7).
+    #[inline]
     pub(super) fn bring(self: &Arc<Self>, help: Help, fresh: bool) -> Result<(), RuntimeGone> {
         match help {
             Help::None => return Ok(()),
@@ -240,6 +247,7 @@ impl Runner {
     /// that the shard just woken goes where an idle worker can steal it
     /// instead of waiting for this poll (invariant 7). Elsewhere (outside
     /// the runtime, or in a tokio task of the user's) it does nothing.
+    #[inline]
     pub(super) fn unpin(self: &Arc<Self>) {
         if IN_SHARD.with(ThreadCell::get) > 1 {
             // A shard is polled on one of its runtime's workers, which is
@@ -251,6 +259,7 @@ impl Runner {
 
     /// A shard's next cell, once its own queue and kept cell are spent, or
     /// why it has none (invariants 5, 11 and 12).
+    #[inline]
     pub(super) fn take(self: &Arc<Self>, local: &Local, key: usize, waker: &Waker) -> Take {
         let mut queue = self.lock();
         if self.closed.load(SeqCst) {
@@ -329,6 +338,7 @@ impl Runner {
     /// Registers a cell that returned `Pending` for the first time
     /// (invariant 3). The caller reads `cancelled` and `closed` after it
     /// (invariants 4 and 6), and ends the cell if it must.
+    #[inline]
     pub(super) fn park(&self, cell: &Arc<Cell>) {
         let mut queue = self.lock();
         let key = queue.parked.insert(cell.clone());
@@ -341,6 +351,7 @@ impl Runner {
     /// usually ends inside a shard's poll, with more of its batch to come:
     /// the shards woken must not wait for that poll (invariant 7), or a
     /// task spawned meanwhile would find them neither idle nor gone.
+    #[inline]
     pub(super) fn unpark(self: &Arc<Self>, key: usize) {
         let mut queue = self.lock();
         let cell = queue.parked.try_remove(key);

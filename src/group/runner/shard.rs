@@ -68,7 +68,7 @@ impl Runner {
             key,
             workers,
             finished: false,
-            hint: (workers > 1).then(|| StallHint::waker(self, local)),
+            hint: (workers > 1).then(|| StallHint::new(self, local)),
             _lease: Lease::new(self),
         };
         let me = Arc::as_ptr(self) as usize;
@@ -92,7 +92,7 @@ pub(super) struct Shard {
     pub(super) finished: bool,
     /// Told by tokio when this shard's worker enters `block_in_place`
     /// (invariant 12); none on a runtime with one worker.
-    pub(super) hint: Option<Waker>,
+    pub(super) hint: Option<Arc<StallHint>>,
     /// Counts it among the runner's live tokio tasks (invariant 13).
     pub(super) _lease: Lease,
 }
@@ -112,7 +112,7 @@ impl Future for Shard {
                     Take::Cell(cell) => {
                         BATCH_BORN.with(|batch| batch.set((0, 0)));
                         if let Some(hint) = &this.hint {
-                            StallHint::defer(hint);
+                            hint.defer();
                         }
                         cell
                     }
@@ -179,6 +179,7 @@ impl Local {
         })
     }
 
+    #[inline]
     pub(super) fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Cell>>> {
         // No user code runs under this lock.
         self.cells.lock().unwrap_or_else(PoisonError::into_inner)
@@ -244,25 +245,37 @@ impl Drop for InShard<'_> {
 /// a wake-up that finds the shard inside a poll comes from
 /// `block_in_place`: the runner brings another shard in at once, which
 /// tokio runs on the worker handed over. (If tokio stops waking the list
-/// there, the stall watch's look at the next take still notices.)
+/// there, the stall watch's look at the next take still notices.) It is
+/// handed over once per stay on a worker's list: `armed_on` names the
+/// thread whose list holds it, until tokio wakes it.
 pub(super) struct StallHint {
     runner: std::sync::Weak<Runner>,
     local: std::sync::Weak<Local>,
+    armed_on: AtomicUsize,
 }
 
 impl StallHint {
-    pub(super) fn waker(runner: &Arc<Runner>, local: &Arc<Local>) -> Waker {
-        Waker::from(Arc::new(StallHint {
+    pub(super) fn new(runner: &Arc<Runner>, local: &Arc<Local>) -> Arc<StallHint> {
+        Arc::new(StallHint {
             runner: Arc::downgrade(runner),
             local: Arc::downgrade(local),
-        }))
+            armed_on: AtomicUsize::new(0),
+        })
     }
 
-    /// Hands `hint` to tokio's deferred wake-ups of this worker (a no-op
-    /// outside one: the yield is over at once).
-    fn defer(hint: &Waker) {
+    /// Hands the hint to tokio's deferred wake-ups of this worker, unless
+    /// that list holds it already (a no-op outside a worker: the yield is
+    /// over at once).
+    #[inline]
+    fn defer(self: &Arc<Self>) {
+        let here = thread_mark();
+        if self.armed_on.load(Relaxed) == here {
+            return;
+        }
+        self.armed_on.store(here, Relaxed);
+        let waker = Waker::from(self.clone());
         let yielded = std::pin::pin!(tokio::task::yield_now());
-        let _ = yielded.poll(&mut task::Context::from_waker(hint));
+        let _ = yielded.poll(&mut task::Context::from_waker(&waker));
     }
 }
 
@@ -272,6 +285,7 @@ impl Wake for StallHint {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        self.armed_on.store(0, Relaxed);
         let (Some(runner), Some(local)) = (self.runner.upgrade(), self.local.upgrade()) else {
             return;
         };

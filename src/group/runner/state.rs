@@ -52,15 +52,18 @@ impl TaskState {
         TaskState(AtomicU8::new(0))
     }
 
+    #[inline]
     pub(super) fn update(&self, f: impl FnMut(u8) -> Option<u8>) -> Result<u8, u8> {
         self.0.fetch_update(AcqRel, Acquire, f)
     }
 
+    #[inline]
     pub(super) fn is_ended(&self) -> bool {
         self.0.load(Relaxed) & ENDED != 0
     }
 
     /// Neither queued, polled nor ended: waiting for a wake-up.
+    #[inline]
     pub(super) fn is_idle(&self) -> bool {
         self.0.load(Relaxed) & (SCHEDULED | RUNNING | NOTIFIED | ENDED) == 0
     }
@@ -73,6 +76,7 @@ impl TaskState {
     /// contract: a wake happens-before the poll it causes). Giving up
     /// without a write would let that poll read stale data and park for
     /// good, the bug tokio fixed in tokio-rs/tokio#7622.
+    #[inline]
     pub(super) fn schedule(&self) -> Scheduled {
         let prev = self.update(|s| {
             if s & ENDED != 0 {
@@ -94,6 +98,7 @@ impl TaskState {
 
     /// An abort: marks the cell cancelled, and schedules it if idle (push
     /// it); a cell being polled is queued again when the poll returns.
+    #[inline]
     pub(super) fn abort(&self) -> Scheduled {
         self.0.fetch_or(CANCELLED, AcqRel);
         self.schedule()
@@ -103,6 +108,7 @@ impl TaskState {
     /// be polled, unless it is shielded (invariant 9): the abort is used
     /// up, so that a shielded cell that returns `Pending` goes idle instead
     /// of being queued again at once.
+    #[inline]
     pub(super) fn start(&self) -> Started {
         let prev = self.0.fetch_xor(SCHEDULED | RUNNING, AcqRel);
         debug_assert!(
@@ -123,6 +129,7 @@ impl TaskState {
 
     /// A poll returned `Pending`: running → idle, or back to scheduled
     /// (push it) when woken or aborted meanwhile.
+    #[inline]
     pub(super) fn stop(&self) -> Stopped {
         let prev = self.update(|s| {
             if s & (NOTIFIED | CANCELLED) != 0 {
@@ -139,6 +146,7 @@ impl TaskState {
     }
 
     /// Ended: no transition queues it again.
+    #[inline]
     pub(crate) fn end(&self) {
         self.0.fetch_or(ENDED, AcqRel);
     }
