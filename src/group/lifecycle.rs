@@ -252,9 +252,10 @@ impl TaskInfo {
     /// group's async task is not (see [how the tasks
     /// run](TaskGroup#how-the-tasks-run)): use it in logs, and, with
     /// [`group`](TaskInfo::group), as a key for what a task keeps per task.
-    /// Outside any group task, in a plain tokio task, or in a task of a
-    /// [`scope`](crate::scope) (which runs inside the scope's own future),
-    /// it returns `None`.
+    /// Outside any group task (in a plain tokio task, say) it returns
+    /// `None`. A task of a [`scope`](crate::scope) runs inside the scope's
+    /// own future, so there it names the group task that awaits the scope,
+    /// if any.
     ///
     /// # Examples
     ///
