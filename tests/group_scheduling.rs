@@ -541,3 +541,32 @@ fn steals_racing_a_cancel_lose_no_task_on_two_workers() {
 fn steals_racing_a_cancel_lose_no_task_on_four_workers() {
     steals_racing_a_cancel_lose_no_task(4);
 }
+
+/// A scope's task runs inside the scope's own future: `TaskInfo::current`
+/// there names the group task that awaits the scope, and outside any group
+/// task, nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn task_info_current_in_a_scope_names_the_task_awaiting_it() {
+    use taskgroup::{Context, TaskId, TaskInfo};
+    let outside = taskgroup::scope(&Context::background(), async |s| {
+        s.spawn(|_ctx| async { Ok::<_, String>(TaskInfo::current().map(|me| me.id())) });
+    })
+    .await
+    .unwrap();
+    assert_eq!(outside, [None]);
+
+    let mut group = TaskGroup::<(TaskId, Option<TaskId>), String>::new();
+    let id = group.spawn(|ctx| async move {
+        let me = TaskInfo::current()
+            .map(|me| me.id())
+            .ok_or("not a group task")?;
+        let inside = taskgroup::scope(&ctx, async |s| {
+            s.spawn(|_ctx| async { Ok::<_, String>(TaskInfo::current().map(|me| me.id())) });
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok((me, inside[0]))
+    });
+    let seen = group.wait().await.unwrap();
+    assert_eq!(seen, [(id, Some(id))]);
+}
