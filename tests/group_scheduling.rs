@@ -570,3 +570,44 @@ async fn task_info_current_in_a_scope_names_the_task_awaiting_it() {
     let seen = group.wait().await.unwrap();
     assert_eq!(seen, [(id, Some(id))]);
 }
+
+/// A cancel from outside (the parent context, from a std thread) racing
+/// the end of a group with a long grace: whether it comes before the last
+/// task ends, while the runner tasks exit, or after `wait` has joined,
+/// `wait` returns at once and leaves no grace timer alive; it never waits
+/// for the grace.
+#[test]
+fn a_parent_cancel_racing_the_end_never_makes_wait_wait_for_the_grace() {
+    use taskgroup::Context;
+    let rt = runtime(2);
+    let rounds = std::env::var("TASKGROUP_STRESS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(300);
+    for round in 0..rounds {
+        rt.block_on(async {
+            let before = alive_tasks();
+            let (parent, cancel) = Context::background().with_cancel();
+            let mut group = TaskGroup::<usize, String>::builder()
+                .context(&parent)
+                .grace(Duration::from_secs(60))
+                .build();
+            for task in 0..8 {
+                group.spawn(move |_ctx| async move {
+                    wake_self().await;
+                    Ok(task)
+                });
+            }
+            let canceller = std::thread::spawn(move || {
+                for _ in 0..round % 50 {
+                    std::hint::spin_loop();
+                }
+                cancel.cancel();
+            });
+            let waited = tokio::time::timeout(Duration::from_secs(10), group.wait()).await;
+            canceller.join().unwrap();
+            assert!(waited.is_ok(), "round {round}: wait waited for the grace");
+            assert_eq!(alive_tasks(), before, "round {round}: a timer left alive");
+        });
+    }
+}

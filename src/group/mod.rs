@@ -166,7 +166,8 @@ use crate::{Context, ContextError};
 /// - structure all the way down: when [`wait`](TaskGroup::wait),
 ///   [`wait_outcomes`](TaskGroup::wait_outcomes) or
 ///   [`shutdown`](TaskGroup::shutdown) returns, no tokio task the group
-///   started is alive (its runner tasks, its grace's timer), and the
+///   started is alive (its runner tasks, its grace's timer, a task's own
+///   deadline timer), and the
 ///   runtime's count of alive tasks is back where it was;
 /// - a runtime shutting down drops every task's future by the time its
 ///   drop returns, wherever the task was, and polls none of them once it

@@ -270,8 +270,9 @@ pub(super) struct State<T, E> {
     panic: Option<Box<dyn Any + Send>>,
     /// Async tasks the group dropped unfinished (invariant 8).
     stragglers: Vec<(TaskId, Tag)>,
-    /// A shutdown, or the group's drop, decides when the tasks are
-    /// dropped: the cancel hook starts no grace (invariant 8).
+    /// A shutdown, the group's drop, or a `wait` that has joined every task
+    /// decides when the tasks are dropped: the cancel hook starts no grace
+    /// (invariant 8).
     driven: bool,
     /// The timer that ends the grace (invariant 8).
     grace_timer: Option<AbortHandle>,
@@ -1105,7 +1106,16 @@ impl<T, E, J> Shared<T, E, J> {
     /// `wait_outcomes` or `shutdown` returns, the group has left nothing
     /// running in the runtime.
     pub(super) async fn quiesce(&self) {
-        let timer = self.lock().grace_timer.take();
+        // Taken over (`driven`) under the lock where a cancel arriving now,
+        // from a parent say, would store the timer it starts: either the
+        // timer is taken here, or `begin_grace` sees `driven` and aborts it
+        // (invariant 8). Else that timer would keep `quiet` waiting for the
+        // whole grace.
+        let timer = {
+            let mut state = self.lock();
+            state.driven = true;
+            state.grace_timer.take()
+        };
         if let Some(timer) = timer {
             timer.abort();
         }
