@@ -218,19 +218,19 @@ fn wakes() -> (Vec<oneshot::Sender<()>>, Vec<oneshot::Receiver<()>>) {
     (0..QUICK).map(|_| oneshot::channel::<()>()).unzip()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_blocking_its_thread_holds_back_at_most_one() {
+/// One blocker, spawned first (it heads the queue, so the shard that takes
+/// it takes its share of the quick tasks into its own queue), blocking its
+/// thread with `block`, and `QUICK` quick tasks that go back to the queue
+/// once each (a woken task goes to the shared queue, not to the shard that
+/// polled it last): at most `HOSTAGES` finish after it.
+async fn a_blocker_among_quick_tasks(block: fn(&Hostages) -> Instant) {
     let hostages = Arc::new(Hostages::default());
     let mut group = TaskGroup::<Instant, String>::new();
-    // The blocker first: it heads the queue, so the shard that takes it
-    // takes its share of the quick tasks into its own queue.
     let h = hostages.clone();
-    group.spawn(move |_ctx| async move { Ok(h.block_thread()) });
+    group.spawn(move |_ctx| async move { Ok(block(&h)) });
     for _ in 0..QUICK {
         let h = hostages.clone();
         group.spawn(move |_ctx| async move {
-            // Back to the queue once: a woken task goes to the shared
-            // queue, not to the shard that polled it last.
             self_wake().await;
             Ok(h.finish())
         });
@@ -239,24 +239,17 @@ async fn a_task_blocking_its_thread_holds_back_at_most_one() {
     hostages.assert_bounded(times[0], &times[1..]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_blocking_its_thread_holds_back_at_most_one() {
+    a_blocker_among_quick_tasks(Hostages::block_thread).await;
+}
+
 /// The same with the blocker inside `tokio::task::block_in_place`: tokio
 /// hands that worker to another thread, and the shard stuck in the
 /// blocker's poll holds back at most the task it keeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_blocking_in_place_holds_back_at_most_one() {
-    let hostages = Arc::new(Hostages::default());
-    let mut group = TaskGroup::<Instant, String>::new();
-    let h = hostages.clone();
-    group.spawn(move |_ctx| async move { Ok(tokio::task::block_in_place(|| h.block_thread())) });
-    for _ in 0..QUICK {
-        let h = hostages.clone();
-        group.spawn(move |_ctx| async move {
-            self_wake().await;
-            Ok(h.finish())
-        });
-    }
-    let times = within("the group", group.wait()).await.unwrap();
-    hostages.assert_bounded(times[0], &times[1..]);
+    a_blocker_among_quick_tasks(|h| tokio::task::block_in_place(|| h.block_thread())).await;
 }
 
 /// Tasks parked on channels, then woken by a sibling: the first wake-up
