@@ -24,6 +24,10 @@
 //! (the upper one for an even count), except where the table's notes say
 //! max. Tasks are spawned from the `block_on` future, not from a worker.
 //!
+//! The `std::thread::sleep` calls are on purpose: they stand for what the
+//! hostage and `block_in_place` scenarios are about, a task's synchronous
+//! call (a DNS lookup, a file read) that blocks its thread.
+//!
 //! The output is a Markdown table: the JoinSet figure, the TaskGroup
 //! figure, their ratio (TaskGroup / JoinSet), the threshold each scenario
 //! is held to, and whether it was met. The figures only mean something
