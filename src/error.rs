@@ -266,9 +266,47 @@ pub struct TaskFailed {
 }
 
 impl TaskFailed {
-    /// A task's failure, as a joiner describes it; the group fills in its
-    /// name when it cancels with it.
-    pub(crate) fn new(task: crate::TaskId, panic: bool, message: String) -> Self {
+    /// A task's failure, as a joiner describes it in a
+    /// [`Decision::Cancel`](crate::Decision::Cancel): `panic` says whether
+    /// it panicked (else it returned an error), `message` is the error's
+    /// `Display` or the panic's message. The group fills in its own name
+    /// and the task's when it cancels with it, as it does for the built-in
+    /// joiners.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Cause, Context, Decision, Joiner, Outcome, TaskFailed, TaskGroup, TaskId, Unread};
+    ///
+    /// // Cancels the group on the first error, as `FailFast` does.
+    /// struct StopOnError;
+    ///
+    /// impl Joiner<(), String> for StopOnError {
+    ///     type Output = ();
+    ///
+    ///     fn on_complete(&mut self, id: TaskId, outcome: &Outcome<(), String>, _: &Context) -> Decision {
+    ///         match outcome {
+    ///             Outcome::Err(e) => Decision::Cancel(Cause::new(TaskFailed::new(id, false, e.clone()))),
+    ///             _ => Decision::Continue,
+    ///         }
+    ///     }
+    ///
+    ///     fn finish(self, _: Unread<(), String>, _: &Context) {}
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::builder().name("sync").joiner(StopOnError).build();
+    /// let ctx = group.context().clone();
+    /// group.build_task().name("upload").spawn(|_ctx| async { Err("quota".to_string()) });
+    /// group.wait().await;
+    /// assert_eq!(
+    ///     ctx.cause().unwrap().to_string(),
+    ///     "task 0 (upload) of group \"sync\" failed: quota"
+    /// );
+    /// # }
+    /// ```
+    pub fn new(task: crate::TaskId, panic: bool, message: String) -> Self {
         TaskFailed {
             task,
             name: None,

@@ -210,8 +210,8 @@ pub use context::{
 };
 pub use error::{ContextError, GroupError, TaskFailed};
 pub use group::{
-    AllFailed, Decision, FailFast, FirstOk, Joiner, Outcome, ShutdownReport, Supervise,
-    TaskBuilder, TaskGroup, TaskGroupBuilder, TaskId, TaskInfo, Unread, hedge,
+    AllFailed, Decision, Discard, FailFast, FirstOk, Joiner, Outcome, ShutdownReport, Spawner,
+    Supervise, Tally, TaskBuilder, TaskGroup, TaskGroupBuilder, TaskId, TaskInfo, Unread, hedge,
 };
 pub use group::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use group::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};

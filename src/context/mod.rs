@@ -1064,6 +1064,16 @@ impl Context {
         }
     }
 
+    /// A cancellable child with no handle: a group task's own context,
+    /// which its group cancels (`TaskGroup::cancel_task`) through
+    /// [`cancel_internal`](Context::cancel_internal).
+    pub(crate) fn for_task(&self) -> Context {
+        self.child(NodeSpec {
+            own_cancel: true,
+            ..NodeSpec::plain()
+        })
+    }
+
     /// A cancellable child whose cancellation also runs `hook`, inside the
     /// cancel walk. For task groups.
     pub(crate) fn with_hook(&self, hook: Weak<dyn CancelHook>) -> Context {

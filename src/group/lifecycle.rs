@@ -526,13 +526,8 @@ where
             at: Location::caller(),
             ..self.spawned
         };
-        let id = self.group.next_id();
-        let admitted = self
-            .group
-            .shared
-            .admit(id, spawned, AsyncBody::new(f), true);
-        debug_assert!(admitted.is_ok(), "spawn always admits");
-        id
+        let admitted = self.group.shared.admit(spawned, AsyncBody::new(f), true);
+        admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
     }
 
     /// Spawns the task unless the group is at its limit or cancelled, as
@@ -606,10 +601,8 @@ where
             at: Location::caller(),
             ..self.spawned
         };
-        let id = self.group.next_id();
-        let admitted = self.group.shared.admit(id, spawned, BlockingBody(f), true);
-        debug_assert!(admitted.is_ok(), "spawn_blocking always admits");
-        id
+        let admitted = self.group.shared.admit(spawned, BlockingBody(f), true);
+        admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
     }
 }
 

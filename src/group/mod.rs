@@ -9,11 +9,13 @@ mod outcome;
 mod runner;
 mod scoped;
 mod shared;
+mod spawner;
 mod task;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Poll;
 use std::time::Duration;
@@ -21,13 +23,16 @@ use std::time::Duration;
 use tokio::sync::futures::OwnedNotified;
 
 pub use builder::TaskGroupBuilder;
-pub use joiner::{AllFailed, Decision, FailFast, FirstOk, Joiner, Supervise, Unread, hedge};
+pub use joiner::{
+    AllFailed, Decision, Discard, FailFast, FirstOk, Joiner, Supervise, Tally, Unread, hedge,
+};
 use lifecycle::Spawned;
 pub use lifecycle::{ShutdownReport, TaskBuilder, TaskInfo};
 pub use observe::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use outcome::{Outcome, TaskId};
 pub use scoped::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
 use shared::{AsyncBody, BlockingBody, Shared};
+pub use spawner::Spawner;
 
 use crate::context::cancellation;
 use crate::{Context, ContextError};
@@ -229,7 +234,6 @@ pub struct TaskGroup<T, E, J = FailFast> {
     /// before `shared` (observe.rs, invariant 1).
     _registration: observe::Registration,
     shared: Arc<Shared<T, E, J>>,
-    next_id: u64,
     /// The [`Stream`](futures_core::Stream) impl's waiter for `progress`,
     /// kept between a `Pending` and the next poll. `next` and `join` drop a
     /// stale one first: a waiter nobody polls would otherwise take a
@@ -398,6 +402,36 @@ impl<T, E, J> TaskGroup<T, E, J> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// A handle that spawns into this group from anywhere, its own tasks
+    /// included (a server's accept loop), and cancels single tasks. It
+    /// never keeps the group alive: once the group has ended (its `wait`,
+    /// `wait_outcomes` or `shutdown` joined every task, or it was dropped)
+    /// every spawn through it gives the closure back. See [`Spawner`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut crawl = TaskGroup::<u32, String>::new();
+    /// let more = crawl.spawner();
+    /// crawl.spawn(move |_ctx| async move {
+    ///     // A page finds two links, and fetches them as siblings.
+    ///     for depth in [1, 2] {
+    ///         more.spawn(move |_ctx| async move { Ok(depth) }).map_err(|_| "ended")?;
+    ///     }
+    ///     Ok(0)
+    /// });
+    /// assert_eq!(crawl.wait().await, Ok(vec![0, 1, 2]));
+    /// # }
+    /// ```
+    pub fn spawner(&self) -> Spawner<T, E, J> {
+        self.shared.spawners.store(true, Relaxed);
+        Spawner::new(&self.shared)
+    }
 }
 
 impl<T, E, J> TaskGroup<T, E, J>
@@ -418,7 +452,6 @@ where
         TaskGroup {
             _registration: observe::Registration::new(observed),
             shared,
-            next_id: 0,
             stream_waiter: Mutex::new(None),
         }
     }
@@ -469,12 +502,8 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let id = self.next_id();
-        let admitted = self
-            .shared
-            .admit(id, Spawned::here(), AsyncBody::new(f), true);
-        debug_assert!(admitted.is_ok(), "spawn always admits");
-        id
+        let admitted = self.shared.admit(Spawned::here(), AsyncBody::new(f), true);
+        admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
     }
 
     /// Spawns a task unless the group is at its limit or cancelled; then it
@@ -524,14 +553,9 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let id = TaskId(self.next_id);
-        match self.shared.admit(id, spawned, AsyncBody::new(f), false) {
-            Ok(()) => {
-                self.next_id += 1;
-                Ok(id)
-            }
-            Err(body) => Err(body.0),
-        }
+        self.shared
+            .admit(spawned, AsyncBody::new(f), false)
+            .map_err(|body| body.0)
     }
 
     /// Spawns a blocking task on tokio's blocking thread pool, for CPU-heavy
@@ -571,12 +595,52 @@ where
     where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
-        let id = self.next_id();
-        let admitted = self
-            .shared
-            .admit(id, Spawned::here(), BlockingBody(f), true);
-        debug_assert!(admitted.is_ok(), "spawn_blocking always admits");
-        id
+        let admitted = self.shared.admit(Spawned::here(), BlockingBody(f), true);
+        admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
+    }
+
+    /// Cancels one task on its own: its context is cancelled (the group's
+    /// stays live), a queued task never starts, and a running async task
+    /// that does not return is dropped at its next await, once the group's
+    /// [grace](TaskGroupBuilder::grace) has passed ([shields](Context::shield)
+    /// hold, as for a group cancel). A blocking task must notice its
+    /// context. Returns `true` while the task has not ended (again during
+    /// its grace or shield), `false` for an unknown id or a task that has
+    /// ended.
+    ///
+    /// The task's outcome is what it returned, or
+    /// [`Outcome::Cancelled`]. An `Err` it returns after the cancel is a
+    /// consequence, not a failure: no built-in joiner cancels the group for
+    /// it. [`next`](TaskGroup::next) and [`wait_outcomes`](TaskGroup::wait_outcomes)
+    /// show it; under [`FailFast`], `wait` leaves out the tasks
+    /// `cancel_task` ended without a value; [`Discard`] counts them as
+    /// cancelled. When it returns, the task's context already reports
+    /// [`err`](Context::err).
+    ///
+    /// # Examples
+    ///
+    /// Kick one client, keep serving the others:
+    ///
+    /// ```
+    /// use taskgroup::{ContextError, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut clients = TaskGroup::<&str, ContextError>::new();
+    /// let alice = clients.spawn(|ctx| async move {
+    ///     ctx.done().await;
+    ///     Err(ctx.err().unwrap()) // says why it stopped
+    /// });
+    /// clients.spawn(|_ctx| async { Ok("bob served") });
+    /// tokio::task::yield_now().await;
+    /// assert!(clients.cancel_task(alice));
+    /// assert!(!clients.context().is_cancelled());
+    /// // Alice's `Err` is the kick's consequence: left out, not a failure.
+    /// assert_eq!(clients.wait().await, Ok(vec!["bob served"]));
+    /// # }
+    /// ```
+    pub fn cancel_task(&self, id: TaskId) -> bool {
+        self.shared.cancel_task(id)
     }
 
     /// Starts a task with a name or a deadline of its own: the
@@ -1097,12 +1161,6 @@ where
              it would wait for itself forever"
         );
     }
-
-    fn next_id(&mut self) -> TaskId {
-        let id = TaskId(self.next_id);
-        self.next_id += 1;
-        id
-    }
 }
 
 /// The group as a [`Stream`](futures_core::Stream) of finished tasks:
@@ -1112,9 +1170,11 @@ where
 ///
 /// The stream ends when `next` would return `None`: every task spawned has
 /// been handed out. Spawning again afterwards makes it yield again.
-/// [`size_hint`](futures_core::Stream::size_hint) is exact:
-/// [`len`](TaskGroup::len) tasks are still to come while the stream holds
-/// the group (`&mut`), since only the group's owner can spawn.
+/// [`size_hint`](futures_core::Stream::size_hint) is exact until a
+/// [`spawner`](TaskGroup::spawner) is made: [`len`](TaskGroup::len) tasks
+/// are still to come while the stream holds the group (`&mut`), since only
+/// the group's owner can spawn. Once a spawner exists, `len` is the lower
+/// bound and there is no upper one.
 ///
 /// # Panics
 ///
@@ -1204,6 +1264,10 @@ where
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let len = self.len();
+        if self.shared.has_spawners() {
+            // A spawner may add tasks while the stream runs.
+            return (len, None);
+        }
         (len, Some(len))
     }
 }
@@ -1220,6 +1284,8 @@ where
 
 impl<T, E, J> Drop for TaskGroup<T, E, J> {
     fn drop(&mut self) {
+        // A spawner's closure comes back from now on (shared invariant 12).
+        self.shared.lock().end();
         if !self.shared.grace.is_zero() {
             // No grace once the group is gone: no task outlives it.
             self.shared.drive();
@@ -1237,7 +1303,7 @@ impl<T, E, J> fmt::Debug for TaskGroup<T, E, J> {
             .field("name", &self.shared.name)
             .field("limit", &self.shared.limit)
             .field("grace", &self.shared.grace)
-            .field("spawned", &self.next_id)
+            .field("spawned", &self.shared.lock().spawned())
             .field("cancelled", &self.shared.ctx.is_cancelled())
             .finish_non_exhaustive()
     }

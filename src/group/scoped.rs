@@ -1321,10 +1321,19 @@ where
             self.shared.wake_slot_waiters();
         }
         let ctx = &self.shared.ctx;
+        let mut outcome = Some(outcome);
         let decision = match self.joiner.as_mut() {
             None => Decision::Continue,
             Some(joiner) => {
-                match catch_unwind(AssertUnwindSafe(|| joiner.on_complete(id, &outcome, ctx))) {
+                // A scope has no `cancel_task`: no task is ever stopped.
+                let asked = catch_unwind(AssertUnwindSafe(|| {
+                    let seen = outcome.as_ref().expect("taken by `keep` only");
+                    let decision = joiner.on_complete(id, seen, ctx);
+                    let taken = outcome.take().expect("taken by `keep` only");
+                    outcome = joiner.keep(id, taken, false);
+                    decision
+                }));
+                match asked {
                     Ok(decision) => decision,
                     Err(payload) => {
                         let cause = Cause::new(JoinerPanicked {
@@ -1338,10 +1347,12 @@ where
                 }
             }
         };
-        if outcome.is_ok() && self.shared.ctx.is_cancelled() {
-            self.late_ok = true;
+        if let Some(outcome) = outcome {
+            if outcome.is_ok() && self.shared.ctx.is_cancelled() {
+                self.late_ok = true;
+            }
+            self.done.push_back((id, outcome));
         }
-        self.done.push_back((id, outcome));
         if let Decision::Cancel(cause) = decision {
             if self.cancelled_by.is_none() && !self.shared.ctx.is_cancelled() {
                 self.cancelled_by = Some(id);
@@ -1391,6 +1402,7 @@ where
             std::mem::take(&mut self.done),
             self.cancelled_by,
             self.late_ok,
+            Vec::new(),
         );
         let ctx = self.shared.ctx.clone();
         let end = cancellation(ContextError::Cancelled, None);

@@ -68,13 +68,36 @@
 //!     released; the cancel hook always wakes. So `wait` sleeps until the
 //!     end instead of being woken, and taking the state lock, for every
 //!     task (a million wake-ups of the waiting thread for a million tasks).
+//! 11. Every started task has its own context, a child of the group's,
+//!     made and entered in `own` under the state lock where its slot is
+//!     taken (`admit`, `claim_start`), and taken out where its ending is
+//!     recorded. [`Shared::cancel_task`] finds a task under the same lock:
+//!     a queued one is taken out of `queue` and recorded as never started;
+//!     a started one is marked `stopped` there, then its context is
+//!     cancelled (after the lock), then its cell, if the entry has it, is
+//!     stopped by the runner, at once or at the end of the group's grace.
+//!     An async task's cell is entered after the runner has it, under the
+//!     lock, which also reads `stopped`: so either `cancel_task` finds the
+//!     cell, or the starter finds the mark and stops the cell itself. An
+//!     ending's `stopped` is read by `decide` (from the entry, once a
+//!     `cancel_task` has run: `any_stopped`) and used for the whole
+//!     ending: a task stopped and ending without a value (an `Err`, or
+//!     `Cancelled`) never cancels the group, and is listed in `stopped`.
+//! 12. Once `ended` is set (a `wait`, `wait_outcomes` or `shutdown` found
+//!     the group joined or settled, under the lock where it took the
+//!     outcomes; or the group was dropped), `admit` gives every closure
+//!     back: nothing is accepted that nobody would join.
 //!
 //! # Lock order
 //!
 //! The joiner lock may be held while taking the state lock, never the
 //! other way. The state lock is never held while cancelling the context
 //! (whose hook takes it), spawning, aborting, or running or dropping user
-//! code; the joiner lock only while running the joiner.
+//! code; the joiner lock only while running the joiner. A task's own
+//! context is made under the state lock: that takes the group context's
+//! node lock, which is never held while taking this one (the tree runs
+//! hooks after releasing its locks); it is dropped after the state lock
+//! (its after-cancel callbacks are user code).
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -82,7 +105,9 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -112,17 +137,8 @@ pub(super) enum Work<T, E> {
 /// A queued closure whose slot was just reserved: a blocking one with its
 /// key in `tasks`.
 enum Start<T, E> {
-    Async(
-        TaskId,
-        Spawned,
-        Box<dyn FnOnce(Context) -> BoxFuture<T, E> + Send>,
-    ),
-    Blocking(
-        TaskId,
-        Spawned,
-        usize,
-        Box<dyn FnOnce(Context) -> Result<T, E> + Send>,
-    ),
+    Async(Admitted, Box<dyn FnOnce(Context) -> BoxFuture<T, E> + Send>),
+    Blocking(Admitted, Box<dyn FnOnce(Context) -> Result<T, E> + Send>),
 }
 
 /// A task's body as `spawn`, `try_spawn` and `spawn_blocking` hand it to
@@ -133,15 +149,21 @@ pub(super) trait Body<T, E>: Send + 'static {
 
     fn into_work(self) -> Work<T, E>;
 
-    fn start<J: Joiner<T, E>>(
-        self,
-        shared: &Arc<Shared<T, E, J>>,
-        id: TaskId,
-        spawned: Spawned,
-        key: Option<usize>,
-    ) where
+    fn start<J: Joiner<T, E>>(self, shared: &Arc<Shared<T, E, J>>, start: Admitted)
+    where
         T: Send + 'static,
         E: Send + 'static;
+}
+
+/// What a task admitted to a slot starts with: who it is, its entry in
+/// `own` and the context made for it (invariant 11), and a blocking task's
+/// entry in `tasks`.
+pub(super) struct Admitted {
+    pub(super) id: TaskId,
+    pub(super) spawned: Spawned,
+    pub(super) own: usize,
+    pub(super) ctx: Context,
+    pub(super) key: Option<usize>,
 }
 
 /// An async task's closure.
@@ -167,17 +189,12 @@ where
         Work::Async(Box::new(move |ctx| Box::pin(f(ctx))))
     }
 
-    fn start<J: Joiner<T, E>>(
-        self,
-        shared: &Arc<Shared<T, E, J>>,
-        id: TaskId,
-        spawned: Spawned,
-        _: Option<usize>,
-    ) where
+    fn start<J: Joiner<T, E>>(self, shared: &Arc<Shared<T, E, J>>, start: Admitted)
+    where
         T: Send + 'static,
         E: Send + 'static,
     {
-        shared.start_async(id, spawned, self.0);
+        shared.start_async(start, self.0);
     }
 }
 
@@ -194,18 +211,12 @@ where
         Work::Blocking(Box::new(self.0))
     }
 
-    fn start<J: Joiner<T, E>>(
-        self,
-        shared: &Arc<Shared<T, E, J>>,
-        id: TaskId,
-        spawned: Spawned,
-        key: Option<usize>,
-    ) where
+    fn start<J: Joiner<T, E>>(self, shared: &Arc<Shared<T, E, J>>, start: Admitted)
+    where
         T: Send + 'static,
         E: Send + 'static,
     {
-        let key = key.expect("a blocking task is admitted with its key");
-        shared.start_blocking(id, spawned, key, self.0);
+        shared.start_blocking(start, self.0);
     }
 }
 
@@ -218,15 +229,21 @@ pub(super) struct Ended<T, E> {
     /// shutdown report if the group dropped it (invariant 8). `None` for a
     /// blocking task: its entry in `tasks` says it.
     pub(super) tag: Option<Tag>,
+    /// [`Shared::cancel_task`] took it out of the queue (invariant 11).
+    pub(super) stopped: bool,
 }
 
 /// What an ended task gives back.
 #[derive(Clone, Copy)]
 pub(super) enum Held {
-    /// A slot: it was started. `key` is its entry in `tasks` (blocking);
-    /// `ran` is `false` when it was dropped before finishing (aborted, or
-    /// its runtime shut down).
-    Slot { key: Option<usize>, ran: bool },
+    /// A slot: it was started. `own` is its entry in `own`, `key` its
+    /// entry in `tasks` (blocking); `ran` is `false` when it was dropped
+    /// before finishing (aborted, or its runtime shut down).
+    Slot {
+        own: usize,
+        key: Option<usize>,
+        ran: bool,
+    },
     /// Nothing: it never started (counted in `discarding`).
     Unstarted,
 }
@@ -235,9 +252,26 @@ pub(super) enum Held {
 /// go a few at a time reuses them; one that once held a burst frees it.
 const KEPT: usize = 64;
 
+/// A started task's own context, for [`Shared::cancel_task`]
+/// (invariant 11).
+struct Own {
+    id: TaskId,
+    ctx: Context,
+    /// An async task's cell, once the runner has it.
+    cell: Option<Weak<Cell>>,
+    /// `cancel_task` cancelled it.
+    stopped: bool,
+    /// The timer that stops its cell at the end of the grace.
+    timer: Option<AbortHandle>,
+}
+
 pub(super) struct State<T, E> {
+    /// The id of the next task spawned: its spawn index.
+    next_id: u64,
     running: usize,
     queue: VecDeque<(TaskId, Spawned, Work<T, E>)>,
+    /// Every started task's own context (invariant 11).
+    own: Slab<Own>,
     /// Abort handles of started blocking tasks, `None` until spawned
     /// (invariant 4), and who they are, for a shutdown's report.
     tasks: Slab<(TaskId, Option<AbortHandle>, Tag)>,
@@ -259,6 +293,11 @@ pub(super) struct State<T, E> {
     /// Tasks in `done` that returned `Ok` only after the group was
     /// cancelled (they saw the cancel and wound down).
     late_ok: Vec<TaskId>,
+    /// Tasks in `done` that `cancel_task` stopped and that ended without a
+    /// value (invariant 11).
+    stopped: Vec<TaskId>,
+    /// Nothing is accepted any more (invariant 12).
+    ended: bool,
     /// A decision is cancelling the group: `done` is not handed out until
     /// it has (invariant 6).
     cancelling: bool,
@@ -351,25 +390,47 @@ impl<T, E> State<T, E> {
         if !self.late_ok.is_empty() {
             self.late_ok.retain(|&late| late != id);
         }
+        if !self.stopped.is_empty() {
+            self.stopped.retain(|&stopped| stopped != id);
+        }
         if self.done.is_empty() && self.done.capacity() > KEPT {
             // Drained after a burst: let the peak go.
             self.done = VecDeque::new();
             self.done_at = VecDeque::new();
             self.done_names = VecDeque::new();
             self.late_ok = Vec::new();
+            self.stopped = Vec::new();
         }
         Some((id, outcome))
     }
 
-    /// What a joined group leaves to its joiner.
+    /// What a joined group leaves to its joiner. The group has ended
+    /// (invariant 12).
     pub(super) fn take_unread(&mut self) -> Unread<T, E> {
+        self.ended = true;
         self.done_at = VecDeque::new();
         self.done_names = VecDeque::new();
         Unread::new(
             std::mem::take(&mut self.done),
             self.cancelled_by,
             !self.late_ok.is_empty(),
+            std::mem::take(&mut self.stopped),
         )
+    }
+
+    /// The group is gone: nothing is accepted any more (invariant 12).
+    pub(super) fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// Whether nothing is accepted any more (invariant 12).
+    pub(super) fn has_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// How many tasks were spawned (accepted) so far.
+    pub(super) fn spawned(&self) -> u64 {
+        self.next_id
     }
 
     pub(super) fn take_panic(&mut self) -> Option<Box<dyn Any + Send>> {
@@ -443,6 +504,33 @@ struct After<T, E> {
     freed_slot: bool,
     /// Wake a waiter of `progress` (invariant 10).
     notify: bool,
+    /// Ended tasks' own contexts, to drop without the lock (invariant
+    /// 11): one for most endings, more when deferred ones were recorded
+    /// in the same turn.
+    let_go: Option<Own>,
+    let_go_more: Vec<Own>,
+}
+
+impl<T, E> After<T, E> {
+    fn new() -> Self {
+        After {
+            cancel: None,
+            canceller: None,
+            unstarted: VecDeque::new(),
+            start: None,
+            freed_slot: false,
+            notify: false,
+            let_go: None,
+            let_go_more: Vec::new(),
+        }
+    }
+
+    fn let_go(&mut self, own: Own) {
+        match self.let_go {
+            None => self.let_go = Some(own),
+            Some(_) => self.let_go_more.push(own),
+        }
+    }
 }
 
 pub(super) struct Shared<T, E, J> {
@@ -464,6 +552,12 @@ pub(super) struct Shared<T, E, J> {
     joiner: Mutex<Option<J>>,
     /// The [`thread_mark`] of the thread inside the joiner, or 0.
     delivering: AtomicUsize,
+    /// `cancel_task` has marked a task `stopped` (invariant 11): until
+    /// then, an ending need not look.
+    any_stopped: AtomicBool,
+    /// A [`Spawner`](super::Spawner) was made: tasks may come from
+    /// elsewhere than the group's owner.
+    pub(super) spawners: AtomicBool,
     /// Itself, for the cancel hook, which is handed `&self`.
     me: Weak<Self>,
     /// A task finished (or the group was cancelled): for `next` and `wait`.
@@ -498,6 +592,11 @@ impl<T, E, J> Shared<T, E, J> {
             .tasks
             .iter()
             .any(|(_, (_, handle, _))| handle.as_ref().is_some_and(|h| h.id() == me))
+    }
+
+    /// Whether a spawner was ever made for the group.
+    pub(super) fn has_spawners(&self) -> bool {
+        self.spawners.load(Relaxed)
     }
 
     /// Takes the joiner out, for `finish`.
@@ -539,7 +638,9 @@ where
                 span,
                 runner,
                 state: Mutex::new(State {
+                    next_id: 0,
                     running: 0,
+                    own: Slab::new(),
                     queue: VecDeque::new(),
                     tasks: Slab::new(),
                     discarding: 0,
@@ -549,6 +650,8 @@ where
                     deferred: VecDeque::new(),
                     cancelled_by: None,
                     late_ok: Vec::new(),
+                    stopped: Vec::new(),
+                    ended: false,
                     cancelling: false,
                     starting: false,
                     panic: None,
@@ -559,6 +662,8 @@ where
                 }),
                 joiner: Mutex::new(Some(joiner)),
                 delivering: AtomicUsize::new(0),
+                any_stopped: AtomicBool::new(false),
+                spawners: AtomicBool::new(false),
                 me: me.clone(),
                 progress: Arc::new(Notify::new()),
                 slot_freed: Notify::new(),
@@ -566,9 +671,11 @@ where
         })
     }
 
-    /// Admits a task: starts it if the limit has room, else queues it (or,
-    /// with `queue == false`, gives it back); in a cancelled group it is
-    /// recorded as never started (or given back, with `queue == false`).
+    /// Admits a task and gives it the next id: starts it if the limit has
+    /// room, else queues it (or, with `queue == false`, gives it back); in
+    /// a cancelled group it is recorded as never started (or given back,
+    /// with `queue == false`). Once the group has ended it is always given
+    /// back (invariant 12).
     ///
     /// # Panics
     ///
@@ -576,31 +683,60 @@ where
     #[track_caller]
     pub(super) fn admit<B: Body<T, E>>(
         self: &Arc<Self>,
-        id: TaskId,
         spawned: Spawned,
         body: B,
         queue: bool,
-    ) -> Result<(), B> {
+    ) -> Result<TaskId, B> {
         // A blocking task's age counts from here; an async task's from its
         // first poll, where reading the clock costs less (see `batch_now`).
         let born = B::BLOCKING.then(|| since(self.epoch, Instant::now()));
         let mut state = self.lock();
+        if state.ended {
+            return Err(body);
+        }
+        let id = TaskId(state.next_id);
         if self.ctx.is_cancelled() {
             if !queue {
                 return Err(body);
             }
+            state.next_id += 1;
             self.record_unstarted(state, id, &spawned, body);
         } else if self.has_room(&state) {
+            state.next_id += 1;
             state.running += 1;
             let key = born.map(|born| state.tasks.insert((id, None, spawned.tag(born))));
+            let (own, ctx) = self.own_context(&mut state, id);
             drop(state);
-            body.start(self, id, spawned, key);
+            body.start(
+                self,
+                Admitted {
+                    id,
+                    spawned,
+                    own,
+                    ctx,
+                    key,
+                },
+            );
         } else if queue {
+            state.next_id += 1;
             state.queue.push_back((id, spawned, body.into_work()));
         } else {
             return Err(body);
         }
-        Ok(())
+        Ok(id)
+    }
+
+    /// Makes a task's own context and enters it in `own` (invariant 11).
+    fn own_context(&self, state: &mut State<T, E>, id: TaskId) -> (usize, Context) {
+        let ctx = self.ctx.for_task();
+        let own = state.own.insert(Own {
+            id,
+            ctx: ctx.clone(),
+            cell: None,
+            stopped: false,
+            timer: None,
+        });
+        (own, ctx)
     }
 
     /// Records a task that will never start (the group was cancelled): drops
@@ -622,6 +758,7 @@ where
             outcome,
             held: Held::Unstarted,
             tag: Some(spawned.tag(UNPOLLED)),
+            stopped: false,
         });
     }
 
@@ -633,12 +770,19 @@ where
     /// task bound the group to one; the task is then recorded as
     /// cancelled.
     #[track_caller]
-    fn start_async<F, Fut>(self: &Arc<Self>, id: TaskId, spawned: Spawned, f: F)
+    fn start_async<F, Fut>(self: &Arc<Self>, start: Admitted, f: F)
     where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let completion = Completion::new(self, id);
+        let Admitted {
+            id,
+            spawned,
+            own,
+            ctx,
+            ..
+        } = start;
+        let completion = Completion::new(self, id, own);
         self.runner.bind();
         // Invariant 3: the last look before user code runs.
         if self.ctx.is_cancelled() {
@@ -655,23 +799,22 @@ where
             meta.span = self.task_span(id, &spawned);
         }
         let Some(timeout) = spawned.timeout else {
-            let ctx = self.ctx.clone();
             let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
                 Ok(fut) => fut,
                 Err(payload) => {
                     return completion.finish(Outcome::Panicked(payload), Some(meta.tag()));
                 }
             };
-            return self
+            let cell = self
                 .runner
                 .spawn(meta, Box::pin(TaskFuture::new(fut, completion)));
+            return self.enter_cell(own, id, cell);
         };
-        // A deadline of its own: a child context, ended with the task. Its
-        // timer is the runner's, so that `wait` sees it gone (runner
-        // invariant 13).
+        // A deadline of its own: a child of its own context, ended with the
+        // task. Its timer is the runner's, so that `wait` sees it gone
+        // (runner invariant 13).
         let runner = &self.runner;
-        let (ctx, handle) = self
-            .ctx
+        let (ctx, handle) = ctx
             .with_timeout_spawned_by(timeout, |runtime, timer| runner.spawn_timer(runtime, timer));
         let end = EndOnDrop(handle);
         let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
@@ -682,8 +825,48 @@ where
             let _end = end;
             fut.await
         };
-        self.runner
+        let cell = self
+            .runner
             .spawn(meta, Box::pin(TaskFuture::new(fut, completion)));
+        self.enter_cell(own, id, cell);
+    }
+
+    /// Enters a started task's cell in its `own` entry, or stops the cell
+    /// if `cancel_task` marked the task first (invariant 11). The entry is
+    /// gone if the task has ended already.
+    fn enter_cell(&self, own: usize, id: TaskId, cell: Weak<Cell>) {
+        let mut state = self.lock();
+        let Some(entry) = state.own.get_mut(own).filter(|entry| entry.id == id) else {
+            return;
+        };
+        if !entry.stopped {
+            entry.cell = Some(cell);
+            return;
+        }
+        entry.cell = Some(cell.clone());
+        drop(state);
+        self.stop_cell(own, id, cell);
+    }
+
+    /// The drop step for a task `cancel_task` stopped: at once, or at the
+    /// end of the group's grace by a timer kept in its entry, which its
+    /// ending aborts.
+    fn stop_cell(&self, own: usize, id: TaskId, cell: Weak<Cell>) {
+        if self.grace.is_zero() {
+            return self.runner.stop(&cell);
+        }
+        let Some(timer) = self.runner.stop_after(cell, self.grace) else {
+            return;
+        };
+        let mut state = self.lock();
+        match state.own.get_mut(own).filter(|entry| entry.id == id) {
+            Some(entry) => entry.timer = Some(timer),
+            None => {
+                // Ended meanwhile: nothing left to stop.
+                drop(state);
+                timer.abort();
+            }
+        }
     }
 
     /// Runs `f` on tokio's blocking pool.
@@ -692,11 +875,19 @@ where
     ///
     /// Outside a tokio runtime, as `tokio::task::spawn_blocking` does.
     #[track_caller]
-    fn start_blocking<F>(self: &Arc<Self>, id: TaskId, spawned: Spawned, key: usize, f: F)
+    fn start_blocking<F>(self: &Arc<Self>, start: Admitted, f: F)
     where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
-        let completion = BlockingCompletion::new(self, id, key);
+        let Admitted {
+            id,
+            spawned,
+            own,
+            ctx,
+            key,
+        } = start;
+        let key = key.expect("a blocking task is admitted with its key");
+        let completion = BlockingCompletion::new(self, id, own, key);
         let timeout = spawned.timeout;
         #[cfg(feature = "tracing")]
         let span = self.task_span(id, &spawned);
@@ -706,7 +897,6 @@ where
             }
             return;
         }
-        let ctx = self.ctx.clone();
         let current = RunsTask::blocking(id, &spawned, &self.name, self.epoch);
         let task = tokio::task::spawn_blocking(move || {
             let current = current.enter();
@@ -769,21 +959,15 @@ where
         }
         let mut joiner = self.joiner.lock().unwrap_or_else(PoisonError::into_inner);
         self.delivering.store(me, Relaxed);
-        let mut after = After {
-            cancel: None,
-            canceller: None,
-            unstarted: VecDeque::new(),
-            start: None,
-            freed_slot: false,
-            notify: false,
-        };
+        let mut after = After::new();
         // Not through an `Option`: an ending is large, and this is the
         // path of every task (moving it in and out cost a `memcpy` each).
         let mut ended = ended;
         loop {
-            let decision = self.decide(&mut joiner, &ended);
+            self.read_stopped(&mut ended);
+            let (decision, kept) = self.decide(&mut joiner, &mut ended);
             let mut state = self.lock();
-            let unused = self.record(&mut state, ended, decision, &mut after);
+            let unused = self.record(&mut state, ended, decision, kept, &mut after);
             let next = if unused.is_none() {
                 state.deferred.pop_front()
             } else {
@@ -804,18 +988,42 @@ where
         self.settle(&mut after);
     }
 
-    /// Asks the joiner what `ended` means for the group. A panic there
+    /// Whether `cancel_task` stopped the task and it ended without a value
+    /// (invariant 11): read once, for the whole ending.
+    #[inline]
+    fn read_stopped(&self, ended: &mut Ended<T, E>) {
+        if !ended.stopped
+            && self.any_stopped.load(Acquire)
+            && let Held::Slot { own, .. } = ended.held
+        {
+            ended.stopped = self.lock().own.get(own).is_some_and(|entry| entry.stopped);
+        }
+        if ended.stopped && matches!(ended.outcome, Outcome::Ok(_) | Outcome::Panicked(_)) {
+            // A value or a panic is the task's own, stopped or not.
+            ended.stopped = false;
+        }
+    }
+
+    /// Asks the joiner what `ended` means for the group, and whether the
+    /// group keeps its outcome (`false`: the joiner took it). A panic there
     /// cancels the group and is kept for `wait`; the joiner is not asked
     /// again.
-    fn decide(&self, joiner: &mut Option<J>, ended: &Ended<T, E>) -> Decision {
+    fn decide(&self, joiner: &mut Option<J>, ended: &mut Ended<T, E>) -> (Decision, bool) {
         let Some(j) = joiner.as_mut() else {
-            return Decision::Continue;
+            return (Decision::Continue, true);
         };
+        let mut kept = true;
         let asked = catch_unwind(AssertUnwindSafe(|| {
-            j.on_complete(ended.id, &ended.outcome, &self.ctx)
+            let decision = j.on_complete(ended.id, &ended.outcome, &self.ctx);
+            let outcome = std::mem::replace(&mut ended.outcome, Outcome::Cancelled);
+            match j.keep(ended.id, outcome, ended.stopped) {
+                Some(outcome) => ended.outcome = outcome,
+                None => kept = false,
+            }
+            decision
         }));
         match asked {
-            Ok(decision) => decision,
+            Ok(decision) => (decision, kept),
             Err(payload) => {
                 let cause = Cause::new(JoinerPanicked {
                     task: ended.id,
@@ -823,20 +1031,25 @@ where
                 });
                 self.lock().panic.get_or_insert(payload);
                 let _ = drop_catching(joiner.take());
-                Decision::Cancel(cause)
+                // A panic in `keep` took the outcome with it: the task is
+                // recorded as cancelled, and `wait` re-raises the panic.
+                (Decision::Cancel(cause), kept)
             }
         }
     }
 
-    /// Records an ending the joiner has seen: pushes it to `done`, makes
-    /// its decision the group's if it is the first to cancel (invariant
-    /// 6), and otherwise releases what it held. Returns a cause that will
-    /// not be used, to be dropped without the lock.
+    /// Records an ending the joiner has seen: pushes it to `done` if the
+    /// joiner left it `kept`, makes its decision the group's if it is the
+    /// first to cancel (invariant 6) and the task was not stopped without
+    /// a value (invariant 11), and otherwise releases what it held.
+    /// Returns a cause that will not be used, to be dropped without the
+    /// lock.
     fn record(
         &self,
         state: &mut State<T, E>,
         ended: Ended<T, E>,
         decision: Decision,
+        kept: bool,
         after: &mut After<T, E>,
     ) -> Option<Cause> {
         let Ended {
@@ -844,7 +1057,15 @@ where
             outcome,
             held,
             mut tag,
+            stopped,
         } = ended;
+        if let Held::Slot { own, .. } = held {
+            let entry = state.own.remove(own);
+            if state.own.is_empty() && state.own.capacity() > KEPT {
+                state.own = Slab::new();
+            }
+            after.let_go(entry);
+        }
         match held {
             Held::Slot { key: Some(key), .. } => {
                 if let Some((_, _, kept)) = state.tasks.try_remove(key) {
@@ -858,6 +1079,7 @@ where
             Held::Slot {
                 key: None,
                 ran: false,
+                ..
             } => {
                 if let Some(tag) = &tag {
                     state.stragglers.push((id, tag.clone()));
@@ -868,7 +1090,11 @@ where
         let mut unused = None;
         let mut cancels = false;
         if let Decision::Cancel(cause) = decision {
-            if state.cancelled_by.is_none() && !state.cancelling && !self.ctx.is_cancelled() {
+            if !stopped
+                && state.cancelled_by.is_none()
+                && !state.cancelling
+                && !self.ctx.is_cancelled()
+            {
                 state.cancelled_by = Some(id);
                 state.cancelling = true;
                 let name = tag.as_ref().and_then(|tag| tag.name.as_ref());
@@ -878,13 +1104,18 @@ where
                 unused = Some(cause);
             }
         }
-        if outcome.is_ok() && self.ctx.is_cancelled() {
-            state.late_ok.push(id);
-        }
-        state.done.push_back((id, outcome));
-        push_run(&mut state.done_at, tag.as_ref().map(|tag| tag.at));
-        if let Some(name) = tag.and_then(|tag| tag.name) {
-            state.done_names.push_back((id, name));
+        if kept {
+            if outcome.is_ok() && self.ctx.is_cancelled() {
+                state.late_ok.push(id);
+            }
+            if stopped {
+                state.stopped.push(id);
+            }
+            state.done.push_back((id, outcome));
+            push_run(&mut state.done_at, tag.as_ref().map(|tag| tag.at));
+            if let Some(name) = tag.and_then(|tag| tag.name) {
+                state.done_names.push_back((id, name));
+            }
         }
         if cancels {
             after.canceller = Some(held);
@@ -950,12 +1181,31 @@ where
         }
         state.starting = true;
         state.running += 1;
+        let (own, ctx) = self.own_context(state, id);
         Some(match work {
-            Work::Async(f) => Start::Async(id, spawned, f),
+            Work::Async(f) => Start::Async(
+                Admitted {
+                    id,
+                    spawned,
+                    own,
+                    ctx,
+                    key: None,
+                },
+                f,
+            ),
             Work::Blocking(f) => {
                 let tag = spawned.tag(since(self.epoch, Instant::now()));
                 let key = state.tasks.insert((id, None, tag));
-                Start::Blocking(id, spawned, key, f)
+                Start::Blocking(
+                    Admitted {
+                        id,
+                        spawned,
+                        own,
+                        ctx,
+                        key: Some(key),
+                    },
+                    f,
+                )
             }
         })
     }
@@ -1005,6 +1255,19 @@ where
         if !after.unstarted.is_empty() {
             self.discard(std::mem::take(&mut after.unstarted));
         }
+        for own in after
+            .let_go
+            .take()
+            .into_iter()
+            .chain(after.let_go_more.drain(..))
+        {
+            if let Some(timer) = own.timer {
+                timer.abort();
+            }
+            // The task's own context: a callback registered on it is user
+            // code, dropped here.
+            let _ = drop_catching(own.ctx);
+        }
         if let Some(start) = after.start.take() {
             self.start_queued(start);
         }
@@ -1016,8 +1279,8 @@ where
         let mut start = first;
         loop {
             let started = catch_unwind(AssertUnwindSafe(|| match start {
-                Start::Async(id, spawned, f) => self.start_async(id, spawned, f),
-                Start::Blocking(id, spawned, key, f) => self.start_blocking(id, spawned, key, f),
+                Start::Async(start, f) => self.start_async(start, f),
+                Start::Blocking(start, f) => self.start_blocking(start, f),
             }));
             let mut state = self.lock();
             state.starting = false;
@@ -1041,14 +1304,72 @@ where
     /// canceller and leave the group unjoinable.
     fn discard(self: &Arc<Self>, queued: VecDeque<(TaskId, Spawned, Work<T, E>)>) {
         for (id, spawned, work) in queued {
-            let outcome = drop_catching(work).map_or(Outcome::Cancelled, Outcome::Panicked);
-            self.complete(Ended {
-                id,
-                outcome,
-                held: Held::Unstarted,
-                tag: Some(spawned.tag(UNPOLLED)),
-            });
+            self.discard_one(id, &spawned, work, false);
         }
+    }
+
+    /// Drops one queued closure taken out of the queue and records it as
+    /// never started; `stopped`: by `cancel_task`.
+    fn discard_one(
+        self: &Arc<Self>,
+        id: TaskId,
+        spawned: &Spawned,
+        work: Work<T, E>,
+        stopped: bool,
+    ) {
+        let outcome = drop_catching(work).map_or(Outcome::Cancelled, Outcome::Panicked);
+        self.complete(Ended {
+            id,
+            outcome,
+            held: Held::Unstarted,
+            tag: Some(spawned.tag(UNPOLLED)),
+            stopped,
+        });
+    }
+
+    /// Cancels one task on its own (invariant 11): a queued one never
+    /// starts; a started one's context is cancelled, and an async one is
+    /// dropped at its next await once the group's grace has passed
+    /// (shields hold). `false` when no task with that id is queued or
+    /// running.
+    pub(super) fn cancel_task(self: &Arc<Self>, id: TaskId) -> bool {
+        let mut state = self.lock();
+        if let Some(at) = state.queue.iter().position(|(queued, ..)| *queued == id) {
+            let (id, spawned, work) = state.queue.remove(at).expect("found at `at`");
+            state.discarding += 1;
+            drop(state);
+            self.discard_one(id, &spawned, work, true);
+            return true;
+        }
+        let Some((own, entry)) = state.own.iter_mut().find(|(_, entry)| entry.id == id) else {
+            return false;
+        };
+        if entry.stopped {
+            // Stopped before: in its grace or a shield.
+            return true;
+        }
+        entry.stopped = true;
+        self.any_stopped.store(true, Release);
+        let ctx = entry.ctx.clone();
+        let cell = entry.cell.clone();
+        let blocking = state
+            .tasks
+            .iter()
+            .find(|(_, (task, ..))| *task == id)
+            .and_then(|(_, (_, handle, _))| handle.clone());
+        drop(state);
+        // Invariant 11: the mark, then the context, then the cell.
+        let cause = Cause::new(TaskCancelled { task: id });
+        ctx.cancel_internal(cancellation(ContextError::Cancelled, Some(cause)));
+        drop(ctx);
+        if let Some(cell) = cell {
+            self.stop_cell(own, id, cell);
+        }
+        if let Some(task) = blocking {
+            // Stops it only before its closure has started.
+            task.abort();
+        }
+        true
     }
 }
 
@@ -1199,6 +1520,20 @@ where
         self.progress.notify_one();
     }
 }
+
+/// The cause of a task's own context when `cancel_task` cancelled it.
+#[derive(Debug)]
+struct TaskCancelled {
+    task: TaskId,
+}
+
+impl std::fmt::Display for TaskCancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} was cancelled on its own (cancel_task)", self.task)
+    }
+}
+
+impl std::error::Error for TaskCancelled {}
 
 /// The cause a group is cancelled with when its joiner's `on_complete`
 /// panicked.

@@ -16,8 +16,8 @@ use super::runner::Task;
 use super::shared::{Ended, Held, Shared};
 
 /// Owned by a started task: reports its outcome exactly once, when it
-/// finishes or, if it is dropped unfinished, as cancelled. Two words: the
-/// group (taken by the report) and the task's id; a blocking task's entry
+/// finishes or, if it is dropped unfinished, as cancelled. Three words: the
+/// group (taken by the report), the task's id and its entry in `own`; a blocking task's entry
 /// in `tasks` is kept by [`BlockingCompletion`], an async task's name and
 /// spawn site by its runner cell ([`Meta`]).
 pub(super) struct Completion<T, E, J>
@@ -29,6 +29,8 @@ where
     /// `None` once reported.
     shared: Option<Arc<Shared<T, E, J>>>,
     id: TaskId,
+    /// Its entry in the group's `own` (its own context).
+    own: usize,
 }
 
 impl<T, E, J> Completion<T, E, J>
@@ -37,10 +39,11 @@ where
     E: Send + 'static,
     J: Joiner<T, E>,
 {
-    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId) -> Self {
+    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, own: usize) -> Self {
         Completion {
             shared: Some(shared.clone()),
             id,
+            own,
         }
     }
 
@@ -62,8 +65,13 @@ where
             shared.complete(Ended {
                 id: self.id,
                 outcome,
-                held: Held::Slot { key, ran },
+                held: Held::Slot {
+                    own: self.own,
+                    key,
+                    ran,
+                },
                 tag,
+                stopped: false,
             });
         }
     }
@@ -102,9 +110,9 @@ where
     E: Send + 'static,
     J: Joiner<T, E>,
 {
-    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, key: usize) -> Self {
+    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, own: usize, key: usize) -> Self {
         BlockingCompletion {
-            completion: Completion::new(shared, id),
+            completion: Completion::new(shared, id, own),
             key,
         }
     }

@@ -97,8 +97,15 @@ impl<T, E> Joiner<T, E> for FirstOk {
         {
             return Ok(value);
         }
+        // A task `cancel_task` stopped did not fail: its error is the stop's.
+        let stopped = std::mem::take(&mut unread.stopped);
         Err(AllFailed {
-            errors: unread.collect_in_spawn_order(|id, outcome| outcome.err().map(|e| (id, e))),
+            errors: unread.collect_in_spawn_order(|id, outcome| {
+                outcome
+                    .err()
+                    .filter(|_| !stopped.contains(&id))
+                    .map(|e| (id, e))
+            }),
             context_error: group.err(),
         })
     }

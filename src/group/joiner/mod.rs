@@ -10,6 +10,7 @@
 //! caught, names) is the group's bookkeeping, in `shared.rs`, the same for
 //! every policy. A new policy is one more file here.
 
+mod discard;
 mod fail_fast;
 mod first_ok;
 mod hedge;
@@ -19,6 +20,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 
+pub use discard::{Discard, Tally};
 pub use fail_fast::FailFast;
 pub use first_ok::{AllFailed, FirstOk};
 pub use hedge::hedge;
@@ -129,6 +131,72 @@ pub trait Joiner<T, E>: Send + 'static {
     /// deadline), further decisions to cancel change nothing.
     fn on_complete(&mut self, id: TaskId, outcome: &Outcome<T, E>, group: &Context) -> Decision;
 
+    /// What the group keeps of a task that ended, for
+    /// [`next`](crate::TaskGroup::next) and [`finish`](Joiner::finish):
+    /// called right after [`on_complete`](Joiner::on_complete) with the
+    /// same ending, in the same turn. The default keeps every outcome.
+    ///
+    /// Return `None` to keep nothing: the joiner takes the outcome (counts
+    /// it, keeps a panic's payload, drops it), and `next` never hands it
+    /// out. A joiner for a server's connections keeps nothing (as
+    /// [`Discard`] does), so that a group that ran a million tasks holds no
+    /// more memory than a new one.
+    ///
+    /// `stopped` is `true` when [`TaskGroup::cancel_task`](crate::TaskGroup::cancel_task)
+    /// cancelled this task on its own and it then ended without a value
+    /// (an `Err` or [`Outcome::Cancelled`]): that end is a consequence of
+    /// the stop, not a failure. A [`Decision::Cancel`] for such an ending
+    /// changes nothing: the group goes on.
+    ///
+    /// # Examples
+    ///
+    /// Count successes, keep the failures only:
+    ///
+    /// ```
+    /// use taskgroup::{Context, Decision, Joiner, Outcome, TaskGroup, TaskId, Unread};
+    ///
+    /// #[derive(Default)]
+    /// struct Failures {
+    ///     ok: usize,
+    /// }
+    ///
+    /// impl Joiner<u32, String> for Failures {
+    ///     type Output = (usize, Vec<String>);
+    ///
+    ///     fn on_complete(&mut self, _: TaskId, _: &Outcome<u32, String>, _: &Context) -> Decision {
+    ///         Decision::Continue
+    ///     }
+    ///
+    ///     fn keep(&mut self, _: TaskId, outcome: Outcome<u32, String>, _: bool) -> Option<Outcome<u32, String>> {
+    ///         if outcome.is_ok() {
+    ///             self.ok += 1;
+    ///             return None; // the value is not kept
+    ///         }
+    ///         Some(outcome)
+    ///     }
+    ///
+    ///     fn finish(self, unread: Unread<u32, String>, _: &Context) -> Self::Output {
+    ///         (self.ok, unread.filter_map(|(_, outcome)| outcome.err()).collect())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::builder().joiner(Failures::default()).build();
+    /// for n in 0..5u32 {
+    ///     group.spawn(move |_ctx| async move {
+    ///         if n == 3 { Err(format!("item {n} failed")) } else { Ok(n) }
+    ///     });
+    /// }
+    /// assert_eq!(group.wait().await, (4, vec!["item 3 failed".to_string()]));
+    /// # }
+    /// ```
+    #[inline]
+    fn keep(&mut self, id: TaskId, outcome: Outcome<T, E>, stopped: bool) -> Option<Outcome<T, E>> {
+        let _ = (id, stopped);
+        Some(outcome)
+    }
+
     /// Builds what `wait` returns, from the outcomes that
     /// [`next`](crate::TaskGroup::next) did not hand out, in spawn order.
     /// Runs once every task has ended and before `wait` cancels the group
@@ -186,6 +254,8 @@ pub struct Unread<T, E> {
     cancelled_by: Option<TaskId>,
     /// Some unread task returned `Ok` only once the group was cancelled.
     late_ok: bool,
+    /// The unread tasks `cancel_task` stopped that ended without a value.
+    pub(crate) stopped: Vec<TaskId>,
     /// As the group was joined: some unread task panicked; every unread
     /// task returned `Ok` (one scan, for the built-in policies).
     any_panicked: bool,
@@ -197,35 +267,159 @@ impl<T, E> Unread<T, E> {
         done: VecDeque<(TaskId, Outcome<T, E>)>,
         cancelled_by: Option<TaskId>,
         late_ok: bool,
+        stopped: Vec<TaskId>,
     ) -> Self {
         let (mut any_panicked, mut all_ok) = (false, true);
-        for (_, outcome) in &done {
+        for (id, outcome) in &done {
             any_panicked |= outcome.is_panicked();
-            all_ok &= outcome.is_ok();
+            all_ok &= outcome.is_ok() || stopped.contains(id);
         }
         Unread {
             done,
             sorted: None,
             cancelled_by,
             late_ok,
+            stopped,
             any_panicked,
             all_ok,
         }
     }
 
     /// The task whose [`Decision::Cancel`] cancelled the group, when it did
-    /// so before the group was cancelled any other way.
-    pub(crate) fn cancelled_by(&self) -> Option<TaskId> {
+    /// so before the group was cancelled any other way: the first failure
+    /// for [`FailFast`], the winner for [`FirstOk`]. `None` when the group
+    /// was not cancelled, or was cancelled from outside (its parent, its
+    /// deadline, [`TaskGroup::cancel`](crate::TaskGroup::cancel)) first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, Decision, Joiner, Outcome, TaskGroup, TaskId, Unread};
+    ///
+    /// // Returns the id of the task that stopped the batch, if one did.
+    /// struct WhoStopped;
+    ///
+    /// impl Joiner<(), String> for WhoStopped {
+    ///     type Output = Option<TaskId>;
+    ///
+    ///     fn on_complete(&mut self, _: TaskId, outcome: &Outcome<(), String>, _: &Context) -> Decision {
+    ///         match outcome {
+    ///             Outcome::Err(e) => Decision::Cancel(taskgroup::Cause::new(std::io::Error::other(e.clone()))),
+    ///             _ => Decision::Continue,
+    ///         }
+    ///     }
+    ///
+    ///     fn finish(self, unread: Unread<(), String>, _: &Context) -> Self::Output {
+    ///         unread.cancelled_by()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::builder().joiner(WhoStopped).build();
+    /// group.spawn(|_ctx| async { Ok(()) });
+    /// let bad = group.spawn(|_ctx| async { Err("disk full".to_string()) });
+    /// assert_eq!(group.wait().await, Some(bad));
+    /// # }
+    /// ```
+    pub fn cancelled_by(&self) -> Option<TaskId> {
         self.cancelled_by
     }
 
     /// Whether some unread task returned `Ok` only after the group was
-    /// cancelled (it saw the cancel and wound down).
-    pub(crate) fn has_late_ok(&self) -> bool {
+    /// cancelled (it saw the cancel and wound down): [`FailFast`] then
+    /// reports the group cancelled rather than every value, since the
+    /// values may be partial.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Context, Decision, Joiner, Outcome, TaskGroup, TaskId, Unread};
+    ///
+    /// struct Late;
+    ///
+    /// impl Joiner<(), String> for Late {
+    ///     type Output = bool;
+    ///
+    ///     fn on_complete(&mut self, _: TaskId, _: &Outcome<(), String>, _: &Context) -> Decision {
+    ///         Decision::Continue
+    ///     }
+    ///
+    ///     fn finish(self, unread: Unread<(), String>, _: &Context) -> bool {
+    ///         unread.has_late_ok()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A grace lets a task end on its own after the cancel.
+    /// let mut group = TaskGroup::builder().joiner(Late).grace(Duration::from_secs(1)).build();
+    /// group.spawn(|ctx| async move {
+    ///     ctx.done().await; // winds down once cancelled, and says Ok
+    ///     Ok(())
+    /// });
+    /// tokio::task::yield_now().await;
+    /// group.cancel();
+    /// assert!(group.wait().await);
+    /// # }
+    /// ```
+    pub fn has_late_ok(&self) -> bool {
         self.late_ok
     }
 
-    /// Whether every unread task returned `Ok`, as the group was joined.
+    /// Whether [`TaskGroup::cancel_task`](crate::TaskGroup::cancel_task)
+    /// stopped this unread task and it then ended without a value (an
+    /// `Err` or [`Outcome::Cancelled`]): a consequence of the stop, not a
+    /// failure. [`FailFast`] leaves such tasks out of what `wait` returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::{Context, Decision, Joiner, Outcome, TaskGroup, TaskId, Unread};
+    ///
+    /// // The errors of the tasks that failed on their own.
+    /// struct OwnFailures;
+    ///
+    /// impl Joiner<(), String> for OwnFailures {
+    ///     type Output = Vec<String>;
+    ///
+    ///     fn on_complete(&mut self, _: TaskId, _: &Outcome<(), String>, _: &Context) -> Decision {
+    ///         Decision::Continue
+    ///     }
+    ///
+    ///     fn finish(self, mut unread: Unread<(), String>, _: &Context) -> Vec<String> {
+    ///         let mut errors = Vec::new();
+    ///         while let Some((id, outcome)) = unread.next() {
+    ///             if let Outcome::Err(e) = outcome
+    ///                 && !unread.is_stopped(id)
+    ///             {
+    ///                 errors.push(e);
+    ///             }
+    ///         }
+    ///         errors
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = TaskGroup::builder().joiner(OwnFailures).build();
+    /// let kicked = group.spawn(|ctx| async move {
+    ///     ctx.done().await;
+    ///     Err("kicked".to_string())
+    /// });
+    /// group.spawn(|_ctx| async { Err("broken".to_string()) });
+    /// tokio::task::yield_now().await;
+    /// group.cancel_task(kicked);
+    /// assert_eq!(group.wait().await, ["broken"]);
+    /// # }
+    /// ```
+    pub fn is_stopped(&self, id: TaskId) -> bool {
+        self.stopped.contains(&id)
+    }
+
+    /// Whether every unread task returned `Ok` (or was stopped by
+    /// `cancel_task`), as the group was joined.
     pub(crate) fn all_ok(&self) -> bool {
         self.all_ok
     }

@@ -14,6 +14,9 @@ pub(crate) struct Cell {
     /// The shielded sections its future is inside (invariant 9). Written
     /// by the holder of its queue entry only; read by snapshots too.
     pub(super) shields: AtomicU32,
+    /// Stopped on its own by `TaskGroup::cancel_task`: like the runner's
+    /// `cancelled`, for this cell only (invariant 9). Never unset.
+    pub(super) stopped: AtomicBool,
     /// Who the task is.
     pub(super) meta: Meta,
 }
@@ -70,7 +73,8 @@ impl Cell {
     #[inline]
     pub(super) fn must_end(&self) -> bool {
         self.runner.closed.load(SeqCst)
-            || (self.runner.cancelled.load(SeqCst) && !self.is_shielded())
+            || ((self.runner.cancelled.load(SeqCst) || self.stopped.load(SeqCst))
+                && !self.is_shielded())
     }
 
     /// Ends the cell: drops its future (if a poll has not finished it) and

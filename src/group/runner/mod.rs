@@ -108,6 +108,10 @@
 //!    shield is entered in its first poll, and left when it completes or
 //!    is dropped there; a shield dropped with the task's future elsewhere
 //!    does not count), so the holder of the entry always reads it right.
+//!    One task alone gets the same drop step through [`Runner::stop`]
+//!    (`TaskGroup::cancel_task`): its cell's `stopped` is set, never
+//!    unset, before the cell is aborted, and is read wherever `cancelled`
+//!    is.
 //!    An abort that finds a shielded cell is used up at `start`, so the
 //!    cell polls on and parks as usual; the poll in which its last shield
 //!    ends is followed by the check, which ends it. A closed runner ends
@@ -204,7 +208,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, PoisonError, Weak};
 use std::task::{self, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -367,17 +371,19 @@ impl Runner {
     /// any runtime (invariant 8); the task is ended first, so it counts as
     /// cancelled.
     #[track_caller]
-    pub(super) fn spawn(self: &Arc<Self>, meta: Meta, body: Body) {
+    pub(super) fn spawn(self: &Arc<Self>, meta: Meta, body: Body) -> Weak<Cell> {
         let cell = Arc::new(Cell {
             state: TaskState::new(),
             body: Mutex::new(Some(body)),
             runner: self.clone(),
             parked_key: AtomicUsize::new(NOT_PARKED),
             shields: AtomicU32::new(0),
+            stopped: AtomicBool::new(false),
             meta,
         });
         let scheduled = cell.state.schedule();
         debug_assert_eq!(scheduled, Scheduled::Push, "a new cell is idle");
+        let weak = Arc::downgrade(&cell);
         if let Err(RuntimeGone) = self.enqueue(cell, true) {
             panic!(
                 "TaskGroup::spawn called outside a tokio runtime, and the runtime this \
@@ -385,6 +391,44 @@ impl Runner {
                  group's tasks run there"
             );
         }
+        weak
+    }
+
+    /// The drop step for one task (`TaskGroup::cancel_task`): its future
+    /// is not polled again unless shielded, and is dropped by a shard, as
+    /// [`Runner::cancel`] does for every task (invariant 9). Idempotent; a
+    /// cell already ended is left alone.
+    pub(super) fn stop(self: &Arc<Self>, cell: &Weak<Cell>) {
+        let Some(cell) = cell.upgrade() else {
+            return;
+        };
+        cell.stopped.store(true, SeqCst);
+        if cell.state.abort() == Scheduled::Push {
+            self.push(cell);
+        }
+    }
+
+    /// [`Runner::stop`] once `grace` has passed, by a timer counted as the
+    /// runner's (invariant 13), or at once when the runner has no runtime
+    /// to run one on. The caller aborts the timer when the task ends first.
+    pub(super) fn stop_after(
+        self: &Arc<Self>,
+        cell: Weak<Cell>,
+        grace: Duration,
+    ) -> Option<AbortHandle> {
+        let runtime = self.lock().runtime.clone();
+        let Some(runtime) = runtime else {
+            self.stop(&cell);
+            return None;
+        };
+        let runner = self.clone();
+        let lease = Lease::new(self);
+        let timer = runtime.spawn(async move {
+            let _lease = lease;
+            tokio::time::sleep(grace).await;
+            runner.stop(&cell);
+        });
+        Some(timer.abort_handle())
     }
 
     /// Whether the caller is polling one of this runner's cells.

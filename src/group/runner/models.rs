@@ -438,6 +438,7 @@ fn new_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cell> 
         runner: runner.clone(),
         parked_key: AtomicUsize::new(super::NOT_PARKED),
         shields: loom::sync::atomic::AtomicU32::new(0),
+        stopped: loom::sync::atomic::AtomicBool::new(false),
         meta: meta(),
     });
     assert_eq!(
