@@ -2,6 +2,8 @@
 
 mod cause;
 mod future;
+#[cfg(all(test, loom))]
+mod models;
 mod tree;
 
 use std::any::Any;
@@ -1070,8 +1072,17 @@ impl Context {
     pub(crate) fn for_task(&self) -> Context {
         self.child(NodeSpec {
             own_cancel: true,
+            defer_link: true,
             ..NodeSpec::plain()
         })
+    }
+
+    /// Whether a task's own context (from [`for_task`](Context::for_task))
+    /// may serve another task: this is its last reference, and it is as
+    /// it was made (never linked, awaited or cancelled itself), so nothing
+    /// can tell it from a new one (tree invariant 10).
+    pub(crate) fn is_spare(&mut self) -> bool {
+        Arc::get_mut(&mut self.node).is_some_and(|node| node.is_pristine())
     }
 
     /// A cancellable child whose cancellation also runs `hook`, inside the

@@ -61,6 +61,19 @@
 //!    two ors comes first, so either the canceller wakes the `Notify` or
 //!    the waiter sees the state set. The canceller wakes it after the
 //!    stripe lock is released.
+//! 10. A *deferred* child (a task group's per-task context) is made
+//!     without linking: `DEFERRED` is set in its `state` at birth, and
+//!     while it is, the node reads as cancelled when its parent does
+//!     ([`Node::error`], [`Node::cause`]), which keeps invariant 5 without
+//!     the parent's lock. It is linked, as invariant 3 says, before
+//!     anything but a context can see its cancellation: a waiter
+//!     ([`Node::notify`]), a child, a callback, a token, a timer. The link
+//!     takes the parent's `inner` lock and clears `DEFERRED` under it, so
+//!     of two threads linking it one does; if the parent is cancelled by
+//!     then, the node takes its cancellation instead (as a child born
+//!     cancelled). Its own cancel needs no link: with no child, it is a
+//!     leaf. Internally, whether its *own* state is set is read apart from
+//!     the parent's ([`Node::own_error`]).
 //! 9. `ATTACHED` is or'ed into `state` (under the node's `inner` lock)
 //!    before anything but a context or a handle can see the node's
 //!    cancellation: when its `extras` are made (callbacks, a timer, a
@@ -127,6 +140,9 @@ const AWAITED: u8 = 8;
 /// Or'ed into `state` once something beyond contexts and the handle can
 /// see the node's cancellation (invariant 9).
 const ATTACHED: u8 = 16;
+/// Set at birth in a deferred child, cleared once it is linked
+/// (invariant 10).
+const DEFERRED: u8 = 32;
 const STRIPE_COUNT: usize = 64;
 // `next_stripe` spreads threads over six bits.
 const _: () = assert!(STRIPE_COUNT == 64);
@@ -327,6 +343,9 @@ pub(crate) struct NodeSpec {
     pub(crate) hook: Option<Weak<dyn CancelHook>>,
     /// Cut the link to the parent's cancellation (`without_cancel`).
     pub(crate) detach: bool,
+    /// Link to the parent only once something beyond a context can see
+    /// the node's cancellation (invariant 10).
+    pub(crate) defer_link: bool,
 }
 
 impl NodeSpec {
@@ -337,6 +356,7 @@ impl NodeSpec {
             value: None,
             hook: None,
             detach: false,
+            defer_link: false,
         }
     }
 }
@@ -438,7 +458,10 @@ impl Node {
     /// born cancelled if `parent` already is.
     ///
     pub(crate) fn child(parent: &Arc<Node>, spec: NodeSpec) -> Arc<Node> {
+        // Invariant 10: a deferred parent is linked before it has a child.
+        parent.link_deferred();
         let detach = spec.detach;
+        let defer = spec.defer_link && spec.hook.is_none();
         let inherited = if detach { None } else { parent.deadline };
         let own = spec
             .deadline
@@ -450,7 +473,10 @@ impl Node {
         let link = parent.cancellable && !detach;
         let stripe = if link { parent.stripe } else { next_stripe() };
         let node = Arc::new(Node::new(Some(parent.clone()), spec, stripe, deadline));
-        if link {
+        if link && defer && !parent.is_cancelled() {
+            // Invariant 10: read through the parent until linked.
+            node.state.fetch_or(DEFERRED, Ordering::Relaxed);
+        } else if link {
             // Invariant 3: link under the parent's lock, or inherit its state.
             let mut inner = lock(&parent.inner);
             match (parent.error(), &inner.cause) {
@@ -484,24 +510,93 @@ impl Node {
         inner.extras.get_or_insert_with(Box::default)
     }
 
-    /// The error, once cancelled: one atomic load.
+    /// The error, once cancelled: one atomic load (and the parent's, for
+    /// a deferred node: invariant 10).
     pub(crate) fn error(&self) -> Option<ContextError> {
-        match self.state.load(Ordering::Acquire) & ERROR {
+        let state = self.state.load(Ordering::Acquire);
+        match state & ERROR {
+            LIVE if state & DEFERRED != 0 => self.parent.as_ref()?.error(),
             LIVE => None,
             CANCELLED => Some(ContextError::Cancelled),
             _ => Some(ContextError::DeadlineExceeded),
         }
     }
 
+    #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
+        let state = self.state.load(Ordering::Acquire);
+        if state & ERROR != LIVE {
+            return true;
+        }
+        state & DEFERRED != 0 && self.parent.as_ref().is_some_and(|p| p.is_cancelled())
+    }
+
+    /// Whether it is a deferred node as it was born: never linked,
+    /// awaited, attached or cancelled itself (invariant 10).
+    pub(crate) fn is_pristine(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == DEFERRED
+    }
+
+    /// Whether this node's own state is set, whatever its parent's
+    /// (invariant 10).
+    fn own_error(&self) -> bool {
         self.state.load(Ordering::Acquire) & ERROR != LIVE
+    }
+
+    /// Invariant 10: links a deferred node to its parent, or gives it the
+    /// parent's cancellation; a no-op for any other node.
+    #[inline]
+    fn link_deferred(self: &Arc<Self>) {
+        if self.state.load(Ordering::Acquire) & DEFERRED != 0 {
+            self.link_now();
+        }
+    }
+
+    #[cold]
+    fn link_now(self: &Arc<Self>) {
+        let Some(parent) = self.parent.as_ref() else {
+            return;
+        };
+        parent.link_deferred();
+        let mut theirs = lock(&parent.inner);
+        if self.state.load(Ordering::Acquire) & DEFERRED == 0 {
+            // Another thread linked it.
+            return;
+        }
+        match (parent.error(), &theirs.cause) {
+            (Some(error), Some(cause)) => {
+                let cancellation = Cancellation::new(error, Some(cause.clone()));
+                drop(theirs);
+                let mut inner = lock(&self.inner);
+                // Its own state may be set already (its own cancel): kept.
+                // It has no child yet: settled at once (invariant 7).
+                let _ = self.set_state(&mut inner, &cancellation, true);
+                self.state.fetch_and(!DEFERRED, Ordering::Release);
+            }
+            _ => {
+                let weak = Arc::downgrade(self);
+                let key = if theirs.first.is_none() {
+                    theirs.first = Some(weak);
+                    FIRST
+                } else {
+                    parent.extras(&mut theirs).children.insert(weak)
+                };
+                self.slot.store(key, Ordering::Relaxed);
+                self.state.fetch_and(!DEFERRED, Ordering::Release);
+            }
+        }
     }
 
     /// The cause, once cancelled. Takes the node's lock: `cause` and
     /// `state` are set together under it.
     pub(crate) fn cause(&self) -> Option<Cause> {
-        if !self.is_cancelled() {
-            return None;
+        if !self.own_error() {
+            // Deferred: the parent's, if it is cancelled (invariant 10).
+            let state = self.state.load(Ordering::Acquire);
+            return match &self.parent {
+                Some(parent) if state & DEFERRED != 0 => parent.cause(),
+                _ => None,
+            };
         }
         lock(&self.inner).cause.clone()
     }
@@ -516,7 +611,7 @@ impl Node {
         cancellation: &Cancellation,
         settled: bool,
     ) -> Option<bool> {
-        if self.is_cancelled() {
+        if self.own_error() {
             return None;
         }
         inner.cause = Some(cancellation.cause.clone());
@@ -571,7 +666,9 @@ impl Node {
 
     /// The `Notify` to wait on for the cancellation. Call before looking
     /// at the state.
-    pub(crate) fn notify(&self) -> &Notify {
+    pub(crate) fn notify(self: &Arc<Self>) -> &Notify {
+        // Invariant 10: a waiter must be reachable by the parent's walk.
+        self.link_deferred();
         // Invariant 8: either the canceller's or in `set_state` finds
         // `AWAITED`, or this or comes after it and the caller's later look
         // at `state` sees it set. An or every time, even when `AWAITED` is
@@ -610,7 +707,8 @@ impl Node {
 
     /// Stores the abort handle of this node's deadline timer, or aborts it at
     /// once if the node was cancelled in the meantime.
-    pub(crate) fn set_timer(&self, timer: AbortHandle) {
+    pub(crate) fn set_timer(self: &Arc<Self>, timer: AbortHandle) {
+        self.link_deferred();
         let mut inner = lock(&self.inner);
         if self.is_cancelled() {
             timer.abort();
@@ -637,10 +735,11 @@ impl Node {
     /// Registers an after-cancel callback. Returns its key, or `None` when
     /// the callback was not stored: it was started at once (the node is
     /// cancelled) or the node can never be cancelled (it never runs).
-    pub(crate) fn register(&self, callback: &Arc<Callback>) -> Option<usize> {
+    pub(crate) fn register(self: &Arc<Self>, callback: &Arc<Callback>) -> Option<usize> {
         if !self.cancellable {
             return None;
         }
+        self.link_deferred();
         let mut inner = lock(&self.inner);
         if self.abandoned.load(Ordering::Relaxed) {
             return None;
@@ -684,10 +783,11 @@ impl Node {
     /// when it already is; else the node's own, made on first use and
     /// cancelled by [`Taken::finish`]. `token` is the one to keep, if the
     /// node has none yet (`with_token`'s watcher stop), else a new one.
-    pub(crate) fn token(&self, token: Option<CancellationToken>) -> CancellationToken {
+    pub(crate) fn token(self: &Arc<Self>, token: Option<CancellationToken>) -> CancellationToken {
         if !self.cancellable {
             return token.unwrap_or_default();
         }
+        self.link_deferred();
         // Under `inner`: the canceller sets the state and takes the extras
         // under it too, so a token stored here is always cancelled.
         let mut inner = lock(&self.inner);
@@ -787,7 +887,7 @@ impl Node {
         // on its way down; the stripe lock waits for it. Unset with no
         // children, under this lock: nothing can link, and a walker sets the
         // state and takes the children under this lock too.
-        if inner.has_children() || self.is_cancelled() {
+        if inner.has_children() || self.own_error() {
             return None;
         }
         // No children: settled as it is set (invariant 7).

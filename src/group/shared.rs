@@ -254,7 +254,7 @@ const KEPT: usize = 64;
 
 /// A started task's own context, for [`Shared::cancel_task`]
 /// (invariant 11).
-struct Own {
+pub(super) struct Own {
     id: TaskId,
     ctx: Context,
     /// An async task's cell, once the runner has it.
@@ -272,6 +272,9 @@ pub(super) struct State<T, E> {
     queue: VecDeque<(TaskId, Spawned, Work<T, E>)>,
     /// Every started task's own context (invariant 11).
     own: Slab<Own>,
+    /// Own contexts of ended tasks that nothing but the task ever saw,
+    /// for the next tasks: dropped once no task runs.
+    spare: Vec<Context>,
     /// Abort handles of started blocking tasks, `None` until spawned
     /// (invariant 4), and who they are, for a shutdown's report.
     tasks: Slab<(TaskId, Option<AbortHandle>, Tag)>,
@@ -509,6 +512,8 @@ struct After<T, E> {
     /// in the same turn.
     let_go: Option<Own>,
     let_go_more: Vec<Own>,
+    /// The spare contexts of a group gone idle.
+    spare: Vec<Context>,
 }
 
 impl<T, E> After<T, E> {
@@ -522,6 +527,7 @@ impl<T, E> After<T, E> {
             notify: false,
             let_go: None,
             let_go_more: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -641,6 +647,7 @@ where
                     next_id: 0,
                     running: 0,
                     own: Slab::new(),
+                    spare: Vec::new(),
                     queue: VecDeque::new(),
                     tasks: Slab::new(),
                     discarding: 0,
@@ -728,7 +735,7 @@ where
 
     /// Makes a task's own context and enters it in `own` (invariant 11).
     fn own_context(&self, state: &mut State<T, E>, id: TaskId) -> (usize, Context) {
-        let ctx = self.ctx.for_task();
+        let ctx = state.spare.pop().unwrap_or_else(|| self.ctx.for_task());
         let own = state.own.insert(Own {
             id,
             ctx: ctx.clone(),
@@ -1060,11 +1067,16 @@ where
             stopped,
         } = ended;
         if let Held::Slot { own, .. } = held {
-            let entry = state.own.remove(own);
+            let mut entry = state.own.remove(own);
             if state.own.is_empty() && state.own.capacity() > KEPT {
                 state.own = Slab::new();
             }
-            after.let_go(entry);
+            if entry.timer.is_none() && state.spare.len() < KEPT && entry.ctx.is_spare() {
+                // Invariant 11: nobody saw it but the task, which is gone.
+                state.spare.push(entry.ctx);
+            } else {
+                after.let_go(entry);
+            }
         }
         match held {
             Held::Slot { key: Some(key), .. } => {
@@ -1154,6 +1166,10 @@ where
             Held::Slot { ran, .. } => {
                 state.running -= 1;
                 after.freed_slot = true;
+                if state.running == 0 && !state.spare.is_empty() {
+                    // Idle: a long-lived group keeps nothing of its peak.
+                    after.spare = std::mem::take(&mut state.spare);
+                }
                 if state.queue.is_empty() {
                     // Nothing waits for the slot (always so without a limit).
                 } else if !ran || self.ctx.is_cancelled() {
@@ -1268,6 +1284,8 @@ where
             // code, dropped here.
             let _ = drop_catching(own.ctx);
         }
+        // Nothing but their tasks saw them: no user code.
+        after.spare = Vec::new();
         if let Some(start) = after.start.take() {
             self.start_queued(start);
         }
@@ -1359,8 +1377,11 @@ where
             .and_then(|(_, (_, handle, _))| handle.clone());
         drop(state);
         // Invariant 11: the mark, then the context, then the cell.
-        let cause = Cause::new(TaskCancelled { task: id });
-        ctx.cancel_internal(cancellation(ContextError::Cancelled, Some(cause)));
+        if !self.ctx.is_cancelled() {
+            // A task of a cancelled group keeps the group's cause.
+            let cause = Cause::new(TaskCancelled { task: id });
+            ctx.cancel_internal(cancellation(ContextError::Cancelled, Some(cause)));
+        }
         drop(ctx);
         if let Some(cell) = cell {
             self.stop_cell(own, id, cell);
