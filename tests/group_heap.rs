@@ -139,3 +139,85 @@ fn an_idle_group_frees_its_closure_queue_and_finished_outcomes_after_a_burst() {
         );
     });
 }
+
+/// A server's group never reads its tasks: under `Discard` it keeps none
+/// of their outcomes. One that ran a million tasks (in bursts of 10,000,
+/// through its limit's queue), some failing and some panicking, holds no
+/// more heap than after its first burst, and that first burst left less
+/// than 1 KiB (the runner's per-worker tables, bounded by the workers, not
+/// by the tasks) beside what a new group holds after its first few tasks.
+#[test]
+fn a_discard_group_that_ran_a_million_tasks_unread_holds_no_more_than_a_new_one() {
+    const TASKS: usize = 1_000_000;
+    const BURST: usize = 10_000;
+    let previous = std::sync::Arc::new(std::panic::take_hook());
+    let default = previous.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        // The tasks' panics are expected; anything else is reported.
+        let ours = info
+            .payload()
+            .downcast_ref::<String>()
+            .is_some_and(|s| s.starts_with("task "));
+        if !ours {
+            default(info);
+        }
+    }));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let baseline = alive_tasks();
+        let group = TaskGroup::<u64, String>::builder()
+            .joiner(taskgroup::Discard)
+            .limit(BURST / 2)
+            .build();
+        let spawner = group.spawner();
+        let burst = |first: usize, n: usize| {
+            for i in first..first + n {
+                let accepted = spawner.spawn(move |_ctx| async move {
+                    match i % 1000 {
+                        0 => Err(format!("task {i} failed")),
+                        1 => panic!("task {i} panicked"),
+                        _ => Ok(i as u64),
+                    }
+                });
+                assert!(accepted.is_ok());
+            }
+        };
+        // A new group, after a few tasks (the first panic, kept, among
+        // them): the counting starts here.
+        burst(0, 8);
+        until(|| group.is_empty() && alive_tasks() == baseline).await;
+        let new = live_bytes();
+
+        burst(8, BURST);
+        until(|| group.is_empty() && alive_tasks() == baseline).await;
+        let first_burst = live_bytes() - new;
+        let mut spawned = 8 + BURST;
+        let mut peak = 0;
+        while spawned < TASKS {
+            let n = BURST.min(TASKS - spawned);
+            burst(spawned, n);
+            spawned += n;
+            peak = peak.max(live_bytes() - new);
+            until(|| group.is_empty()).await;
+        }
+        until(|| alive_tasks() == baseline).await;
+        let left = live_bytes() - new - first_burst;
+        assert!(peak > 1_000_000, "a burst is counted: {peak} B");
+        assert!(
+            first_burst < 1024,
+            "the first burst left {first_burst} B beside a new group"
+        );
+        assert!(
+            left <= 0,
+            "{left} B more after {TASKS} tasks nobody read than after the first burst"
+        );
+        let tally = group.wait().await;
+        assert_eq!(tally.ok() + tally.failed() + tally.panicked(), TASKS as u64);
+        assert_eq!(tally.failed(), 1000);
+        assert_eq!(tally.panicked(), 1000);
+    });
+    drop(std::panic::take_hook());
+    drop(previous);
+}

@@ -82,7 +82,9 @@
 //!     ending's `stopped` is read by `decide` (from the entry, once a
 //!     `cancel_task` has run: `any_stopped`) and used for the whole
 //!     ending: a task stopped and ending without a value (an `Err`, or
-//!     `Cancelled`) never cancels the group, and is listed in `stopped`.
+//!     `Cancelled`) while the group is live never cancels the group, and
+//!     is listed in `stopped`; once the group is cancelled, its end is
+//!     that cancel's consequence, as any task's is.
 //! 12. Once `ended` is set (a `wait`, `wait_outcomes` or `shutdown` found
 //!     the group joined or settled, under the lock where it took the
 //!     outcomes; or the group was dropped), `admit` gives every closure
@@ -996,7 +998,8 @@ where
     }
 
     /// Whether `cancel_task` stopped the task and it ended without a value
-    /// (invariant 11): read once, for the whole ending.
+    /// while the group is live (invariant 11): read once, for the whole
+    /// ending.
     #[inline]
     fn read_stopped(&self, ended: &mut Ended<T, E>) {
         if !ended.stopped
@@ -1005,8 +1008,12 @@ where
         {
             ended.stopped = self.lock().own.get(own).is_some_and(|entry| entry.stopped);
         }
-        if ended.stopped && matches!(ended.outcome, Outcome::Ok(_) | Outcome::Panicked(_)) {
-            // A value or a panic is the task's own, stopped or not.
+        if ended.stopped
+            && (matches!(ended.outcome, Outcome::Ok(_) | Outcome::Panicked(_))
+                || self.ctx.is_cancelled())
+        {
+            // A value or a panic is the task's own, stopped or not; an end
+            // after the group's cancel is that cancel's consequence.
             ended.stopped = false;
         }
     }
