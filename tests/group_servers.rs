@@ -58,7 +58,7 @@ async fn a_spawner_never_keeps_the_group_alive() {
 
 #[tokio::test(start_paused = true)]
 async fn a_spawner_queues_past_the_limit_as_spawn_does() {
-    let mut group = TaskGroup::<u32, String>::builder().limit(1).build();
+    let group = TaskGroup::<u32, String>::builder().limit(1).build();
     let spawner = group.spawner();
     let running = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
@@ -542,7 +542,7 @@ async fn discard_hands_out_nothing_and_ends_once_every_task_ended() {
     );
     assert_eq!(group.len(), 0);
     group.spawn(|_ctx| async { Ok(3) });
-    assert!((&mut group).next().await.is_none(), "the Stream too");
+    assert!(StreamExt::next(&mut group).await.is_none(), "the Stream too");
     assert_eq!(group.wait().await.ok(), 3);
 }
 
