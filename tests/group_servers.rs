@@ -542,7 +542,10 @@ async fn discard_hands_out_nothing_and_ends_once_every_task_ended() {
     );
     assert_eq!(group.len(), 0);
     group.spawn(|_ctx| async { Ok(3) });
-    assert!(StreamExt::next(&mut group).await.is_none(), "the Stream too");
+    assert!(
+        StreamExt::next(&mut group).await.is_none(),
+        "the Stream too"
+    );
     assert_eq!(group.wait().await.ok(), 3);
 }
 
@@ -571,4 +574,35 @@ async fn discard_counts_tasks_cancelled_from_outside_or_on_their_own() {
     let tally = group.wait().await;
     assert_eq!((tally.ok(), tally.cancelled()), (0, 2));
     assert!(format!("{tally:?}").contains("cancelled: 2"));
+}
+
+#[tokio::test]
+async fn the_queue_goes_on_when_the_running_task_is_cancelled_on_its_own() {
+    let mut group = TaskGroup::<u32, String>::builder().limit(1).build();
+    let deaf = group.spawn(|_ctx| std::future::pending());
+    group.spawn(|_ctx| async { Ok(2) });
+    tokio::task::yield_now().await;
+    assert!(group.cancel_task(deaf));
+    // Dropped by `cancel_task`: its slot goes to the queued task.
+    assert_eq!(group.wait().await, Ok(vec![2]));
+}
+
+#[tokio::test]
+async fn a_task_dropped_by_cancel_task_is_no_straggler_of_a_later_shutdown() {
+    let mut group = TaskGroup::<u32, String>::builder().joiner(Discard).build();
+    let deaf = group
+        .build_task()
+        .name("deaf")
+        .spawn(|_ctx| std::future::pending());
+    group
+        .build_task()
+        .name("also deaf")
+        .spawn(|_ctx| std::future::pending());
+    tokio::task::yield_now().await;
+    assert!(group.cancel_task(deaf));
+    support::eventually("the kicked task ends", || group.len() == 1).await;
+    let report = group.shutdown(Duration::ZERO).await;
+    let names: Vec<_> = report.stragglers().iter().map(|t| t.name()).collect();
+    assert_eq!(names, [Some("also deaf")]);
+    assert_eq!(report.output.cancelled(), 2);
 }

@@ -240,7 +240,8 @@ pub(super) struct Ended<T, E> {
 pub(super) enum Held {
     /// A slot: it was started. `own` is its entry in `own`, `key` its
     /// entry in `tasks` (blocking); `ran` is `false` when it was dropped
-    /// before finishing (aborted, or its runtime shut down).
+    /// before finishing by the group's cancel or its runtime's end (not by
+    /// `cancel_task`, which `record` tells apart).
     Slot {
         own: usize,
         key: Option<usize>,
@@ -1073,8 +1074,18 @@ where
             mut tag,
             stopped,
         } = ended;
+        let mut held = held;
         if let Held::Slot { own, .. } = held {
             let mut entry = state.own.remove(own);
+            if entry.stopped
+                && !self.ctx.is_cancelled()
+                && let Held::Slot { ran, .. } = &mut held
+            {
+                // Dropped by `cancel_task`, not by a cancel of the group or
+                // its runtime's end: no straggler of a shutdown, and the
+                // queue goes on (invariant 11).
+                *ran = true;
+            }
             if state.own.is_empty() && state.own.capacity() > KEPT {
                 state.own = Slab::new();
             }
