@@ -32,6 +32,16 @@
 //!   `JoinSet` of 2 (the first joined `Ok` taken, the other aborted by
 //!   dropping the set). Per race.
 //!
+//! - `servers_spawn/N`: N no-op tasks spawned through a `Spawner` then
+//!   waited for, beside `TaskGroup::spawn` and `tokio::spawn` (handles
+//!   awaited): what the spawner path costs per spawn.
+//! - `servers_connection/N`: an accept loop (a task) starts N
+//!   "connections" (each yields once, as a handler waiting for its first
+//!   read would), then the owner shuts down: the loop a task of a
+//!   `Discard` group feeding it through a spawner, beside the loop a
+//!   `tokio::spawn`ed task starting tasks a `TaskTracker` tracks, the
+//!   hand-written server's way. Per connection.
+//!
 //! `cargo bench --bench group` runs them; `cargo bench --bench group --
 //! spawn_wait` runs one group.
 
@@ -49,7 +59,7 @@ use criterion::{
 };
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use taskgroup::{FirstOk, GroupError, Outcome, Supervise, TaskGroup};
+use taskgroup::{Discard, FirstOk, GroupError, Outcome, Supervise, TaskGroup};
 use tokio::runtime::Runtime;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -605,12 +615,98 @@ fn joiners(c: &mut Criterion) {
     group.finish();
 }
 
+// -------------------------------------------------------------- servers ----
+
+async fn spawner_spawn_wait(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let group = TaskGroup::<(), Infallible>::new();
+    let spawner = group.spawner();
+    for _ in 0..n {
+        let accepted = spawner.spawn(|_ctx| async { Ok(()) });
+        assert!(accepted.is_ok());
+    }
+    let values = group.wait().await.expect("no task fails");
+    let elapsed = t0.elapsed();
+    assert_eq!(values.len(), n);
+    elapsed
+}
+
+async fn connections_discard(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut conns = TaskGroup::<(), Infallible>::builder()
+        .joiner(Discard)
+        .build();
+    let spawner = conns.spawner();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    conns.spawn(move |_ctx| async move {
+        for _ in 0..n {
+            let accepted = spawner.spawn(|_ctx| async {
+                tokio::task::yield_now().await;
+                Ok(())
+            });
+            assert!(accepted.is_ok());
+        }
+        let _ = done_tx.send(());
+        Ok(())
+    });
+    let _ = done_rx.await;
+    let tally = conns.wait().await;
+    let elapsed = t0.elapsed();
+    assert_eq!(tally.ok(), n as u64 + 1);
+    elapsed
+}
+
+async fn connections_tracker(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let spawner = tracker.clone();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    tracker.spawn(async move {
+        for _ in 0..n {
+            spawner.spawn(async {
+                tokio::task::yield_now().await;
+            });
+        }
+        let _ = done_tx.send(());
+    });
+    let _ = done_rx.await;
+    tracker.close();
+    tracker.wait().await;
+    t0.elapsed()
+}
+
+fn servers(c: &mut Criterion) {
+    let rt = runtime();
+    let n = 100_000;
+    let mut group = sized(c, "servers_spawn", true);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::new("taskgroup_spawner", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || spawner_spawn_wait(n)))
+    });
+    group.bench_function(BenchmarkId::new("taskgroup_spawn", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || spawn_wait_taskgroup(n)))
+    });
+    group.bench_function(BenchmarkId::new("vec_joinhandle", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || spawn_wait_vec(n)))
+    });
+    group.finish();
+    let mut group = sized(c, "servers_connection", true);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::new("taskgroup_discard", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || connections_discard(n)))
+    });
+    group.bench_function(BenchmarkId::new("task_tracker", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || connections_tracker(n)))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .sample_size(30);
-    targets = spawn_wait, first_error, cancel, limit, cpu_fanout, joiners
+    targets = spawn_wait, first_error, cancel, limit, cpu_fanout, joiners, servers
 }
 criterion_main!(benches);
