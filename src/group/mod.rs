@@ -613,7 +613,7 @@ where
     /// consequence, not a failure: no built-in joiner cancels the group for
     /// it. [`next`](TaskGroup::next) and [`wait_outcomes`](TaskGroup::wait_outcomes)
     /// show it; under [`FailFast`], `wait` leaves out the tasks
-    /// `cancel_task` ended without a value; [`Discard`] counts them as
+    /// `cancel_task` ended without a value; [`Discard`](struct@crate::Discard) counts them as
     /// cancelled. When it returns, the task's context already reports
     /// [`err`](Context::err).
     ///

@@ -1,4 +1,4 @@
-//! [`Discard`]: never cancels and keeps no outcome, for groups that live as
+//! [`Discard`](struct@crate::Discard): never cancels and keeps no outcome, for groups that live as
 //! long as a server; and [`Tally`], what it counts.
 
 use std::any::Any;
@@ -52,7 +52,7 @@ pub struct Discard {
     tally: Tally,
 }
 
-/// The [`Discard`] policy, as a value: `.joiner(Discard)`.
+/// The [`Discard`](struct@crate::Discard) policy, as a value: `.joiner(Discard)`.
 ///
 /// # Examples
 ///
@@ -79,7 +79,7 @@ impl<T, E> Joiner<T, E> for Discard {
     }
 }
 
-/// What a [`Discard`] group counted once every task ended: how many
+/// What a [`Discard`](struct@crate::Discard) group counted once every task ended: how many
 /// returned `Ok`, returned `Err`, panicked, or were cancelled (dropped by a
 /// cancel, never started, or stopped by
 /// [`cancel_task`](crate::TaskGroup::cancel_task) and ended without a
@@ -134,7 +134,7 @@ impl Tally {
     ///
     /// # Examples
     ///
-    /// See [`Discard`].
+    /// See [`Discard`](struct@crate::Discard).
     pub fn failed(&self) -> u64 {
         self.failed
     }
@@ -154,7 +154,7 @@ impl Tally {
     ///
     /// # Examples
     ///
-    /// See [`Discard`].
+    /// See [`Discard`](struct@crate::Discard).
     pub fn cancelled(&self) -> u64 {
         self.cancelled
     }

@@ -139,7 +139,7 @@ pub trait Joiner<T, E>: Send + 'static {
     /// Return `None` to keep nothing: the joiner takes the outcome (counts
     /// it, keeps a panic's payload, drops it), and `next` never hands it
     /// out. A joiner for a server's connections keeps nothing (as
-    /// [`Discard`] does), so that a group that ran a million tasks holds no
+    /// [`Discard`](struct@crate::Discard) does), so that a group that ran a million tasks holds no
     /// more memory than a new one.
     ///
     /// `stopped` is `true` when [`TaskGroup::cancel_task`](crate::TaskGroup::cancel_task)

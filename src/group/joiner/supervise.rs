@@ -11,7 +11,7 @@ use crate::{Context, Outcome, TaskId};
 /// Every outcome is kept until it is read, by [`next`](crate::TaskGroup::next)
 /// or by `wait`: right for a batch, a leak for a group that lives as long
 /// as a server and is never read. There, read as tasks end, or use
-/// [`Discard`](crate::Discard), which keeps none.
+/// [`Discard`](struct@crate::Discard), which keeps none.
 ///
 /// Its [`Output`](Joiner::Output) is `Vec<Outcome<T, E>>`. The group is
 /// still cancelled from outside as always (its parent context, its
