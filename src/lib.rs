@@ -203,6 +203,7 @@ mod group;
 pub mod http;
 mod loom;
 mod polling;
+mod supervisor;
 
 pub use context::{
     AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextDoneOwned,
@@ -215,6 +216,10 @@ pub use group::{
 };
 pub use group::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use group::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
+pub use supervisor::{
+    Backoff, ChildBuilder, ChildReport, Restart, Run, Strategy, Supervisor, SupervisorBuilder,
+    SupervisorError, SupervisorReport,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -144,6 +144,24 @@ where
             .map_err(|body| body.0)
     }
 
+    /// [`spawn`](Spawner::spawn), with a name for the task (a supervisor's
+    /// child: the name shows in `dump`, causes and reports).
+    #[track_caller]
+    pub(crate) fn spawn_named<F, Fut>(&self, name: Arc<str>, f: F) -> Result<TaskId, F>
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let mut spawned = Spawned::here();
+        spawned.name = Some(name);
+        let Some(shared) = self.shared.upgrade() else {
+            return Err(f);
+        };
+        shared
+            .admit(spawned, AsyncBody::new(f), true)
+            .map_err(|body| body.0)
+    }
+
     /// Spawns a task unless the group is at its limit, cancelled or ended,
     /// as [`TaskGroup::try_spawn`](crate::TaskGroup::try_spawn) does.
     ///
