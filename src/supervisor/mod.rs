@@ -272,7 +272,7 @@ where
 ///
 /// ```
 /// use std::time::Duration;
-/// use taskgroup::{Backoff, Context, Restart, Strategy, Supervisor};
+/// use taskgroup::{Backoff, Context, Strategy, Supervisor};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
