@@ -190,9 +190,11 @@ where
             .into(),
         };
         let factory = child.factory.clone();
-        let spawned = self
-            .spawner
-            .spawn_named(task_name, move |_ctx| async move { factory(ctx, run).await });
+        let spawned =
+            self.spawner.spawn_named(
+                task_name,
+                move |_ctx| async move { factory(ctx, run).await },
+            );
         match spawned {
             Ok(task) => {
                 child.starts += 1;
@@ -381,7 +383,7 @@ where
                             child.restart != Restart::Temporary
                         }
                         // The member whose end started the round.
-                        Phase::Ended => child.last_exit.is_some() && self.wants_restart(child),
+                        Phase::Ended => child.last_exit.is_some() && Self::wants_restart(child),
                     }
                 })
                 .collect()
@@ -405,12 +407,12 @@ where
     }
 
     /// Whether the child's last end asks for a restart by its type.
-    fn wants_restart(&self, child: &Child<E>) -> bool {
-        match (child.restart, &child.last_exit) {
-            (Restart::Permanent, Some(_)) => true,
-            (Restart::Transient, Some(Outcome::Err(_) | Outcome::Panicked(_))) => true,
-            _ => false,
-        }
+    fn wants_restart(child: &Child<E>) -> bool {
+        matches!(
+            (child.restart, &child.last_exit),
+            (Restart::Permanent, Some(_))
+                | (Restart::Transient, Some(Outcome::Err(_) | Outcome::Panicked(_)))
+        )
     }
 
     /// Starts, in order, every child whose backoff is over.

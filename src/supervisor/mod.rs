@@ -110,9 +110,8 @@ impl Run {
 }
 
 /// A child's factory, boxed: called for every start.
-pub(crate) type Factory<E> = Arc<
-    dyn Fn(Context, Run) -> Pin<Box<dyn Future<Output = Result<(), E>> + Send>> + Send + Sync,
->;
+pub(crate) type Factory<E> =
+    Arc<dyn Fn(Context, Run) -> Pin<Box<dyn Future<Output = Result<(), E>> + Send>> + Send + Sync>;
 
 /// Builds a [`Supervisor`]: its name, parent context, [`Strategy`] and
 /// restart intensity. Made by [`Supervisor::builder`].
