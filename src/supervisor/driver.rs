@@ -411,7 +411,10 @@ where
         matches!(
             (child.restart, &child.last_exit),
             (Restart::Permanent, Some(_))
-                | (Restart::Transient, Some(Outcome::Err(_) | Outcome::Panicked(_)))
+                | (
+                    Restart::Transient,
+                    Some(Outcome::Err(_) | Outcome::Panicked(_))
+                )
         )
     }
 

@@ -28,6 +28,8 @@
 
 mod backoff;
 mod driver;
+#[cfg(all(test, loom))]
+mod models;
 
 use std::any::Any;
 use std::fmt;
