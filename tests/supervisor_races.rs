@@ -219,12 +219,10 @@ async fn round_racing_a_second_failure(rng: &mut Rng, label: &str) {
     );
 }
 
-fn run_rounds(
-    name: &str,
-    workers: usize,
-    default: usize,
-    round: for<'a> fn(&'a mut Rng, &'a str) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>,
-) {
+/// One round, on the runtime `run_rounds` made.
+type Round = for<'a> fn(&'a mut Rng, &'a str) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+fn run_rounds(name: &str, workers: usize, default: usize, round: Round) {
     quiet_panics();
     let seed = seed_from_env_or_clock();
     let mut rng = Rng::new(seed);
