@@ -41,6 +41,13 @@
 //!   `Discard` group feeding it through a spawner, beside the loop a
 //!   `tokio::spawn`ed task starting tasks a `TaskTracker` tracks, the
 //!   hand-written server's way. Per connection.
+//! - `supervisor_start/N`: N children added to a `Supervisor` (temporary,
+//!   each returns at once), then `wait`; beside the same futures spawned
+//!   into a `TaskGroup`. Per child.
+//! - `supervisor_restart/N`: one child that fails at once N times under
+//!   `Backoff::none()`, then returns; beside spawning the same future N
+//!   times into a `TaskGroup`, one after the other. Per restart: the
+//!   supervisor restarts at the next tick of tokio's timer, by design.
 //!
 //! `cargo bench --bench group` runs them; `cargo bench --bench group --
 //! spawn_wait` runs one group.
@@ -59,7 +66,7 @@ use criterion::{
 };
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use taskgroup::{Discard, FirstOk, GroupError, Outcome, Supervise, TaskGroup};
+use taskgroup::{Discard, FirstOk, GroupError, Outcome, Restart, Supervise, Supervisor, TaskGroup};
 use tokio::runtime::Runtime;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -701,12 +708,99 @@ fn servers(c: &mut Criterion) {
     group.finish();
 }
 
+// ----------------------------------------------------------- supervisor ----
+
+async fn supervisor_start(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::<Infallible>::builder().build();
+    for i in 0..n {
+        sup.child(format!("c{i}"))
+            .restart(Restart::Temporary)
+            .spawn(|_ctx, _run| async { Ok(()) });
+    }
+    let report = sup.wait().await.expect("no restart");
+    let elapsed = t0.elapsed();
+    assert_eq!(report.children().len(), n);
+    elapsed
+}
+
+async fn supervisor_start_taskgroup(n: usize) -> Duration {
+    let t0 = Instant::now();
+    let mut group = TaskGroup::<(), Infallible>::new();
+    for _ in 0..n {
+        group.spawn(|_ctx| async { Ok(()) });
+    }
+    group.wait().await.expect("no task fails");
+    t0.elapsed()
+}
+
+async fn supervisor_restart(n: u32) -> Duration {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::<String>::builder()
+        .intensity(u32::MAX, Duration::from_secs(1))
+        .build();
+    sup.child("x")
+        .restart(Restart::Transient)
+        .spawn(move |_ctx, run| async move {
+            if run.attempt() < n {
+                Err("fails".to_string())
+            } else {
+                Ok(())
+            }
+        });
+    let report = sup.wait().await.expect("generous intensity");
+    let elapsed = t0.elapsed();
+    assert_eq!(report.children()[0].starts(), n + 1);
+    elapsed
+}
+
+async fn supervisor_restart_taskgroup(n: u32) -> Duration {
+    let t0 = Instant::now();
+    let mut group = TaskGroup::<(), String>::builder().joiner(Supervise).build();
+    for attempt in 0..=n {
+        group.spawn(move |_ctx| async move {
+            if attempt < n {
+                Err("fails".to_string())
+            } else {
+                Ok(())
+            }
+        });
+        let _ = group.next().await;
+    }
+    group.wait().await;
+    t0.elapsed()
+}
+
+fn supervisor(c: &mut Criterion) {
+    let rt = runtime();
+    let n = 1_000;
+    let mut group = sized(c, "supervisor_start", false);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::new("taskgroup_supervisor", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || supervisor_start(n)))
+    });
+    group.bench_function(BenchmarkId::new("taskgroup_spawn", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || supervisor_start_taskgroup(n)))
+    });
+    group.finish();
+    let restarts = 100;
+    let mut group = sized(c, "supervisor_restart", true);
+    group.throughput(Throughput::Elements(u64::from(restarts)));
+    group.bench_function(BenchmarkId::new("taskgroup_supervisor", restarts), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || supervisor_restart(restarts)))
+    });
+    group.bench_function(BenchmarkId::new("taskgroup_respawn", restarts), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || supervisor_restart_taskgroup(restarts)))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .sample_size(30);
-    targets = spawn_wait, first_error, cancel, limit, cpu_fanout, joiners, servers
+    targets = spawn_wait, first_error, cancel, limit, cpu_fanout, joiners, servers, supervisor
 }
 criterion_main!(benches);

@@ -38,9 +38,12 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Restart at once: no wait before any restart. The default. The
-    /// supervisor's intensity is then all that stands between a child that
-    /// fails at once and a busy loop.
+    /// Restart at once: no wait before any restart. The default. "At once"
+    /// is the next tick of tokio's timer (1 ms), never a busy loop: a child
+    /// that fails as it starts comes back about a thousand times a second,
+    /// at a few percent of a core (BENCHMARKS.md, "Supervision"), until
+    /// the supervisor's intensity stops it (by default, at the fourth
+    /// restart within 5 s).
     ///
     /// # Examples
     ///
