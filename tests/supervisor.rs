@@ -856,3 +856,66 @@ fn every_restart_is_a_tracing_event() {
         assert!(line.contains("cause=error: flaky failed"), "{line}");
     }
 }
+
+/// Every restart type under every strategy, with the order of starts and
+/// stops observed: b, between a and c, fails once (with an `Err`, or ends
+/// `Ok`).
+#[tokio::test(start_paused = true)]
+async fn each_restart_type_under_each_strategy_in_order() {
+    use Restart::{Permanent, Temporary, Transient};
+    use Strategy::{OneForAll, OneForOne, RestForOne};
+    let first = ["start a#0", "start b#0", "start c#0", "end b"];
+    let alone: &[&str] = &["start b#1"];
+    let all: &[&str] = &[
+        "stop c",
+        "end c",
+        "stop a",
+        "end a",
+        "start a#1",
+        "start b#1",
+        "start c#1",
+    ];
+    let rest: &[&str] = &["stop c", "end c", "start b#1", "start c#1"];
+    let none: &[&str] = &[];
+    let table: [(Strategy, Restart, Act, &[&str]); 18] = [
+        (OneForOne, Permanent, Act::Err(5), alone),
+        (OneForOne, Permanent, Act::Ok(5), alone),
+        (OneForOne, Transient, Act::Err(5), alone),
+        (OneForOne, Transient, Act::Ok(5), none),
+        (OneForOne, Temporary, Act::Err(5), none),
+        (OneForOne, Temporary, Act::Ok(5), none),
+        (OneForAll, Permanent, Act::Err(5), all),
+        (OneForAll, Permanent, Act::Ok(5), all),
+        (OneForAll, Transient, Act::Err(5), all),
+        (OneForAll, Transient, Act::Ok(5), none),
+        (OneForAll, Temporary, Act::Err(5), none),
+        (OneForAll, Temporary, Act::Ok(5), none),
+        (RestForOne, Permanent, Act::Err(5), rest),
+        (RestForOne, Permanent, Act::Ok(5), rest),
+        (RestForOne, Transient, Act::Err(5), rest),
+        (RestForOne, Transient, Act::Ok(5), none),
+        (RestForOne, Temporary, Act::Err(5), none),
+        (RestForOne, Temporary, Act::Ok(5), none),
+    ];
+    for (strategy, restart, act, then) in table {
+        let log = Log::new();
+        let mut sup = supervisor(strategy);
+        sup.child("a").spawn(child(&log, "a", |_| Act::Serve(0)));
+        sup.child("b")
+            .restart(restart)
+            .spawn(child(
+                &log,
+                "b",
+                move |n| if n == 0 { act } else { Act::Serve(0) },
+            ));
+        sup.child("c").spawn(child(&log, "c", |_| Act::Serve(0)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let expected: Vec<&str> = first.iter().chain(then).copied().collect();
+        assert_eq!(
+            log.lines(),
+            expected,
+            "{strategy:?}, {restart:?}, b: {act:?}"
+        );
+        sup.shutdown().await.unwrap();
+    }
+}
