@@ -20,6 +20,9 @@
 //! - [`grpc_timeout`]: the header's codec; [`propagate_deadline`] and
 //!   [`PropagateDeadlineLayer`] stamp outgoing requests with the time left,
 //!   so a chain of services shares one budget, with any gRPC stack.
+//! - `tonic` (feature `tonic`): the same for gRPC over tonic: the
+//!   request's context in a handler, outgoing calls within the caller's
+//!   budget, `ContextError` ↔ `tonic::Status`.
 //! - [`WatchedIo`] and `DisconnectListener` (feature `axum`): catch the
 //!   clients that hang
 //!   up while hyper is not looking (below).
@@ -196,6 +199,8 @@ mod body;
 pub mod grpc_timeout;
 mod layer;
 mod propagate;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 mod watch;
 #[cfg(feature = "axum")]
 mod with_axum;
