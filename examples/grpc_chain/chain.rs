@@ -84,7 +84,10 @@ impl Drop for InFlight<'_> {
 
 /// One hop's handler.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, req: Request<Work>) -> Pin<Box<dyn Future<Output = Result<Response<Reply>, Status>> + Send + '_>>;
+    fn handle(
+        &self,
+        req: Request<Work>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Reply>, Status>> + Send + '_>>;
 }
 
 /// A hand-written tonic service around a [`Handler`]: what tonic's codegen
@@ -141,7 +144,8 @@ pub async fn hop_call(channel: Channel, req: Request<Work>) -> Result<Response<R
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/chain.Hop/Call");
-    grpc.unary(req, path, tonic_prost::ProstCodec::default()).await
+    grpc.unary(req, path, tonic_prost::ProstCodec::default())
+        .await
 }
 
 struct C {
@@ -149,7 +153,10 @@ struct C {
 }
 
 impl Handler for C {
-    fn handle(&self, req: Request<Work>) -> Pin<Box<dyn Future<Output = Result<Response<Reply>, Status>> + Send + '_>> {
+    fn handle(
+        &self,
+        req: Request<Work>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Reply>, Status>> + Send + '_>> {
         Box::pin(async move {
             let _in_flight = InFlight::new(&self.probe.in_flight[2]);
             let ctx = request_context(&req)?;
@@ -205,7 +212,10 @@ struct B {
 }
 
 impl Handler for B {
-    fn handle(&self, req: Request<Work>) -> Pin<Box<dyn Future<Output = Result<Response<Reply>, Status>> + Send + '_>> {
+    fn handle(
+        &self,
+        req: Request<Work>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Reply>, Status>> + Send + '_>> {
         Box::pin(async move {
             let _in_flight = InFlight::new(&self.probe.in_flight[1]);
             let ctx = request_context(&req)?;
@@ -226,7 +236,10 @@ struct A {
 }
 
 impl Handler for A {
-    fn handle(&self, req: Request<Work>) -> Pin<Box<dyn Future<Output = Result<Response<Reply>, Status>> + Send + '_>> {
+    fn handle(
+        &self,
+        req: Request<Work>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Reply>, Status>> + Send + '_>> {
         Box::pin(async move {
             let _in_flight = InFlight::new(&self.probe.in_flight[0]);
             let ctx = request_context(&req)?;
@@ -258,12 +271,17 @@ impl Handler for A {
 /// The three services, running; dropping it shuts them down.
 pub struct Chain {
     pub a: SocketAddr,
+    /// The last hop, for calls made to it directly.
+    pub c: SocketAddr,
     pub probe: Arc<Probe>,
     root: taskgroup::CancelHandle,
     servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn serve<H: Handler>(handler: H, root: &Context) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+async fn serve<H: Handler>(
+    handler: H,
+    root: &Context,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -287,7 +305,13 @@ impl Chain {
     pub async fn start() -> Chain {
         let (root_ctx, root) = Context::background().with_cancel();
         let probe = Arc::new(Probe::default());
-        let (c, c_server) = serve(C { probe: probe.clone() }, &root_ctx).await;
+        let (c, c_server) = serve(
+            C {
+                probe: probe.clone(),
+            },
+            &root_ctx,
+        )
+        .await;
         let (b, b_server) = serve(
             B {
                 probe: probe.clone(),
@@ -306,6 +330,7 @@ impl Chain {
         .await;
         Chain {
             a,
+            c,
             probe,
             root,
             servers: vec![a_server, b_server, c_server],
@@ -315,6 +340,11 @@ impl Chain {
     /// A channel to A.
     pub fn client(&self) -> Channel {
         channel(self.a)
+    }
+
+    /// A channel to C, the last hop.
+    pub fn last_hop(&self) -> Channel {
+        channel(self.c)
     }
 
     /// C's records for `scenario`, in the order C saw them.
@@ -395,7 +425,9 @@ pub async fn deadline(chain: &Chain, budget: Duration) -> Result<(tonic::Code, D
             return Err("C's context had no deadline".into());
         };
         if got >= budget {
-            return Err(format!("C's budget {got:?} is not below the client's {budget:?}"));
+            return Err(format!(
+                "C's budget {got:?} is not below the client's {budget:?}"
+            ));
         }
         if s.cancelled.is_none() {
             return Err("C's work did not stop at the deadline".into());
@@ -403,7 +435,9 @@ pub async fn deadline(chain: &Chain, budget: Duration) -> Result<(tonic::Code, D
         last = last.max(got);
     }
     if took > budget + Duration::from_millis(200) {
-        return Err(format!("the client waited {took:?} for a {budget:?} budget"));
+        return Err(format!(
+            "the client waited {took:?} for a {budget:?} budget"
+        ));
     }
     Ok((status.code(), last))
 }
@@ -427,7 +461,10 @@ pub async fn cancel_once(chain: &Chain) -> Result<Duration, String> {
     cancelled.as_mut().enable();
     let dropped = Instant::now();
     call.abort();
-    if tokio::time::timeout(Duration::from_secs(2), cancelled).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), cancelled)
+        .await
+        .is_err()
+    {
         return Err("C's context was not cancelled within 2 s of the client's drop".into());
     }
     let latency = dropped.elapsed();
@@ -452,7 +489,9 @@ pub async fn sibling(chain: &Chain) -> Result<bool, String> {
     .err()
     .ok_or("the call succeeded though a branch failed")?;
     if status.code() != tonic::Code::Unavailable {
-        return Err(format!("the client got {status:?}, not the branch's UNAVAILABLE"));
+        return Err(format!(
+            "the client got {status:?}, not the branch's UNAVAILABLE"
+        ));
     }
     if !chain.quiet().await {
         return Err("calls still in flight after the failure".into());
