@@ -6,7 +6,6 @@
 //! `cargo bench --bench grpc`
 
 #[path = "../examples/grpc_chain/chain.rs"]
-#[allow(dead_code)]
 mod chain;
 
 use std::future::Future;
