@@ -145,3 +145,72 @@ async fn no_deadline_from_the_client_means_the_servers_max_timeout() {
     );
     chain.stop().await;
 }
+
+/// The cause says which: a call the client cancels alone (a stream reset)
+/// ends A's context with `ResponseDropped`; a client whose connection
+/// closes ends it with `PeerClosed` (or `PeerReset`), seen by A's watched
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cause_says_whether_the_call_or_the_connection_ended() {
+    use taskgroup::http::Disconnected;
+    let chain = Chain::start().await;
+    // A call cancelled alone: the connection stays (`kept`), the stream is
+    // reset.
+    let kept = chain.client();
+    let started = chain.probe.c_started.notified();
+    let call = tokio::spawn(hop_call(
+        kept.clone(),
+        Request::new(Work {
+            scenario: "stream".into(),
+            work_ms: 10_000,
+            branch: 0,
+        }),
+    ));
+    started.await;
+    call.abort();
+    assert!(chain.quiet().await);
+    // A proxy between the client and A, closed under a call in progress.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let a = chain.a;
+    let piping = tokio::spawn(async move {
+        let (mut client, _) = proxy.accept().await.unwrap();
+        let mut server = tokio::net::TcpStream::connect(a).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    });
+    let channel = tonic::transport::Channel::from_shared(format!("http://{proxy_addr}"))
+        .unwrap()
+        .connect_lazy();
+    let started = chain.probe.c_started.notified();
+    let call = tokio::spawn(hop_call(
+        channel,
+        Request::new(Work {
+            scenario: "connection".into(),
+            work_ms: 10_000,
+            branch: 0,
+        }),
+    ));
+    started.await;
+    piping.abort(); // both sockets dropped: A's connection sees its peer go
+    assert!(chain.quiet().await, "A, B and C ended the call");
+    let _ = call.await;
+    let mut causes = Vec::new();
+    for _ in 0..2_000 {
+        causes = chain.probe.a_causes.lock().unwrap().clone();
+        if causes.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        causes[0],
+        Disconnected::ResponseDropped.to_string(),
+        "{causes:?}"
+    );
+    assert!(
+        causes[1] == Disconnected::PeerClosed.to_string()
+            || causes[1] == Disconnected::PeerReset.to_string(),
+        "{causes:?}"
+    );
+    chain.stop().await;
+}

@@ -18,10 +18,10 @@ use std::task::{Context as TaskCx, Poll};
 use std::time::Duration;
 
 use taskgroup::http::ContextLayer;
-use taskgroup::http::tonic::{call, outgoing, request_context};
+use taskgroup::http::tonic::{WatchedIncoming, call, outgoing, request_context};
 use taskgroup::{Context, GroupError, TaskGroup};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Server, server::TcpIncoming};
+use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
 /// What a call asks.
@@ -64,6 +64,8 @@ pub struct Probe {
     pub in_flight: [AtomicUsize; 3],
     pub c_started: tokio::sync::Notify,
     pub c_cancelled: tokio::sync::Notify,
+    /// Why A's calls' contexts ended, when they were cancelled.
+    pub a_causes: Mutex<Vec<String>>,
 }
 
 /// Counts a call in flight at a hop while it lives.
@@ -244,6 +246,12 @@ impl Handler for A {
             let _in_flight = InFlight::new(&self.probe.in_flight[0]);
             let ctx = request_context(&req)?;
             let work = req.into_inner();
+            let (probe, watched) = (self.probe.clone(), ctx.clone());
+            tokio::spawn(async move {
+                watched.done().await;
+                let cause = watched.cause().map(|c| c.to_string()).unwrap_or_default();
+                probe.a_causes.lock().unwrap().push(cause);
+            });
             // The fan-out: two B calls; the first failure cancels the other.
             let mut group = TaskGroup::<Reply, Status>::builder().context(&ctx).build();
             for branch in 0..2 {
@@ -284,7 +292,10 @@ async fn serve<H: Handler>(
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Each connection watched: a call's context descends from its
+    // connection's, so the cause says whether the client closed the
+    // connection or cancelled the call.
+    let incoming = WatchedIncoming::new(listener, root);
     let layer = ContextLayer::new(root).max_timeout(Duration::from_secs(10));
     let stop = root.done_owned();
     let server = Server::builder()

@@ -12,6 +12,15 @@
 //!   cancelled when the client resets the stream or goes away (hyper drops
 //!   the handler then). A malformed or duplicated `grpc-timeout` is refused
 //!   before the handler runs. In the handler, [`request_context`].
+//! - **Connections**: serve from [`WatchedIncoming`]
+//!   (`serve_with_incoming`) and each connection gets a context of its
+//!   own, which its calls' contexts descend from: a client that closes or
+//!   resets its connection cancels them with
+//!   [`Disconnected::PeerClosed`](super::Disconnected::PeerClosed) or
+//!   [`PeerReset`](super::Disconnected::PeerReset), while a call the
+//!   client cancels alone (an HTTP/2 stream reset) ends with
+//!   [`ResponseDropped`](super::Disconnected::ResponseDropped): the cause
+//!   says which.
 //! - **Client**: [`outgoing`] builds a request that carries the caller's
 //!   remaining budget as its `grpc-timeout`, and [`call`] runs the call
 //!   under the caller's context: when that context ends, the call's future
@@ -43,11 +52,90 @@
 //! ```
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{self, Poll};
 
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tonic::transport::server::Connected;
 use tonic::{Code, Request, Status};
 
+use super::{ConnectionContext, Watchable, WatchedIo};
 use crate::{Context, ContextError};
+
+/// The connections a tonic server accepts, each a [`WatchedIo`] with a
+/// context of its own, a child of `parent`: give it to
+/// `Server::serve_with_incoming`, with [`ContextLayer`](super::ContextLayer)
+/// on the server, and each call's context descends from its connection's
+/// (see [the module](self)). Sets `TCP_NODELAY` on each connection, as
+/// tonic's own listener does.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #![allow(dead_code)]
+/// use taskgroup::Context;
+/// use taskgroup::http::ContextLayer;
+/// use taskgroup::http::tonic::WatchedIncoming;
+///
+/// # async fn run(routes: tonic::service::Routes) -> Result<(), Box<dyn std::error::Error>> {
+/// let (root, _shutdown) = Context::background().with_cancel();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+/// tonic::transport::Server::builder()
+///     .layer(ContextLayer::new(&root))
+///     .add_routes(routes)
+///     .serve_with_incoming(WatchedIncoming::new(listener, &root))
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct WatchedIncoming {
+    listener: TcpListener,
+    parent: Context,
+}
+
+impl WatchedIncoming {
+    /// Accepts from `listener`; each connection's context is a child of
+    /// `parent` (cancel it to close them all).
+    ///
+    /// # Examples
+    ///
+    /// See [`WatchedIncoming`].
+    pub fn new(listener: TcpListener, parent: &Context) -> WatchedIncoming {
+        WatchedIncoming {
+            listener,
+            parent: parent.clone(),
+        }
+    }
+}
+
+impl futures_core::Stream for WatchedIncoming {
+    type Item = io::Result<WatchedIo<TcpStream>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match this.listener.poll_accept(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok((stream, _))) => {
+                let _ = stream.set_nodelay(true);
+                Poll::Ready(Some(Ok(WatchedIo::new(stream, &this.parent))))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
+        }
+    }
+}
+
+/// tonic puts a watched connection's [`ConnectionContext`] in every call's
+/// extensions, where [`ContextLayer`](super::ContextLayer) finds it.
+impl<T: Watchable> Connected for WatchedIo<T> {
+    type ConnectInfo = ConnectionContext;
+
+    fn connect_info(&self) -> ConnectionContext {
+        self.connection()
+    }
+}
 
 /// The context the server's [`ContextLayer`](super::ContextLayer) gave
 /// this call.
