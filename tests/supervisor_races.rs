@@ -36,15 +36,43 @@ fn quiet_panics() {
 }
 
 /// What a round's children report.
-#[derive(Default)]
 struct Seen {
     starts: Mutex<Vec<u32>>,
     /// `wait` has returned: no run may start after.
     returned: AtomicBool,
     late: AtomicU32,
+    /// Failing first runs wait for it to open before their clocks start:
+    /// for a round that must find every child added.
+    gate: tokio::sync::Semaphore,
 }
 
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            starts: Mutex::default(),
+            returned: AtomicBool::new(false),
+            late: AtomicU32::new(0),
+            gate: tokio::sync::Semaphore::new(OPEN),
+        }
+    }
+}
+
+/// Permits enough for every failing first run: an open gate.
+const OPEN: usize = 1 << 20;
+
 impl Seen {
+    /// A closed gate: failing first runs wait for [`Seen::open`].
+    fn gated() -> Seen {
+        Seen {
+            gate: tokio::sync::Semaphore::new(0),
+            ..Seen::default()
+        }
+    }
+
+    fn open(&self) {
+        self.gate.add_permits(OPEN);
+    }
+
     fn started(&self, child: usize) {
         if self.returned.load(SeqCst) {
             self.late.fetch_add(1, SeqCst);
@@ -85,8 +113,12 @@ fn add_child(
         .spawn(move |ctx, run| {
             let seen = seen.clone();
             let (how, ms) = script[(run.attempt() as usize).min(script.len() - 1)];
+            let first = run.attempt() == 0;
             async move {
                 seen.started(index);
+                if first && matches!(how, 1 | 2) {
+                    let _ = seen.gate.acquire().await;
+                }
                 match how {
                     3 => {
                         ctx.done().await;
@@ -172,7 +204,9 @@ async fn backoff_racing_a_cancel(rng: &mut Rng, label: &str) {
 /// the second failure lands during the first's round. After it, every
 /// child runs again.
 async fn round_racing_a_second_failure(rng: &mut Rng, label: &str) {
-    let seen = Arc::new(Seen::default());
+    // The failures start their clocks once every child is added: a child
+    // added after a failure is no member of its round.
+    let seen = Arc::new(Seen::gated());
     let mut sup = Supervisor::<String>::builder()
         .strategy(Strategy::OneForAll)
         .intensity(1_000, Duration::from_secs(1))
@@ -196,13 +230,21 @@ async fn round_racing_a_second_failure(rng: &mut Rng, label: &str) {
         grace,
     );
     add_child(&mut sup, &seen, 3, vec![(3, 0)], Backoff::none(), grace);
+    seen.open();
     // Until every child has been restarted at least once.
-    bounded(label, async {
+    let waited = tokio::time::timeout(Duration::from_secs(3), async {
         while seen.starts.lock().unwrap().iter().any(|&n| n < 2) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     })
     .await;
+    if waited.is_err() {
+        let starts = seen.starts.lock().unwrap().clone();
+        panic!(
+            "{label}: hung; starts {starts:?}; {sup:?}\n{}",
+            taskgroup::dump()
+        );
+    }
     let report = bounded(label, sup.shutdown()).await;
     seen.returned.store(true, SeqCst);
     let report = report.unwrap_or_else(|e| panic!("{label}: {e}"));

@@ -572,7 +572,9 @@ where
 
     /// Adds the child and starts it: `factory(ctx, run)` is called for
     /// every start, inside the child's task, so it needs no `Clone` of what
-    /// it captures (it borrows it for each start).
+    /// it captures (it borrows it for each start). A child added while a
+    /// `OneForAll` or `RestForOne` round is under way is not part of that
+    /// round; once the supervisor is stopping, it is added but not started.
     ///
     /// # Panics
     ///
