@@ -805,58 +805,6 @@ async fn dump_shows_the_supervisor_its_children_their_starts_and_last_ends() {
     sup.shutdown().await.unwrap();
 }
 
-/// With the `tracing` feature, every restart is an event naming the
-/// supervisor, the child, the attempt and the cause.
-#[cfg(feature = "tracing")]
-#[test]
-fn every_restart_is_a_tracing_event() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let log = Log::new();
-            let mut sup = Supervisor::<String>::builder().name("traced").build();
-            sup.child("flaky").spawn(child(&log, "flaky", |n| {
-                if n < 2 { Act::Err(1) } else { Act::Serve(0) }
-            }));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            sup.shutdown().await.unwrap();
-        });
-    });
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let restarts: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("restarting child"))
-        .collect();
-    assert_eq!(restarts.len(), 2, "{text}");
-    for (attempt, line) in restarts.iter().enumerate() {
-        assert!(line.contains("supervisor=\"traced\""), "{line}");
-        assert!(line.contains("child=\"flaky\""), "{line}");
-        assert!(line.contains(&format!("attempt={}", attempt + 1)), "{line}");
-        assert!(line.contains("cause=error: flaky failed"), "{line}");
-    }
-}
-
 /// Every restart type under every strategy, with the order of starts and
 /// stops observed: b, between a and c, fails once (with an `Err`, or ends
 /// `Ok`).
