@@ -353,6 +353,7 @@ impl Context {
     /// assert_eq!(shadowed.value::<UserId>(), Some(&UserId(2)));
     /// assert_eq!(ctx.value::<UserId>(), Some(&UserId(1)));
     /// ```
+    #[must_use = "a derived context does nothing unless used: `ctx.with_value(v)` returns the child"]
     pub fn with_value<T: Any + Send + Sync>(&self, value: T) -> Context {
         self.child(NodeSpec {
             value: Some(Box::new(value)),
@@ -396,6 +397,7 @@ impl Context {
     /// assert!(!detached.is_cancelled());
     /// assert_eq!(detached.value::<&str>(), Some(&"request 9"));
     /// ```
+    #[must_use = "a derived context does nothing unless used"]
     pub fn without_cancel(&self) -> Context {
         self.child(NodeSpec {
             detach: true,
@@ -543,6 +545,7 @@ impl Context {
     /// # }
     /// ```
     #[track_caller]
+    #[must_use = "a derived context does nothing unless used"]
     pub fn with_token(&self, token: &CancellationToken) -> Context {
         if token.is_cancelled() {
             let child = self.child(NodeSpec {

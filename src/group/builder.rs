@@ -33,6 +33,7 @@ use crate::Context;
 /// assert_eq!(group.wait().await, Ok(vec![0, 1, 2, 3, 4]));
 /// # }
 /// ```
+#[must_use = "a builder does nothing until `build` (or `scope`) is called"]
 pub struct TaskGroupBuilder<T, E, J = FailFast> {
     limit: Option<usize>,
     name: Option<Arc<str>>,

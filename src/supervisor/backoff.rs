@@ -30,6 +30,7 @@ use std::time::Duration;
 /// assert_eq!(backoff.delay(20), Duration::from_secs(10));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[must_use = "a backoff does nothing until given to `ChildBuilder::backoff`"]
 pub struct Backoff {
     min: Duration,
     max: Duration,

@@ -121,6 +121,7 @@ pub(crate) type Factory<E> =
 /// # Examples
 ///
 /// See [`Supervisor`].
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct SupervisorBuilder<E> {
     name: Option<Arc<str>>,
     context: Option<Context>,
@@ -514,6 +515,7 @@ impl<E> fmt::Debug for Supervisor<E> {
 /// assert_eq!(report.children()[0].starts(), 1);
 /// # }
 /// ```
+#[must_use = "a child builder starts nothing until `spawn` is called"]
 pub struct ChildBuilder<'s, E> {
     sup: &'s mut Supervisor<E>,
     name: Arc<str>,
