@@ -4,19 +4,15 @@
 //! Timing is deterministic: paused time for deadlines, poll-level checks
 //! with `tokio_test`; no sleep stands for a signal.
 
+mod support;
 use std::future::Future;
 use std::time::Duration;
+use support::alive_tasks;
 
 use taskgroup::{Context, ContextDoneOwned, ContextError};
 use tokio::time::sleep;
 use tokio_test::{assert_pending, assert_ready, task};
 use tokio_util::sync::CancellationToken;
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
 
 /// Lets every task that can run, run (paused, current-thread runtime).
 async fn run_until_idle() {

@@ -8,7 +8,7 @@ mod support;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,15 +33,7 @@ fn is_ours(payload: &(dyn std::any::Any + Send)) -> bool {
 /// The racy test panics tens of thousands of times on purpose: keep the
 /// default hook for every other panic, silence ours.
 fn quiet_panic_hook() {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !is_ours(info.payload()) {
-                default(info);
-            }
-        }));
-    });
+    support::quiet_panics(|message| message == PANIC_MESSAGE);
 }
 
 /// Spins a little, then yields: the machine may have fewer free cores than

@@ -8,6 +8,8 @@
 //! enough".
 
 mod support;
+use support::alive_tasks;
+use support::ms;
 use support::{DropFlag, drop_flag};
 
 use std::any::Any;
@@ -18,7 +20,7 @@ use std::future::pending;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -31,10 +33,6 @@ use tokio_test::{assert_pending, assert_ready, task};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// Counts task bodies running at once, and the most ever seen.
 #[derive(Default)]
@@ -72,13 +70,6 @@ impl Drop for GaugeGuard {
 /// idle, and never while a blocking task runs). Advances the clock by 1 ms.
 async fn run_until_idle() {
     sleep(ms(1)).await;
-}
-
-/// The number of async tasks alive on this runtime.
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
 }
 
 /// Waits (bounded, never a fixed sleep) until the runtime is back to
@@ -131,20 +122,8 @@ fn panicking_closure(_ctx: Context) -> std::future::Ready<Result<(), String>> {
 /// Silences the panic messages of the panics these tests cause on purpose
 /// (payloads starting with "expected panic"); any other panic still prints.
 fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("");
-            if !message.starts_with("expected panic") && !message.contains("limit must be") {
-                default(info);
-            }
-        }));
+    support::quiet_panics(|message| {
+        message.starts_with("expected panic") || message.contains("limit must be")
     });
 }
 

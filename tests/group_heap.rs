@@ -7,7 +7,9 @@
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
+mod support;
 use counting_alloc::live_bytes;
+use support::alive_tasks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -20,12 +22,6 @@ async fn until(mut done: impl FnMut() -> bool) {
     while !done() {
         tokio::task::yield_now().await;
     }
-}
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
 }
 
 /// A long-lived group once had 100,000 tasks parked at once, all since

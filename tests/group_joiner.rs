@@ -8,7 +8,7 @@ use support::{drop_flag, message};
 use std::future::pending;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -24,15 +24,7 @@ use tokio::time::Instant;
 
 /// Keeps the panics these tests raise on purpose off stderr.
 fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !message(info.payload()).starts_with("expected panic") {
-                default(info);
-            }
-        }));
-    });
+    support::quiet_panics(|message| message.starts_with("expected panic"));
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

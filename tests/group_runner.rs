@@ -23,7 +23,7 @@ use std::future::{Future, pending};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{self, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,15 +31,12 @@ use futures::FutureExt as _;
 use taskgroup::{Context, ContextError, GroupError, Outcome, TaskFailed, TaskGroup};
 
 mod support;
+use support::ms;
 use support::{Rng, alive_tasks, eventually, rounds, seed_from_env_or_clock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// The runner's turn: a shard polls at most this many cells before it
 /// yields to tokio.
@@ -102,16 +99,9 @@ async fn within<F: Future>(what: &str, f: F) -> F::Output {
 /// Silences the panics these tests raise on purpose (payloads starting with
 /// "expected panic"); any other panic still prints.
 fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = payload_str(info.payload());
-            // The misuse panic of the `wait` test is caught and checked.
-            if !message.starts_with("expected panic") && !message.contains("own tasks") {
-                default(info);
-            }
-        }));
+    // The misuse panic of the `wait` test is caught and checked.
+    support::quiet_panics(|message| {
+        message.starts_with("expected panic") || message.contains("own tasks")
     });
 }
 

@@ -6,6 +6,7 @@
 
 mod support;
 use support::message;
+use support::ms;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -16,10 +17,6 @@ use taskgroup::{Outcome, Supervise, TaskGroup, TaskId};
 use tokio::sync::oneshot;
 use tokio::time::sleep;
 use tokio_test::{assert_pending, assert_ready, task};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// A group of tasks that sleep `delays` ms each and return their delay.
 fn sleepers(delays: &[u64]) -> TaskGroup<u64, String> {

@@ -8,8 +8,8 @@
 //! number of rounds.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -41,19 +41,7 @@ impl Drop for SeedReport {
 
 /// Silences the panics the tasks raise on purpose ("stress panic ...").
 fn quiet_task_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let ours = payload
-                .downcast_ref::<String>()
-                .is_some_and(|s| s.starts_with("stress panic"));
-            if !ours {
-                default(info);
-            }
-        }));
-    });
+    support::quiet_panics(|message| message.starts_with("stress panic"));
 }
 
 fn panic_payload(task: usize) -> String {

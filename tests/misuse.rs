@@ -3,12 +3,13 @@
 //! never a hang, and no task is lost.
 
 mod support;
+use support::alive_tasks;
 use support::{drop_flag, message};
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -31,27 +32,7 @@ impl Drop for PanicOnDrop {
 
 /// Keeps the panics these tests raise on purpose off stderr.
 fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let ours = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .is_some_and(|s| s.starts_with("misuse panic"));
-            if !ours {
-                default(info);
-            }
-        }));
-    });
-}
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
+    support::quiet_panics(|message| message.starts_with("misuse panic"));
 }
 
 /// Waits, bounded, until `done()` holds.

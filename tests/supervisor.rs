@@ -140,16 +140,7 @@ impl Drop for Said {
 }
 
 fn quiet_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let ours = support::message(info.payload()).ends_with("panicked");
-            if !ours {
-                default(info);
-            }
-        }));
-    });
+    support::quiet_panics(|message| message.ends_with("panicked"));
 }
 
 fn supervisor(strategy: Strategy) -> Supervisor<String> {

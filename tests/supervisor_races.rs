@@ -24,15 +24,7 @@ fn runtime(workers: usize) -> tokio::runtime::Runtime {
 }
 
 fn quiet_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if support::message(info.payload()) != "race panic" {
-                default(info);
-            }
-        }));
-    });
+    support::quiet_panics(|message| message == "race panic");
 }
 
 /// What a round's children report.

@@ -98,3 +98,24 @@ pub fn message(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_default()
 }
+
+/// Keeps the panics a test binary raises on purpose off stderr: installs,
+/// once per process, a hook that hands the default hook every panic whose
+/// message `ours` does not claim. One predicate per binary (the first call
+/// installs it).
+pub fn quiet_panics(ours: fn(&str) -> bool) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !ours(&message(info.payload())) {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// `n` milliseconds.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
