@@ -2,6 +2,7 @@
 //! outliving its group.
 
 mod builder;
+mod hedge;
 mod joiner;
 mod lifecycle;
 mod observe;
@@ -23,8 +24,9 @@ use std::time::Duration;
 use tokio::sync::futures::OwnedNotified;
 
 pub use builder::TaskGroupBuilder;
+pub use hedge::hedge;
 pub use joiner::{
-    AllFailed, Decision, Discard, FailFast, FirstOk, Joiner, Supervise, Tally, Unread, hedge,
+    AllFailed, Decision, Discard, FailFast, FirstOk, Joiner, Supervise, Tally, Unread,
 };
 use lifecycle::Spawned;
 pub use lifecycle::{ShutdownReport, TaskBuilder, TaskInfo};

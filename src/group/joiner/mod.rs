@@ -13,7 +13,6 @@
 mod discard;
 mod fail_fast;
 mod first_ok;
-mod hedge;
 mod supervise;
 
 use std::any::Any;
@@ -23,7 +22,6 @@ use std::fmt;
 pub use discard::{Discard, Tally};
 pub use fail_fast::FailFast;
 pub use first_ok::{AllFailed, FirstOk};
-pub use hedge::hedge;
 pub use supervise::Supervise;
 
 use super::outcome::{Outcome, TaskId};
@@ -43,7 +41,7 @@ use crate::{Cause, Context};
 ///
 /// The built-in policies are [`FailFast`] (the default: the first failure
 /// cancels the rest), [`Supervise`] (never cancels; every outcome) and
-/// [`FirstOk`] (the first success cancels the rest); [`hedge`] runs
+/// [`FirstOk`] (the first success cancels the rest); [`hedge`](crate::hedge) runs
 /// staggered attempts under `FirstOk`.
 ///
 /// # Panics

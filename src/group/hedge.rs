@@ -1,4 +1,6 @@
-//! [`hedge`]: staggered attempts of one call, the first success wins.
+//! [`hedge`]: staggered attempts of one call, the first success wins. A
+//! user of the group and of [`FirstOk`], so beside the group, not among
+//! the join policies it uses.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -7,8 +9,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
-use super::{AllFailed, FirstOk};
-use crate::{Context, Outcome, TaskGroup, TaskId};
+use crate::{AllFailed, Context, FirstOk, Outcome, TaskGroup, TaskId};
 
 /// Runs up to `attempts` attempts of one call, staggered, and returns the
 /// first success: a hedged request (tower's `Hedge`, "The Tail at Scale").
