@@ -196,7 +196,6 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod context;
-mod error;
 mod group;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
@@ -205,16 +204,17 @@ mod loom;
 mod polling;
 mod supervisor;
 
+pub use context::ContextError;
 pub use context::{
     AfterCancel, CancelHandle, Cause, Context, ContextDoneFuture, ContextDoneOwned,
     ContextRunFuture,
 };
-pub use error::{ContextError, GroupError, TaskFailed};
 pub use group::{
     AllFailed, Decision, Discard, FailFast, FirstOk, Joiner, Outcome, ShutdownReport, Spawner,
     Supervise, Tally, TaskBuilder, TaskGroup, TaskGroupBuilder, TaskId, TaskInfo, Unread, hedge,
 };
 pub use group::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
+pub use group::{GroupError, TaskFailed};
 pub use group::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
 pub use supervisor::{
     Backoff, ChildBuilder, ChildReport, Restart, Run, Strategy, Supervisor, SupervisorBuilder,

@@ -1,6 +1,7 @@
 //! [`Context`]: a cancellation tree with causes, deadlines and typed values.
 
 mod cause;
+mod error;
 mod future;
 #[cfg(all(test, loom))]
 mod models;
@@ -22,7 +23,7 @@ pub use future::{ContextDoneFuture, ContextDoneOwned, ContextRunFuture};
 pub(crate) use tree::CancelHook;
 use tree::{Callback, Cancellation, Node, NodeSpec};
 
-use crate::ContextError;
+pub use error::ContextError;
 
 /// A cancellation signal with a cause, an optional deadline and typed
 /// request-scoped values, handed down a call tree: Go's `context.Context`.

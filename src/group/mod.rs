@@ -2,11 +2,13 @@
 //! outliving its group.
 
 mod builder;
+mod error;
 mod hedge;
 mod joiner;
 mod lifecycle;
 mod observe;
 mod outcome;
+pub(crate) mod panics;
 mod runner;
 mod scoped;
 mod shared;
@@ -24,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::futures::OwnedNotified;
 
 pub use builder::TaskGroupBuilder;
+pub use error::{GroupError, TaskFailed};
 pub use hedge::hedge;
 pub use joiner::{
     AllFailed, Decision, Discard, FailFast, FirstOk, Joiner, Supervise, Tally, Unread,
@@ -32,6 +35,7 @@ use lifecycle::Spawned;
 pub use lifecycle::{ShutdownReport, TaskBuilder, TaskInfo};
 pub use observe::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use outcome::{Outcome, TaskId};
+pub(crate) use panics::panic_message;
 pub use scoped::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
 use shared::{AsyncBody, BlockingBody, Shared};
 pub use spawner::Spawner;

@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::fmt;
 
-use crate::error::panic_message;
+use crate::group::panics::panic_message;
 
 /// Identifies a task within its group: its spawn index, from 0.
 ///

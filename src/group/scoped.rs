@@ -67,8 +67,8 @@ use slab::Slab;
 
 use super::joiner::{Decision, FailFast, Joiner, Unread};
 use super::outcome::{Outcome, TaskId};
+use super::panics::{JoinerPanicked, drop_catching, panic_message};
 use crate::context::{CancelHook, cancellation};
-use crate::error::panic_message;
 use crate::{Cause, Context, ContextError, TaskFailed};
 
 /// At most this many polls (the body's and the tasks') in one poll of the
@@ -1339,6 +1339,7 @@ where
                         let cause = Cause::new(JoinerPanicked {
                             task: id,
                             message: panic_message(&*payload).to_owned(),
+                            of: "scope",
                         });
                         self.panic.get_or_insert(payload);
                         let _ = drop_catching(self.joiner.take());
@@ -1478,31 +1479,6 @@ impl fmt::Display for BodyPanicked {
 }
 
 impl std::error::Error for BodyPanicked {}
-
-/// The cause a scope is cancelled with when its joiner's `on_complete`
-/// panicked.
-#[derive(Debug)]
-struct JoinerPanicked {
-    task: TaskId,
-    message: String,
-}
-
-impl fmt::Display for JoinerPanicked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the scope's joiner panicked on the outcome of {}: {}",
-            self.task, self.message
-        )
-    }
-}
-
-impl std::error::Error for JoinerPanicked {}
-
-/// Drops `value` (user code), catching a panic in its destructor.
-fn drop_catching<X>(value: X) -> Option<Box<dyn Any + Send>> {
-    catch_unwind(AssertUnwindSafe(move || drop(value))).err()
-}
 
 /// Marks the thread as polling a task of a scope (by the address of its
 /// shared state), until dropped: how [`Scope::ready`] knows its caller

@@ -122,10 +122,10 @@ use super::joiner::{Decision, Joiner, Unread};
 use super::lifecycle::{EndOnDrop, Meta, RunsTask, Spawned, Tag, TaskInfo, UNPOLLED, since};
 use super::observe::{GroupSnapshot, Observed, TaskSnapshot, TaskState};
 use super::outcome::{Outcome, TaskId};
+use super::panics::{JoinerPanicked, drop_all_catching, drop_catching, panic_message};
 use super::runner::{Cell, Runner, thread_mark};
 use super::task::{BlockingCompletion, Completion, TaskFuture};
 use crate::context::{CancelHook, cancellation};
-use crate::error::panic_message;
 use crate::{Cause, Context, ContextError, TaskFailed};
 
 pub(super) type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -1043,6 +1043,7 @@ where
                 let cause = Cause::new(JoinerPanicked {
                     task: ended.id,
                     message: panic_message(&*payload).to_owned(),
+                    of: "group",
                 });
                 self.lock().panic.get_or_insert(payload);
                 let _ = drop_catching(joiner.take());
@@ -1573,37 +1574,6 @@ impl std::fmt::Display for TaskCancelled {
 }
 
 impl std::error::Error for TaskCancelled {}
-
-/// The cause a group is cancelled with when its joiner's `on_complete`
-/// panicked.
-#[derive(Debug)]
-struct JoinerPanicked {
-    task: TaskId,
-    message: String,
-}
-
-impl std::fmt::Display for JoinerPanicked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the group's joiner panicked on the outcome of {}: {}",
-            self.task, self.message
-        )
-    }
-}
-
-impl std::error::Error for JoinerPanicked {}
-
-/// Drops `value` (user code), catching a panic in its destructor.
-fn drop_catching<X>(value: X) -> Option<Box<dyn Any + Send>> {
-    catch_unwind(AssertUnwindSafe(move || drop(value))).err()
-}
-
-fn drop_all_catching<X>(values: VecDeque<X>) {
-    for value in values {
-        let _ = drop_catching(value);
-    }
-}
 
 impl<T, E, J> Observed for Shared<T, E, J>
 where

@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::backoff::{Backoff, Rng};
 use super::{ChildReport, Factory, Restart, Run, Strategy, SupervisorError, SupervisorReport};
-use crate::error::panic_message;
+use crate::group::panic_message;
 use crate::{Context, ContextDoneOwned, Decision, Joiner, Outcome, Spawner, TaskId, Unread};
 
 /// What the driver hears: a run ended (from the group's joiner), a child

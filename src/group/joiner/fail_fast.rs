@@ -4,7 +4,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::{Decision, Joiner, Unread};
-use crate::error::panic_message;
+use crate::group::panics::panic_message;
 use crate::{Cause, Context, ContextError, GroupError, Outcome, TaskFailed, TaskId};
 
 /// The default policy: the first `Err` or panic, in time, cancels the

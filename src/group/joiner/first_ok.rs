@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::{Decision, Joiner, Unread};
-use crate::error::panic_message;
+use crate::group::panics::panic_message;
 use crate::{Cause, Context, ContextError, Outcome, TaskFailed, TaskId};
 
 /// A policy for replicated or hedged work: the first `Ok`, in time, wins;
