@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::TaskGroup;
 use super::joiner::Joiner;
 use super::outcome::TaskId;
-use super::shared::{AsyncBody, BlockingBody};
+use super::shared::{AsyncClosure, BlockingClosure};
 use crate::{CancelHandle, Context};
 
 /// What the caller of `spawn` says about a task: where it was spawned, its
@@ -526,7 +526,7 @@ where
             at: Location::caller(),
             ..self.spawned
         };
-        let admitted = self.group.shared.admit(spawned, AsyncBody::new(f), true);
+        let admitted = self.group.shared.admit(spawned, AsyncClosure::new(f), true);
         admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
     }
 
@@ -601,7 +601,7 @@ where
             at: Location::caller(),
             ..self.spawned
         };
-        let admitted = self.group.shared.admit(spawned, BlockingBody(f), true);
+        let admitted = self.group.shared.admit(spawned, BlockingClosure(f), true);
         admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
     }
 }

@@ -37,7 +37,7 @@ pub use observe::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use outcome::{Outcome, TaskId};
 pub(crate) use panics::panic_message;
 pub use scoped::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
-use shared::{AsyncBody, BlockingBody, Shared};
+use shared::{AsyncClosure, BlockingClosure, Shared};
 pub use spawner::Spawner;
 
 use crate::context::cancellation;
@@ -508,7 +508,9 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let admitted = self.shared.admit(Spawned::here(), AsyncBody::new(f), true);
+        let admitted = self
+            .shared
+            .admit(Spawned::here(), AsyncClosure::new(f), true);
         admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
     }
 
@@ -560,7 +562,7 @@ where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         self.shared
-            .admit(spawned, AsyncBody::new(f), false)
+            .admit(spawned, AsyncClosure::new(f), false)
             .map_err(|body| body.0)
     }
 
@@ -601,7 +603,7 @@ where
     where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
-        let admitted = self.shared.admit(Spawned::here(), BlockingBody(f), true);
+        let admitted = self.shared.admit(Spawned::here(), BlockingClosure(f), true);
         admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
     }
 

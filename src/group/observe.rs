@@ -43,7 +43,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use super::outcome::TaskId;
-use super::runner::Cell;
+use super::runner::TaskCell;
 use crate::{Cause, Context, ContextError};
 
 /// A live group, as the registry sees it.
@@ -55,7 +55,7 @@ pub(super) trait Observed: Send + Sync {
     /// runner cells it read go into `read`, for the caller to let go of
     /// once it holds no lock (a cell that ended meanwhile may be let go of
     /// last there, and its span closed).
-    fn observe(&self, read: &mut Vec<Arc<Cell>>) -> GroupSnapshot;
+    fn observe(&self, read: &mut Vec<Arc<TaskCell>>) -> GroupSnapshot;
 }
 
 /// How many slabs the registry is split into.

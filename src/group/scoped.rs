@@ -5,7 +5,7 @@
 //! Nothing here is a tokio task. The [`ScopeFuture`] owns the body and
 //! every started task and polls them itself, in its own `poll`, with a
 //! waker of its own for each (a slot's [`TaskWaker`], made once per slot
-//! and reused). A spawned task waits in [`Shared::spawned`] until the
+//! and reused). A spawned task waits in [`ScopeShared::spawned`] until the
 //! scope future takes it; behind the limit it waits in `Run::waiting`,
 //! unpolled (its closure is not called before its first poll).
 //!
@@ -74,13 +74,13 @@ use crate::{Cause, Context, ContextError, TaskFailed};
 /// At most this many polls (the body's and the tasks') in one poll of the
 /// scope future, fewer when tokio's cooperative budget runs out; then it
 /// yields to the runtime, as the group's runner does.
-const TURN: usize = 128;
+const SCOPE_TURN: usize = 128;
 
 /// The ready-list entry of the body.
 const BODY: usize = usize::MAX;
 
 /// The most entries an emptied buffer keeps for reuse.
-const KEPT: usize = 1024;
+const BUFFER_KEPT: usize = 1024;
 
 mod sealed {
     pub trait Sealed {}
@@ -122,7 +122,7 @@ impl TaskKind for LocalTasks {
 type BoxTask<'env, T, E, K> = Pin<Box<<K as TaskKind>::Task<'env, T, E>>>;
 
 /// What the scope future and every [`Scope`] handle share.
-struct Shared<'env, T, E, K: TaskKind> {
+struct ScopeShared<'env, T, E, K: TaskKind> {
     /// The scope's context: a child of the parent, cancelled by the
     /// joiner's decisions, [`Scope::cancel`], and the end of the scope.
     ctx: Context,
@@ -131,12 +131,12 @@ struct Shared<'env, T, E, K: TaskKind> {
     live: AtomicUsize,
     /// Someone waits in [`Scope::ready`] for a slot.
     slot_wanted: AtomicBool,
-    spawned: Mutex<Spawned<'env, T, E, K>>,
+    spawned: Mutex<Incoming<'env, T, E, K>>,
     wake: Arc<Wakeup>,
 }
 
 /// Tasks spawned and not yet taken by the scope future.
-struct Spawned<'env, T: 'env, E: 'env, K: TaskKind> {
+struct Incoming<'env, T: 'env, E: 'env, K: TaskKind> {
     tasks: VecDeque<(TaskId, BoxTask<'env, T, E, K>)>,
     next_id: u64,
     /// The scope ended, or its future was dropped (invariant 1).
@@ -145,8 +145,8 @@ struct Spawned<'env, T: 'env, E: 'env, K: TaskKind> {
     slot_waiters: Vec<Waker>,
 }
 
-impl<'env, T, E, K: TaskKind> Shared<'env, T, E, K> {
-    fn spawned(&self) -> MutexGuard<'_, Spawned<'env, T, E, K>> {
+impl<'env, T, E, K: TaskKind> ScopeShared<'env, T, E, K> {
+    fn spawned(&self) -> MutexGuard<'_, Incoming<'env, T, E, K>> {
         // No user code runs under this lock: poison means nothing.
         self.spawned.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -279,7 +279,7 @@ fn task_waker(slot: usize, wake: &Arc<Wakeup>) -> (Arc<TaskWaker>, Waker) {
 /// # }
 /// ```
 pub struct Scope<'env, T, E, J = FailFast, K: TaskKind = SendTasks> {
-    shared: Arc<Shared<'env, T, E, K>>,
+    shared: Arc<ScopeShared<'env, T, E, K>>,
     _joiner: PhantomData<fn() -> J>,
 }
 
@@ -414,7 +414,7 @@ impl<'env, T: 'env, E: 'env, J, K: TaskKind> Scope<'env, T, E, J, K> {
         let Some(limit) = self.shared.limit else {
             return;
         };
-        let room = |shared: &Shared<'env, T, E, K>| {
+        let room = |shared: &ScopeShared<'env, T, E, K>| {
             shared.live.load(SeqCst) < limit || shared.ctx.is_cancelled()
         };
         poll_fn(|cx| {
@@ -671,7 +671,7 @@ struct Running<'env, T: 'env, E: 'env, K: TaskKind> {
 /// What the scope future owns besides the body: the started and waiting
 /// tasks, the outcomes, the joiner.
 struct Run<'env, T, E, J, K: TaskKind> {
-    shared: Arc<Shared<'env, T, E, K>>,
+    shared: Arc<ScopeShared<'env, T, E, K>>,
     name: Option<Arc<str>>,
     /// `None` once finished, or once its `on_complete` panicked.
     joiner: Option<J>,
@@ -761,12 +761,12 @@ where
         Some(parent) => parent.with_hook(hook),
         None => Context::background().with_hook(hook),
     };
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ScopeShared {
         ctx,
         limit,
         live: AtomicUsize::new(0),
         slot_wanted: AtomicBool::new(false),
-        spawned: Mutex::new(Spawned {
+        spawned: Mutex::new(Incoming {
             tasks: VecDeque::new(),
             next_id: 0,
             closed: false,
@@ -1098,7 +1098,7 @@ where
             // Start what may start, each polled at once (so a task that
             // ends in its first poll hands its slot, and its waker, to the
             // next), then the tasks woken before this round, each once.
-            let mut budget_left = polled < TURN;
+            let mut budget_left = polled < SCOPE_TURN;
             while budget_left && run.may_start() {
                 let Some((id, fut)) = run.waiting.pop_front() else {
                     break;
@@ -1106,7 +1106,7 @@ where
                 let slot = run.insert(id, fut);
                 run.poll_task(slot);
                 polled += 1;
-                budget_left = polled < TURN && tokio::task::coop::has_budget_remaining();
+                budget_left = polled < SCOPE_TURN && tokio::task::coop::has_budget_remaining();
                 run.stop_if_cancelled(body.as_mut());
             }
             while budget_left {
@@ -1115,7 +1115,7 @@ where
                 };
                 run.poll_task(slot);
                 polled += 1;
-                budget_left = polled < TURN && tokio::task::coop::has_budget_remaining();
+                budget_left = polled < SCOPE_TURN && tokio::task::coop::has_budget_remaining();
                 run.stop_if_cancelled(body.as_mut());
             }
             if !budget_left {
@@ -1170,7 +1170,7 @@ where
                 self.ready.push_back(slot);
             }
         }
-        if woken.capacity() <= KEPT {
+        if woken.capacity() <= BUFFER_KEPT {
             self.spare_ready = woken;
         }
     }
@@ -1197,7 +1197,7 @@ where
         } else {
             self.waiting.extend(spawned.drain(..));
         }
-        if spawned.capacity() <= KEPT {
+        if spawned.capacity() <= BUFFER_KEPT {
             self.spare_spawned = spawned;
         }
     }

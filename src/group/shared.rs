@@ -123,7 +123,7 @@ use super::lifecycle::{EndOnDrop, Meta, RunsTask, Spawned, Tag, TaskInfo, UNPOLL
 use super::observe::{GroupSnapshot, Observed, TaskSnapshot, TaskState};
 use super::outcome::{Outcome, TaskId};
 use super::panics::{JoinerPanicked, drop_all_catching, drop_catching, panic_message};
-use super::runner::{Cell, Runner, thread_mark};
+use super::runner::{Runner, TaskCell, thread_mark};
 use super::task::{BlockingCompletion, Completion, TaskFuture};
 use crate::context::{CancelHook, cancellation};
 use crate::{Cause, Context, ContextError, TaskFailed};
@@ -145,7 +145,7 @@ enum Start<T, E> {
 
 /// A task's body as `spawn`, `try_spawn` and `spawn_blocking` hand it to
 /// [`Shared::admit`]: started at once, or boxed into the queue.
-pub(super) trait Body<T, E>: Send + 'static {
+pub(super) trait Closure<T, E>: Send + 'static {
     /// Takes an entry in `tasks` when started.
     const BLOCKING: bool;
 
@@ -169,15 +169,15 @@ pub(super) struct Admitted {
 }
 
 /// An async task's closure.
-pub(super) struct AsyncBody<F, Fut>(pub(super) F, PhantomData<fn() -> Fut>);
+pub(super) struct AsyncClosure<F, Fut>(pub(super) F, PhantomData<fn() -> Fut>);
 
-impl<F, Fut> AsyncBody<F, Fut> {
+impl<F, Fut> AsyncClosure<F, Fut> {
     pub(super) fn new(f: F) -> Self {
-        AsyncBody(f, PhantomData)
+        AsyncClosure(f, PhantomData)
     }
 }
 
-impl<T, E, F, Fut> Body<T, E> for AsyncBody<F, Fut>
+impl<T, E, F, Fut> Closure<T, E> for AsyncClosure<F, Fut>
 where
     T: 'static,
     E: 'static,
@@ -201,9 +201,9 @@ where
 }
 
 /// A blocking task's closure.
-pub(super) struct BlockingBody<F>(pub(super) F);
+pub(super) struct BlockingClosure<F>(pub(super) F);
 
-impl<T, E, F> Body<T, E> for BlockingBody<F>
+impl<T, E, F> Closure<T, E> for BlockingClosure<F>
 where
     F: FnOnce(Context) -> Result<T, E> + Send + 'static,
 {
@@ -253,7 +253,7 @@ pub(super) enum Held {
 
 /// The most entries an emptied queue keeps: a group whose tasks come and
 /// go a few at a time reuses them; one that once held a burst frees it.
-const KEPT: usize = 64;
+const STATE_KEPT: usize = 64;
 
 /// A started task's own context, for [`Shared::cancel_task`]
 /// (invariant 11).
@@ -261,7 +261,7 @@ pub(super) struct Own {
     id: TaskId,
     ctx: Context,
     /// An async task's cell, once the runner has it.
-    cell: Option<Weak<Cell>>,
+    cell: Option<Weak<TaskCell>>,
     /// `cancel_task` cancelled it.
     stopped: bool,
     /// The timer that stops its cell at the end of the grace.
@@ -399,7 +399,7 @@ impl<T, E> State<T, E> {
         if !self.stopped.is_empty() {
             self.stopped.retain(|&stopped| stopped != id);
         }
-        if self.done.is_empty() && self.done.capacity() > KEPT {
+        if self.done.is_empty() && self.done.capacity() > STATE_KEPT {
             // Drained after a burst: let the peak go.
             self.done = VecDeque::new();
             self.done_at = VecDeque::new();
@@ -691,7 +691,7 @@ where
     ///
     /// As [`Shared::start_async`] and [`Shared::start_blocking`].
     #[track_caller]
-    pub(super) fn admit<B: Body<T, E>>(
+    pub(super) fn admit<B: Closure<T, E>>(
         self: &Arc<Self>,
         spawned: Spawned,
         body: B,
@@ -844,7 +844,7 @@ where
     /// Enters a started task's cell in its `own` entry, or stops the cell
     /// if `cancel_task` marked the task first (invariant 11). The entry is
     /// gone if the task has ended already.
-    fn enter_cell(&self, own: usize, id: TaskId, cell: Weak<Cell>) {
+    fn enter_cell(&self, own: usize, id: TaskId, cell: Weak<TaskCell>) {
         let mut state = self.lock();
         let Some(entry) = state.own.get_mut(own).filter(|entry| entry.id == id) else {
             return;
@@ -861,7 +861,7 @@ where
     /// The drop step for a task `cancel_task` stopped: at once, or at the
     /// end of the group's grace by a timer kept in its entry, which its
     /// ending aborts.
-    fn stop_cell(&self, own: usize, id: TaskId, cell: Weak<Cell>) {
+    fn stop_cell(&self, own: usize, id: TaskId, cell: Weak<TaskCell>) {
         if self.grace.is_zero() {
             return self.runner.stop(&cell);
         }
@@ -1087,10 +1087,10 @@ where
                 // queue goes on (invariant 11).
                 *ran = true;
             }
-            if state.own.is_empty() && state.own.capacity() > KEPT {
+            if state.own.is_empty() && state.own.capacity() > STATE_KEPT {
                 state.own = Slab::new();
             }
-            if entry.timer.is_none() && state.spare.len() < KEPT && entry.ctx.is_spare() {
+            if entry.timer.is_none() && state.spare.len() < STATE_KEPT && entry.ctx.is_spare() {
                 // Invariant 11: nobody saw it but the task, which is gone.
                 state.spare.push(entry.ctx);
             } else {
@@ -1102,7 +1102,7 @@ where
                 if let Some((_, _, kept)) = state.tasks.try_remove(key) {
                     tag.get_or_insert(kept);
                 }
-                if state.tasks.is_empty() && state.tasks.capacity() > KEPT {
+                if state.tasks.is_empty() && state.tasks.capacity() > STATE_KEPT {
                     state.tasks = Slab::new();
                 }
             }
@@ -1211,7 +1211,7 @@ where
             return None;
         }
         let (id, spawned, work) = state.queue.pop_front()?;
-        if state.queue.is_empty() && state.queue.capacity() > KEPT {
+        if state.queue.is_empty() && state.queue.capacity() > STATE_KEPT {
             state.queue = VecDeque::new();
         }
         state.starting = true;
@@ -1587,7 +1587,7 @@ where
 
     /// Copies what the group keeps, under its state lock and then its
     /// runner's queue lock, one at a time (observe.rs, invariant 2).
-    fn observe(&self, read: &mut Vec<Arc<Cell>>) -> GroupSnapshot {
+    fn observe(&self, read: &mut Vec<Arc<TaskCell>>) -> GroupSnapshot {
         let now = Instant::now();
         let age = |born: u64| {
             if born == UNPOLLED {

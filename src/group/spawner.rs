@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use super::joiner::Joiner;
 use super::lifecycle::Spawned;
 use super::outcome::TaskId;
-use super::shared::{AsyncBody, Shared};
+use super::shared::{AsyncClosure, Shared};
 use crate::Context;
 
 /// A handle that spawns into a [`TaskGroup`](crate::TaskGroup) from
@@ -140,7 +140,7 @@ where
             return Err(f);
         };
         shared
-            .admit(spawned, AsyncBody::new(f), true)
+            .admit(spawned, AsyncClosure::new(f), true)
             .map_err(|body| body.0)
     }
 
@@ -158,7 +158,7 @@ where
             return Err(f);
         };
         shared
-            .admit(spawned, AsyncBody::new(f), true)
+            .admit(spawned, AsyncClosure::new(f), true)
             .map_err(|body| body.0)
     }
 
@@ -200,7 +200,7 @@ where
             return Err(f);
         };
         shared
-            .admit(spawned, AsyncBody::new(f), false)
+            .admit(spawned, AsyncClosure::new(f), false)
             .map_err(|body| body.0)
     }
 

@@ -101,7 +101,7 @@ pub(crate) struct State<E> {
     pub(crate) result: Option<Result<SupervisorReport<E>, SupervisorError<E>>>,
 }
 
-pub(crate) struct Shared<E> {
+pub(crate) struct SupervisorShared<E> {
     pub(crate) state: Mutex<State<E>>,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) strategy: Strategy,
@@ -160,14 +160,14 @@ enum Then<E> {
     End(Result<(), SupervisorError<E>>),
 }
 
-impl<E> Shared<E> {
+impl<E> SupervisorShared<E> {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<E>> {
         // No user code runs under this lock.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl<E> Shared<E>
+impl<E> SupervisorShared<E>
 where
     E: fmt::Display + Send + 'static,
 {

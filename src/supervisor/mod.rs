@@ -41,7 +41,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use backoff::Backoff;
-use driver::{Child, Msg, Phase, Shared, State, SupervisorJoiner};
+use driver::{Child, Msg, Phase, State, SupervisorJoiner, SupervisorShared};
 
 use crate::{CancelHandle, Context, Outcome, TaskGroup};
 
@@ -212,7 +212,7 @@ where
             builder = builder.name(name.to_string());
         }
         let mut group = builder.build();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SupervisorShared {
             state: Mutex::new(State {
                 children: Vec::new(),
                 running: std::collections::HashMap::new(),
@@ -304,7 +304,7 @@ pub struct Supervisor<E> {
     ctx: Context,
     cancel: CancelHandle,
     group: TaskGroup<(), E, SupervisorJoiner<E>>,
-    shared: Arc<Shared<E>>,
+    shared: Arc<SupervisorShared<E>>,
     tx: mpsc::UnboundedSender<Msg<E>>,
     driver_panic: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
 }

@@ -1,12 +1,12 @@
 //! One task of a group: its future, its scheduling state, and the waker
-//! made from it. `Cell::run` polls it once or ends it (invariants 1–4, 9).
+//! made from it. `TaskCell::run` polls it once or ends it (invariants 1–4, 9).
 
 use super::*;
 
 /// One task of the group: its future and its scheduling state.
-pub(crate) struct Cell {
+pub(crate) struct TaskCell {
     pub(super) state: TaskState,
-    pub(super) body: Mutex<Option<Body>>,
+    pub(super) body: Mutex<Option<TaskBody>>,
     pub(super) runner: Arc<Runner>,
     /// Its key in `parked`, once registered (invariant 3). Written and read
     /// under the queue lock, or by the holder of its queue entry.
@@ -21,7 +21,7 @@ pub(crate) struct Cell {
     pub(super) meta: Meta,
 }
 
-impl Cell {
+impl TaskCell {
     /// Polls the cell once, or ends it if aborted, cancelled or closed. The
     /// caller held its queue entry (invariant 1).
     #[inline]
@@ -87,7 +87,7 @@ impl Cell {
         self.unpark();
     }
 
-    /// [`Cell::end`] after a poll that returned `Ready`: the future has
+    /// [`TaskCell::end`] after a poll that returned `Ready`: the future has
     /// reported its task, and is only dropped.
     #[inline]
     pub(super) fn end_finished(&self) {
@@ -98,7 +98,7 @@ impl Cell {
 
     /// Marks the cell ended (never queued again) and takes its future.
     #[inline]
-    pub(super) fn take_ended(&self) -> Option<Body> {
+    pub(super) fn take_ended(&self) -> Option<TaskBody> {
         self.state.end();
         self.body
             .lock()
@@ -115,7 +115,7 @@ impl Cell {
     }
 }
 
-impl Cell {
+impl TaskCell {
     /// Who the task is.
     pub(crate) fn meta(&self) -> &Meta {
         &self.meta
@@ -139,7 +139,7 @@ impl Cell {
     /// Drops a future taken out of the cell, telling it first if it had
     /// not finished. `TaskFuture` catches panics in its own destructor.
     #[inline]
-    pub(super) fn abandon(&self, body: Option<Body>) {
+    pub(super) fn abandon(&self, body: Option<TaskBody>) {
         if let Some(mut body) = body {
             drop(catch_unwind(AssertUnwindSafe(move || {
                 #[cfg(feature = "tracing")]
@@ -151,7 +151,7 @@ impl Cell {
     }
 }
 
-impl Drop for Cell {
+impl Drop for TaskCell {
     /// Every path of the runner ends a cell before letting go of it; a
     /// cell dropped with its future still in it (none known) still reports
     /// its task, with who it was.
@@ -165,7 +165,7 @@ impl Drop for Cell {
     }
 }
 
-impl Wake for Cell {
+impl Wake for TaskCell {
     fn wake(self: Arc<Self>) {
         if self.state.schedule() == Scheduled::Push {
             let runner = self.runner.clone();

@@ -27,14 +27,14 @@ thread_local! {
     pub(super) static WOKEN_HERE: RefCell<WokenHere> = const { RefCell::new(WokenHere::NONE) };
 
     /// The cell this thread is polling, for [`current_task`].
-    pub(super) static POLLED_CELL: ThreadCell<Option<Arc<Cell>>> = const { ThreadCell::new(None) };
+    pub(super) static POLLED_CELL: ThreadCell<Option<Arc<TaskCell>>> = const { ThreadCell::new(None) };
 }
 
 // loom's, in its models: loom runs its threads on one of the OS's.
 #[cfg(loom)]
 ::loom::thread_local! {
     pub(super) static WOKEN_HERE: RefCell<WokenHere> = RefCell::new(WokenHere::NONE);
-    pub(super) static POLLED_CELL: ThreadCell<Option<Arc<Cell>>> = ThreadCell::new(None);
+    pub(super) static POLLED_CELL: ThreadCell<Option<Arc<TaskCell>>> = ThreadCell::new(None);
 }
 
 /// `HANDING_OVER` once the runtime has refused the shard: no runner's
@@ -49,7 +49,7 @@ pub(super) struct WokenHere {
     /// Whether it may keep a cell now: while it polls the last cell of its
     /// batch, or the cell it kept, and keeps none yet.
     pub(super) open: bool,
-    pub(super) kept: Option<Arc<Cell>>,
+    pub(super) kept: Option<Arc<TaskCell>>,
 }
 
 impl WokenHere {
@@ -72,7 +72,7 @@ impl WokenHere {
     }
 
     /// The shard's poll ends: the cell it kept, none unless it unwinds.
-    pub(super) fn leave() -> Option<Arc<Cell>> {
+    pub(super) fn leave() -> Option<Arc<TaskCell>> {
         WOKEN_HERE.with(|here| {
             let mut here = here.borrow_mut();
             here.runner = 0;
@@ -85,7 +85,7 @@ impl WokenHere {
     /// is polling, if that is a shard of `runner` that may keep one; else
     /// hands it back, to be queued.
     #[inline]
-    pub(super) fn keep(runner: usize, cell: Arc<Cell>) -> Option<Arc<Cell>> {
+    pub(super) fn keep(runner: usize, cell: Arc<TaskCell>) -> Option<Arc<TaskCell>> {
         let mut cell = Some(cell);
         // Not while the thread's locals are being destroyed, and never
         // re-entered: no code of a task runs while it is borrowed.
@@ -110,7 +110,7 @@ impl WokenHere {
     /// The kept cell to poll next, if any; the shard may keep another
     /// while it polls it. With none, it keeps no more.
     #[inline]
-    pub(super) fn next() -> Option<Arc<Cell>> {
+    pub(super) fn next() -> Option<Arc<TaskCell>> {
         WOKEN_HERE.with(|here| {
             let mut here = here.borrow_mut();
             let cell = here.kept.take();
@@ -120,7 +120,7 @@ impl WokenHere {
     }
 
     /// The shard yields: the cell it kept, and it keeps no more.
-    pub(super) fn take_kept() -> Option<Arc<Cell>> {
+    pub(super) fn take_kept() -> Option<Arc<TaskCell>> {
         WOKEN_HERE.with(|here| {
             let mut here = here.borrow_mut();
             here.open = false;
@@ -133,13 +133,13 @@ impl WokenHere {
 /// writes the cell's shield count back (invariant 9).
 pub(super) struct Polling<'a> {
     pub(super) outer: Polled,
-    pub(super) outer_cell: Option<Arc<Cell>>,
-    pub(super) cell: &'a Cell,
+    pub(super) outer_cell: Option<Arc<TaskCell>>,
+    pub(super) cell: &'a TaskCell,
 }
 
 impl<'a> Polling<'a> {
     #[inline]
-    pub(super) fn enter(cell: &'a Arc<Cell>) -> Polling<'a> {
+    pub(super) fn enter(cell: &'a Arc<TaskCell>) -> Polling<'a> {
         let polled = Polled {
             runner: Arc::as_ptr(&cell.runner) as usize,
             cell: Arc::as_ptr(cell) as usize,

@@ -3,7 +3,7 @@
 //!
 //! A tokio task costs a spawn, a join handle, a wake-up of a parked worker
 //! and a free on another thread: most of what a fan-out of small tasks
-//! spends. Here a task is a [`Cell`]: its future (boxed), a small state
+//! spends. Here a task is a [`TaskCell`]: its future (boxed), a small state
 //! machine, and a [`Waker`] made from the cell itself. Cells ready to run
 //! wait in one queue per group; up to one shard per runtime worker takes
 //! its share of them into a queue of its own and polls them, and an idle
@@ -28,7 +28,7 @@
 //!   a tokio task holds back the one in its worker's LIFO slot. A shard
 //!   stuck in one poll (`block_in_place` hands its worker to another
 //!   thread) lets one more shard start beside it (invariant 12).
-//! - Its fairness: a shard polls at most [`TURN`] cells, or fewer when
+//! - Its fairness: a shard polls at most [`SHARD_TURN`] cells, or fewer when
 //!   tokio's cooperative budget runs out, and then yields to tokio with its
 //!   unpolled cells back at the head of the queue.
 //! - Its end at runtime shutdown: once the runtime drops the first shard,
@@ -128,7 +128,7 @@
 //!     queued, for the idle shards on other workers to run in parallel. No
 //!     shard is woken for the kept cell, so a message between two tasks of
 //!     a group costs no wake-up of another worker, as between two tokio
-//!     tasks. A shard that yields (`TURN`, or tokio's budget) queues the
+//!     tasks. A shard that yields (`SHARD_TURN`, or tokio's budget) queues the
 //!     kept cell at the tail, behind the cells that were waiting: a pair of
 //!     tasks messaging each other never keeps a queued one from its turn. A
 //!     cell that wakes itself (`NOTIFIED`, queued by `stop`) is queued,
@@ -190,7 +190,7 @@
 //!   (spawn, cancel, the grace's end, a snapshot's cells, `quiet`);
 //! - `state.rs`: [`TaskState`], a cell's atomic state, and its named
 //!   transitions ([`Scheduled`], [`Started`], [`Stopped`]);
-//! - `cell.rs`: [`Cell`], one task: `run` polls or ends it, its waker;
+//! - `cell.rs`: [`TaskCell`], one task: `run` polls or ends it, its waker;
 //! - `queue.rs`: [`Queue`], what the queue lock guards, and the runner's
 //!   operations on it: push, take, steal, park, close;
 //! - `shard.rs`: [`Shard`], the tokio task that polls cells, its own queue
@@ -233,7 +233,7 @@ mod state;
 #[cfg(all(test, loom))]
 mod models;
 
-pub(super) use cell::Cell;
+pub(super) use cell::TaskCell;
 pub(super) use here::current_task;
 use here::*;
 pub(super) use lease::thread_mark;
@@ -243,7 +243,7 @@ use shard::*;
 use state::*;
 
 /// What a cell runs: the group's `TaskFuture` around the user's future.
-pub(super) type Body = Pin<Box<dyn Task>>;
+pub(super) type TaskBody = Pin<Box<dyn Task>>;
 
 /// A cell's future, told who its task is ([`Meta`], kept in the cell) on
 /// every poll and when it is dropped unfinished, so that it need not keep
@@ -272,19 +272,19 @@ impl<F: Future<Output = ()> + Send> Task for F {
 const BATCH: usize = 16;
 
 /// How many cells a shard polls before it yields to tokio.
-const TURN: usize = 128;
+const SHARD_TURN: usize = 128;
 
 /// How long a shard may be inside one poll before the stall watch lets
 /// another shard start beside it (invariant 12).
 const STALL: Duration = Duration::from_millis(2);
 
-/// `Cell::parked_key` of a cell not in `parked`.
+/// `TaskCell::parked_key` of a cell not in `parked`.
 const NOT_PARKED: usize = usize::MAX;
 
 /// The most entries `ready` and `parked` keep once they drain: a group
 /// whose tasks come and go a few at a time reuses them; one that once held
 /// a burst lets the peak go (a million parked tasks grew them to 24 MiB).
-const KEPT: usize = 64;
+const QUEUE_KEPT: usize = 64;
 
 /// A group's shards and their shared queue of cells ready to run.
 #[repr(C)]
@@ -371,8 +371,8 @@ impl Runner {
     /// any runtime (invariant 8); the task is ended first, so it counts as
     /// cancelled.
     #[track_caller]
-    pub(super) fn spawn(self: &Arc<Self>, meta: Meta, body: Body) -> Weak<Cell> {
-        let cell = Arc::new(Cell {
+    pub(super) fn spawn(self: &Arc<Self>, meta: Meta, body: TaskBody) -> Weak<TaskCell> {
+        let cell = Arc::new(TaskCell {
             state: TaskState::new(),
             body: Mutex::new(Some(body)),
             runner: self.clone(),
@@ -398,7 +398,7 @@ impl Runner {
     /// is not polled again unless shielded, and is dropped by a shard, as
     /// [`Runner::cancel`] does for every task (invariant 9). Idempotent; a
     /// cell already ended is left alone.
-    pub(super) fn stop(self: &Arc<Self>, cell: &Weak<Cell>) {
+    pub(super) fn stop(self: &Arc<Self>, cell: &Weak<TaskCell>) {
         let Some(cell) = cell.upgrade() else {
             return;
         };
@@ -413,7 +413,7 @@ impl Runner {
     /// to run one on. The caller aborts the timer when the task ends first.
     pub(super) fn stop_after(
         self: &Arc<Self>,
-        cell: Weak<Cell>,
+        cell: Weak<TaskCell>,
         grace: Duration,
     ) -> Option<AbortHandle> {
         let runtime = self.lock().runtime.clone();
@@ -445,8 +445,9 @@ impl Runner {
             // the flag when it registers (invariant 4).
             return;
         }
-        let parked: Vec<Arc<Cell>> = self.lock().parked.iter().map(|(_, c)| c.clone()).collect();
-        let idle: Vec<Arc<Cell>> = parked
+        let parked: Vec<Arc<TaskCell>> =
+            self.lock().parked.iter().map(|(_, c)| c.clone()).collect();
+        let idle: Vec<Arc<TaskCell>> = parked
             .into_iter()
             .filter(|c| c.state.abort() == Scheduled::Push)
             .collect();
@@ -458,7 +459,7 @@ impl Runner {
     /// taken for its first poll is neither: invariant 3). Clones only: the
     /// caller reads them without the lock. Dropping a clone never runs a
     /// task's code: a cell is let go by the runner only once ended.
-    pub(super) fn cells(&self) -> Vec<Arc<Cell>> {
+    pub(super) fn cells(&self) -> Vec<Arc<TaskCell>> {
         let queue = self.lock();
         let parked = queue.parked.iter().map(|(_, cell)| cell.clone());
         let unparked = queue

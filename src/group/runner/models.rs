@@ -9,7 +9,7 @@
 //! (`.ci/run` does, in its own target directory).
 //!
 //! Every model drives the runner's own code: real cells of a real runner
-//! (`Cell::run`, its waker, `TaskState`'s transitions, the runner's queue),
+//! (`TaskCell::run`, its waker, `TaskState`'s transitions, the runner's queue),
 //! with the model's threads playing the shards, the wakers and the
 //! cancels. The state-machine models' stand-in future ([`Reader`]) is ready
 //! once it has seen every waker's data.
@@ -77,7 +77,7 @@ struct Reader {
     data: Arc<Data>,
     want: u8,
     probe: Arc<Probe>,
-    me: Arc<Mutex<Option<std::sync::Weak<super::Cell>>>>,
+    me: Arc<Mutex<Option<std::sync::Weak<super::TaskCell>>>>,
     during: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -124,7 +124,7 @@ impl Drop for Reader {
 /// counted (this thread plays it), its future a [`Reader`].
 struct Model {
     runner: Arc<super::Runner>,
-    cell: Arc<super::Cell>,
+    cell: Arc<super::TaskCell>,
     data: Arc<Data>,
     probe: Arc<Probe>,
 }
@@ -431,8 +431,8 @@ impl Drop for Forever {
 
 /// A new cell of `runner` running `body`, scheduled as `Runner::spawn`
 /// leaves it for its first poll (neither queued nor parked).
-fn new_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cell> {
-    let cell = Arc::new(super::Cell {
+fn new_cell(runner: &Arc<super::Runner>, body: super::TaskBody) -> Arc<super::TaskCell> {
+    let cell = Arc::new(super::TaskCell {
         state: TaskState::new(),
         body: Mutex::new(Some(body)),
         runner: runner.clone(),
@@ -465,7 +465,7 @@ fn runner_with_a_taken_cell(
     shards: usize,
 ) -> (
     Arc<super::Runner>,
-    Arc<super::Cell>,
+    Arc<super::TaskCell>,
     Arc<Probe>,
     Vec<ModelShard>,
 ) {
@@ -479,7 +479,7 @@ fn runner_with_a_taken_cell(
 /// Plays a shard on this thread: takes from the runner and runs what it
 /// takes, its own queue included, until told to park or exit.
 fn play_shard(runner: &Arc<super::Runner>, (local, key): &ModelShard) {
-    while let super::Take::Cell(cell) = runner.take(local, *key, std::task::Waker::noop()) {
+    while let super::Take::TaskCell(cell) = runner.take(local, *key, std::task::Waker::noop()) {
         cell.run();
         while let Some(cell) = super::next_cell(local) {
             cell.run();
@@ -692,7 +692,7 @@ fn drain(runner: &Arc<super::Runner>) {
 
 /// A cell of a runner with two shards, polled once (so parked, idle), its
 /// future `body`.
-fn parked_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cell> {
+fn parked_cell(runner: &Arc<super::Runner>, body: super::TaskBody) -> Arc<super::TaskCell> {
     while runner.lock().shards < 2 {
         count_shard(runner);
     }
@@ -705,7 +705,7 @@ fn parked_cell(runner: &Arc<super::Runner>, body: super::Body) -> Arc<super::Cel
 /// The race of both grace models: the drop step (`Runner::cancel`, which
 /// the grace's timer calls) on one thread, a wake of `cell` on another,
 /// and a shard running the queue on this one, then until it is empty.
-fn race_the_graces_end_and_a_wake(runner: &Arc<super::Runner>, cell: &Arc<super::Cell>) {
+fn race_the_graces_end_and_a_wake(runner: &Arc<super::Runner>, cell: &Arc<super::TaskCell>) {
     let grace_end = {
         let runner = runner.clone();
         thread::spawn(move || runner.cancel())

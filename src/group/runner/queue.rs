@@ -5,12 +5,12 @@
 use super::*;
 
 /// What the queue lock guards. `ready` and `parked` give back what a burst
-/// made them grow to once they drain, down to [`KEPT`] entries.
+/// made them grow to once they drain, down to [`QUEUE_KEPT`] entries.
 pub(super) struct Queue {
-    pub(super) ready: VecDeque<Arc<Cell>>,
+    pub(super) ready: VecDeque<Arc<TaskCell>>,
     /// Every cell that has ever returned `Pending` and not ended
     /// (invariant 3).
-    pub(super) parked: Slab<Arc<Cell>>,
+    pub(super) parked: Slab<Arc<TaskCell>>,
     /// Shards spawned and not exited.
     pub(super) shards: usize,
     /// Wakers of parked shards.
@@ -45,16 +45,16 @@ impl Queue {
     /// `ready` drained after a burst: swapped for a small one. The old one
     /// is returned, to be freed without the lock.
     #[inline]
-    pub(super) fn shrink_ready(&mut self) -> Option<VecDeque<Arc<Cell>>> {
-        (self.ready.is_empty() && self.ready.capacity() > KEPT)
-            .then(|| std::mem::replace(&mut self.ready, VecDeque::with_capacity(KEPT)))
+    pub(super) fn shrink_ready(&mut self) -> Option<VecDeque<Arc<TaskCell>>> {
+        (self.ready.is_empty() && self.ready.capacity() > QUEUE_KEPT)
+            .then(|| std::mem::replace(&mut self.ready, VecDeque::with_capacity(QUEUE_KEPT)))
     }
 
     /// The same for `parked`.
     #[inline]
-    pub(super) fn shrink_parked(&mut self) -> Option<Slab<Arc<Cell>>> {
-        (self.parked.is_empty() && self.parked.capacity() > KEPT)
-            .then(|| std::mem::replace(&mut self.parked, Slab::with_capacity(KEPT)))
+    pub(super) fn shrink_parked(&mut self) -> Option<Slab<Arc<TaskCell>>> {
+        (self.parked.is_empty() && self.parked.capacity() > QUEUE_KEPT)
+            .then(|| std::mem::replace(&mut self.parked, Slab::with_capacity(QUEUE_KEPT)))
     }
 
     /// Counts a new shard in, before it is spawned.
@@ -124,7 +124,7 @@ impl Queue {
     /// the first cell stolen (invariant 11). Only a shard holding the
     /// queue lock steals, so no two shards' queues are ever locked the
     /// other way round.
-    pub(super) fn steal(&mut self, local: &Local, key: usize) -> Option<Arc<Cell>> {
+    pub(super) fn steal(&mut self, local: &Local, key: usize) -> Option<Arc<TaskCell>> {
         for (other_key, other) in self.locals.iter() {
             if other_key == key {
                 continue;
@@ -146,7 +146,7 @@ impl Queue {
 impl Runner {
     /// Queues a cell whose state says it must be pushed (invariant 1).
     #[inline]
-    pub(super) fn push(self: &Arc<Self>, cell: Arc<Cell>) {
+    pub(super) fn push(self: &Arc<Self>, cell: Arc<TaskCell>) {
         // Only a new task may move the runner (invariant 8).
         let _ = self.enqueue(cell, false);
     }
@@ -154,7 +154,7 @@ impl Runner {
     /// Queues a cell a waker scheduled, unless the shard this thread is
     /// polling keeps it (invariant 10).
     #[inline]
-    pub(super) fn push_woken(self: &Arc<Self>, cell: Arc<Cell>) {
+    pub(super) fn push_woken(self: &Arc<Self>, cell: Arc<TaskCell>) {
         if let Some(cell) = WokenHere::keep(Arc::as_ptr(self) as usize, cell) {
             self.push(cell);
         }
@@ -166,7 +166,7 @@ impl Runner {
     #[inline]
     pub(super) fn enqueue(
         self: &Arc<Self>,
-        cell: Arc<Cell>,
+        cell: Arc<TaskCell>,
         fresh: bool,
     ) -> Result<(), RuntimeGone> {
         let mut queue = self.lock();
@@ -214,7 +214,7 @@ impl Runner {
 
     /// Queues many cells at once (a cancel): one lock, every idle shard
     /// woken, and new shards started up to one per worker.
-    pub(super) fn push_all(self: &Arc<Self>, cells: Vec<Arc<Cell>>) {
+    pub(super) fn push_all(self: &Arc<Self>, cells: Vec<Arc<TaskCell>>) {
         if cells.is_empty() {
             return;
         }
@@ -306,13 +306,13 @@ impl Runner {
         drop(queue);
         drop(spent);
         let _ = self.bring(help, false);
-        Take::Cell(cell)
+        Take::TaskCell(cell)
     }
 
     /// Puts a yielding shard's unpolled cells back at the head of the
     /// queue, for any shard to take, and the cell it kept (invariant 10)
     /// at the tail.
-    pub(super) fn give_back(self: &Arc<Self>, local: &Local, kept: Option<Arc<Cell>>) {
+    pub(super) fn give_back(self: &Arc<Self>, local: &Local, kept: Option<Arc<TaskCell>>) {
         let mut queue = self.lock();
         let mut cells = local.lock();
         if cells.is_empty() && kept.is_none() {
@@ -339,7 +339,7 @@ impl Runner {
     /// (invariant 3). The caller reads `cancelled` and `closed` after it
     /// (invariants 4 and 6), and ends the cell if it must.
     #[inline]
-    pub(super) fn park(&self, cell: &Arc<Cell>) {
+    pub(super) fn park(&self, cell: &Arc<TaskCell>) {
         let mut queue = self.lock();
         let key = queue.parked.insert(cell.clone());
         cell.parked_key.store(key, Relaxed);
@@ -381,7 +381,7 @@ impl Runner {
             queue.leave(key);
         }
         let ready = std::mem::take(&mut queue.ready);
-        let parked: Vec<Arc<Cell>> = queue.parked.iter().map(|(_, c)| c.clone()).collect();
+        let parked: Vec<Arc<TaskCell>> = queue.parked.iter().map(|(_, c)| c.clone()).collect();
         let idle = std::mem::take(&mut queue.idle);
         let own = std::mem::take(&mut *local.lock());
         drop(queue);
@@ -400,7 +400,7 @@ impl Runner {
 /// What [`Runner::take`] found for a shard.
 pub(super) enum Take {
     /// A cell to poll (and more in its own queue, maybe).
-    Cell(Arc<Cell>),
+    TaskCell(Arc<TaskCell>),
     /// Nothing to run now, with cells parked: its waker is in `idle`.
     Park,
     /// Nothing left to run, or the runner closed: it has left the count.

@@ -109,7 +109,7 @@ impl Future for Shard {
             let cell = match next_cell(&this.local) {
                 Some(cell) => cell,
                 None => match this.runner.take(&this.local, this.key, cx.waker()) {
-                    Take::Cell(cell) => {
+                    Take::TaskCell(cell) => {
                         BATCH_BORN.with(|batch| batch.set((0, 0)));
                         if let Some(hint) = &this.hint {
                             hint.defer();
@@ -127,7 +127,7 @@ impl Future for Shard {
             cell.run();
             this.local.beat.fetch_add(1, Relaxed);
             polled += 1;
-            if polled >= TURN || !tokio::task::coop::has_budget_remaining() {
+            if polled >= SHARD_TURN || !tokio::task::coop::has_budget_remaining() {
                 let kept = WokenHere::take_kept();
                 this.runner.give_back(&this.local, kept);
                 cx.waker().wake_by_ref();
@@ -141,7 +141,7 @@ impl Future for Shard {
 /// (invariant 10). Lets the shard keep a cell while it polls the last cell
 /// of its own queue, or the kept one.
 #[inline]
-pub(super) fn next_cell(local: &Local) -> Option<Arc<Cell>> {
+pub(super) fn next_cell(local: &Local) -> Option<Arc<TaskCell>> {
     let mut cells = local.lock();
     match cells.pop_front() {
         Some(cell) => {
@@ -161,7 +161,7 @@ pub(super) fn next_cell(local: &Local) -> Option<Arc<Cell>> {
 /// polled yet, where an idle shard steals from (invariant 11), and its
 /// heartbeat for the stall watch (invariant 12).
 pub(super) struct Local {
-    pub(super) cells: Mutex<VecDeque<Arc<Cell>>>,
+    pub(super) cells: Mutex<VecDeque<Arc<TaskCell>>>,
     /// Counts the polls its shard starts and ends: odd while it polls.
     pub(super) beat: AtomicUsize,
     /// `beat` as the stall watch last read it.
@@ -180,7 +180,7 @@ impl Local {
     }
 
     #[inline]
-    pub(super) fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Cell>>> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<TaskCell>>> {
         // No user code runs under this lock.
         self.cells.lock().unwrap_or_else(PoisonError::into_inner)
     }
