@@ -135,13 +135,7 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let spawned = Spawned::here();
-        let Some(shared) = self.shared.upgrade() else {
-            return Err(f);
-        };
-        shared
-            .admit(spawned, AsyncClosure::new(f), true)
-            .map_err(|body| body.0)
+        self.admit(Spawned::here(), f, true)
     }
 
     /// [`spawn`](Spawner::spawn), with a name for the task (a supervisor's
@@ -154,12 +148,7 @@ where
     {
         let mut spawned = Spawned::here();
         spawned.name = Some(name);
-        let Some(shared) = self.shared.upgrade() else {
-            return Err(f);
-        };
-        shared
-            .admit(spawned, AsyncClosure::new(f), true)
-            .map_err(|body| body.0)
+        self.admit(spawned, f, true)
     }
 
     /// Spawns a task unless the group is at its limit, cancelled or ended,
@@ -195,13 +184,22 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let spawned = Spawned::here();
+        self.admit(Spawned::here(), f, false)
+    }
+
+    /// Admits `f` into the group, if it is still there (see
+    /// `Shared::admit`); the closure comes back otherwise.
+    fn admit<F, Fut>(&self, spawned: Spawned, f: F, queue: bool) -> Result<TaskId, F>
+    where
+        F: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
         let Some(shared) = self.shared.upgrade() else {
             return Err(f);
         };
         shared
-            .admit(spawned, AsyncClosure::new(f), false)
-            .map_err(|body| body.0)
+            .admit(spawned, AsyncClosure::new(f), queue)
+            .map_err(|closure| closure.0)
     }
 
     /// Cancels one task of the group on its own, as
