@@ -5,7 +5,7 @@ use super::*;
 
 /// One task of the group: its future and its scheduling state.
 pub(crate) struct TaskCell {
-    pub(super) state: TaskState,
+    pub(super) state: CellState,
     pub(super) body: Mutex<Option<TaskBody>>,
     pub(super) runner: Arc<Runner>,
     /// Its key in `parked`, once registered (invariant 3). Written and read

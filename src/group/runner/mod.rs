@@ -38,7 +38,7 @@
 //! # Invariants
 //!
 //! 1. A cell is in the queue (or a shard's batch) at most once: only the
-//!    caller that moves its state to `SCHEDULED` pushes it ([`TaskState`]).
+//!    caller that moves its state to `SCHEDULED` pushes it ([`CellState`]).
 //!    Whoever holds that queue entry alone may poll or end the cell.
 //! 2. A wake-up is never lost: a wake while the cell is being polled sets
 //!    `NOTIFIED`, and the shard queues the cell again after the poll.
@@ -188,7 +188,7 @@
 //!
 //! - `mod.rs`: this map, the [`Runner`] and what the group calls on it
 //!   (spawn, cancel, the grace's end, a snapshot's cells, `quiet`);
-//! - `state.rs`: [`TaskState`], a cell's atomic state, and its named
+//! - `state.rs`: [`CellState`], a cell's atomic state, and its named
 //!   transitions ([`Scheduled`], [`Started`], [`Stopped`]);
 //! - `cell.rs`: [`TaskCell`], one task: `run` polls or ends it, its waker;
 //! - `queue.rs`: [`Queue`], what the queue lock guards, and the runner's
@@ -373,7 +373,7 @@ impl Runner {
     #[track_caller]
     pub(super) fn spawn(self: &Arc<Self>, meta: Meta, body: TaskBody) -> Weak<TaskCell> {
         let cell = Arc::new(TaskCell {
-            state: TaskState::new(),
+            state: CellState::new(),
             body: Mutex::new(Some(body)),
             runner: self.clone(),
             parked_key: AtomicUsize::new(NOT_PARKED),

@@ -1,4 +1,4 @@
-//! loom models of [`TaskState`], the scheduling state machine of the
+//! loom models of [`CellState`], the scheduling state machine of the
 //! runner's cells (`state.rs`, invariants 1 and 2 of `mod.rs`, and the abort path):
 //! every interleaving of a poll with wakes and aborts, within loom's
 //! bounds; and models of the runner's own code where a shutdown races its
@@ -9,14 +9,14 @@
 //! (`.ci/run` does, in its own target directory).
 //!
 //! Every model drives the runner's own code: real cells of a real runner
-//! (`TaskCell::run`, its waker, `TaskState`'s transitions, the runner's queue),
+//! (`TaskCell::run`, its waker, `CellState`'s transitions, the runner's queue),
 //! with the model's threads playing the shards, the wakers and the
 //! cancels. The state-machine models' stand-in future ([`Reader`]) is ready
 //! once it has seen every waker's data.
 //!
 //! The data sits under a lock, as a tokio channel's does, except in the
 //! two models named `..._happens_before_the_next_poll`: there it is an
-//! atomic with a release store and an acquire load, so only `TaskState`'s
+//! atomic with a release store and an acquire load, so only `CellState`'s
 //! own orderings carry it from the waker to the poll, including a wake
 //! coalesced into one already pending (the cell still `SCHEDULED`), which
 //! must release too (tokio-rs/tokio#7622 fixed the same in tokio).
@@ -32,7 +32,7 @@ use loom::sync::Mutex;
 use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 use loom::thread;
 
-use super::TaskState;
+use super::CellState;
 
 /// Who a model's task is: nobody in particular.
 fn meta() -> crate::group::lifecycle::Meta {
@@ -275,7 +275,7 @@ fn race_a_wake_with_the_first_poll(model: Model) {
 /// Invariant 2, orderings: a wake that lands while the cell is being
 /// polled (`NOTIFIED`, then `stop` queues it again) or after (idle, the
 /// waker queues it) happens-before the next poll. The data is an atomic
-/// with a release store and an acquire load, so only `TaskState`'s own
+/// with a release store and an acquire load, so only `CellState`'s own
 /// orderings carry it to the runner; the waker starts inside the first
 /// poll, once the cell is `RUNNING`, so its wake is never coalesced into a
 /// pending one (the model below covers that case).
@@ -433,7 +433,7 @@ impl Drop for Forever {
 /// leaves it for its first poll (neither queued nor parked).
 fn new_cell(runner: &Arc<super::Runner>, body: super::TaskBody) -> Arc<super::TaskCell> {
     let cell = Arc::new(super::TaskCell {
-        state: TaskState::new(),
+        state: CellState::new(),
         body: Mutex::new(Some(body)),
         runner: runner.clone(),
         parked_key: AtomicUsize::new(super::NOT_PARKED),

@@ -45,11 +45,11 @@ pub(super) enum Stopped {
 /// A cell's scheduling state: whether it is queued, being polled, woken
 /// while polled, aborted, or ended. Each transition says in its result
 /// whether the caller holds the cell's queue entry (invariants 1 and 2).
-pub(crate) struct TaskState(AtomicU8);
+pub(crate) struct CellState(AtomicU8);
 
-impl TaskState {
-    pub(crate) fn new() -> TaskState {
-        TaskState(AtomicU8::new(0))
+impl CellState {
+    pub(crate) fn new() -> CellState {
+        CellState(AtomicU8::new(0))
     }
 
     #[inline]
