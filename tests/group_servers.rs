@@ -352,17 +352,20 @@ async fn a_shield_holds_for_a_task_cancelled_on_its_own() {
 async fn a_blocking_task_cancelled_on_its_own_must_notice() {
     let mut group = TaskGroup::<u32, String>::new();
     let (tx, rx) = oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
     let id = group.spawn_blocking(move |ctx| {
         let _ = tx.send(());
-        while !ctx.is_cancelled() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // A blocking pool thread may block on its context's signal (no
+        // polling): it wakes when `cancel_task` cancels it, not before.
+        runtime.block_on(ctx.done());
         Err(ctx.err().unwrap().to_string())
     });
     group.spawn(|_ctx| async { Ok(5) });
     rx.await.unwrap();
     assert!(group.cancel_task(id));
-    assert_eq!(group.wait().await, Ok(vec![5]));
+    // Bounded: without the cancel the blocking task would wait forever.
+    let joined = tokio::time::timeout(Duration::from_secs(5), group.wait()).await;
+    assert_eq!(joined.expect("the blocking task noticed"), Ok(vec![5]));
 }
 
 #[tokio::test]

@@ -41,7 +41,7 @@
 //!
 //! # struct Next;
 //! # impl Next {
-//! #     async fn lookup(&mut self, _: Request<String>) -> Result<Response<String>, Status> { unimplemented!() }
+//! #     async fn lookup(&mut self, req: Request<String>) -> Result<Response<String>, Status> { Ok(Response::new(req.into_inner())) }
 //! # }
 //! async fn handle(req: Request<String>, next: &mut Next) -> Result<Response<String>, Status> {
 //!     let ctx = request_context(&req)?;
