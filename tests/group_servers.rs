@@ -212,6 +212,14 @@ async fn a_spawners_context_is_the_groups() {
 
 // --- cancel_task ---------------------------------------------------------
 
+/// A group whose grace lets a task cancelled on its own end as it
+/// returns.
+fn graceful() -> TaskGroup<u32, String> {
+    TaskGroup::<u32, String>::builder()
+        .grace(Duration::from_secs(5))
+        .build()
+}
+
 /// A task that sends its context out once it runs, then waits on it and
 /// returns `Err` with its error.
 fn spawn_watcher(
@@ -370,14 +378,14 @@ async fn a_blocking_task_cancelled_on_its_own_must_notice() {
 
 #[tokio::test]
 async fn next_and_wait_outcomes_show_the_err_of_a_task_cancelled_on_its_own() {
+    // Without a grace it is dropped at once: `Cancelled`.
     let mut group = TaskGroup::<u32, String>::new();
     let (id, ctx) = spawn_watcher(&mut group);
     ctx.await.unwrap();
-    group.cancel_task(id);
-    // Without a grace it is dropped at once, so say it with a grace.
-    let mut group = TaskGroup::<u32, String>::builder()
-        .grace(Duration::from_secs(5))
-        .build();
+    assert!(group.cancel_task(id));
+    assert!(matches!(group.next().await, Some((ended, Outcome::Cancelled)) if ended == id));
+    // With a grace it ends as it returns: its `Err`, shown as it is.
+    let mut group = graceful();
     let (id, ctx) = spawn_watcher(&mut group);
     ctx.await.unwrap();
     assert!(group.cancel_task(id));
@@ -388,9 +396,7 @@ async fn next_and_wait_outcomes_show_the_err_of_a_task_cancelled_on_its_own() {
         Some("stopped: context cancelled".to_string())
     );
 
-    let mut group = TaskGroup::<u32, String>::builder()
-        .grace(Duration::from_secs(5))
-        .build();
+    let mut group = graceful();
     let (id, ctx) = spawn_watcher(&mut group);
     ctx.await.unwrap();
     group.cancel_task(id);
@@ -429,9 +435,7 @@ async fn no_built_in_joiner_cancels_the_group_for_an_err_after_cancel_task() {
 
 #[tokio::test]
 async fn a_task_cancelled_on_its_own_that_returns_ok_keeps_its_value() {
-    let mut group = TaskGroup::<u32, String>::builder()
-        .grace(Duration::from_secs(5))
-        .build();
+    let mut group = graceful();
     let (tx, rx) = oneshot::channel();
     let id = group.spawn(|ctx| async move {
         let _ = tx.send(());
@@ -445,9 +449,7 @@ async fn a_task_cancelled_on_its_own_that_returns_ok_keeps_its_value() {
 
 #[tokio::test]
 async fn a_panic_after_cancel_task_is_still_a_panic() {
-    let mut group = TaskGroup::<u32, String>::builder()
-        .grace(Duration::from_secs(5))
-        .build();
+    let mut group = graceful();
     let (tx, rx) = oneshot::channel();
     let id = group.spawn(|ctx| async move {
         let _ = tx.send(());
@@ -487,9 +489,7 @@ async fn cancel_task_on_an_unknown_or_ended_task_is_false() {
 
 #[tokio::test]
 async fn a_group_cancel_after_cancel_task_is_reported_as_the_groups() {
-    let mut group = TaskGroup::<u32, String>::builder()
-        .grace(Duration::from_secs(5))
-        .build();
+    let mut group = graceful();
     let (id, ctx) = spawn_watcher(&mut group);
     let ctx = ctx.await.unwrap();
     group.cancel();

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,7 +12,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::Value;
-use support::eventually;
+use support::{Captured, eventually};
 use taskgroup::{Outcome, Supervise, TaskGroup, TaskState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -79,30 +77,6 @@ async fn the_dump_round_trips_through_serde_json() {
 
     group.cancel();
     let _ = group.wait().await;
-}
-
-/// A `Write` into a shared buffer, for the `fmt` subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
 }
 
 /// Every group and task gets its span; an event inside a task carries

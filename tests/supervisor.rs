@@ -310,71 +310,62 @@ async fn a_panic_is_restarted_and_kept_as_last_exit() {
 
 // --- Strategies -----------------------------------------------------------
 
+/// With four children, b failing: `OneForAll` stops d, c and a (last
+/// added first) and starts all four in order; `RestForOne` stops d and c
+/// and starts b, c and d.
 #[tokio::test(start_paused = true)]
-async fn one_for_all_stops_the_others_in_reverse_and_starts_all_in_order() {
-    let log = Log::new();
-    let mut sup = supervisor(Strategy::OneForAll);
-    sup.child("a").spawn(child(&log, "a", |_| Act::Serve(0)));
-    sup.child("b").spawn(child(&log, "b", |a| {
-        if a == 0 { Act::Err(10) } else { Act::Serve(0) }
-    }));
-    sup.child("c").spawn(child(&log, "c", |_| Act::Serve(0)));
-    sup.child("d").spawn(child(&log, "d", |_| Act::Serve(0)));
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(
-        log.lines(),
-        [
-            "start a#0",
-            "start b#0",
-            "start c#0",
-            "start d#0",
-            "end b",
-            "stop d",
-            "end d",
-            "stop c",
-            "end c",
-            "stop a",
-            "end a",
-            "start a#1",
-            "start b#1",
-            "start c#1",
-            "start d#1",
-        ]
-    );
-    sup.shutdown().await.unwrap();
-}
-
-#[tokio::test(start_paused = true)]
-async fn rest_for_one_restarts_the_child_and_those_started_after_it() {
-    let log = Log::new();
-    let mut sup = supervisor(Strategy::RestForOne);
-    sup.child("a").spawn(child(&log, "a", |_| Act::Serve(0)));
-    sup.child("b").spawn(child(&log, "b", |a| {
-        if a == 0 { Act::Err(10) } else { Act::Serve(0) }
-    }));
-    sup.child("c").spawn(child(&log, "c", |_| Act::Serve(0)));
-    sup.child("d").spawn(child(&log, "d", |_| Act::Serve(0)));
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(
-        log.lines(),
-        [
-            "start a#0",
-            "start b#0",
-            "start c#0",
-            "start d#0",
-            "end b",
-            "stop d",
-            "end d",
-            "stop c",
-            "end c",
-            "start b#1",
-            "start c#1",
-            "start d#1",
-        ]
-    );
-    let report = sup.shutdown().await.unwrap();
-    let starts: Vec<u32> = report.children().iter().map(|c| c.starts()).collect();
-    assert_eq!(starts, [1, 2, 2, 2]);
+async fn rounds_stop_in_reverse_and_start_in_order() {
+    let first = ["start a#0", "start b#0", "start c#0", "start d#0", "end b"];
+    let cases: [(Strategy, &[&str], [u32; 4]); 2] = [
+        (
+            Strategy::OneForAll,
+            &[
+                "stop d",
+                "end d",
+                "stop c",
+                "end c",
+                "stop a",
+                "end a",
+                "start a#1",
+                "start b#1",
+                "start c#1",
+                "start d#1",
+            ],
+            [2, 2, 2, 2],
+        ),
+        (
+            Strategy::RestForOne,
+            &[
+                "stop d",
+                "end d",
+                "stop c",
+                "end c",
+                "start b#1",
+                "start c#1",
+                "start d#1",
+            ],
+            [1, 2, 2, 2],
+        ),
+    ];
+    for (strategy, then, starts) in cases {
+        let log = Log::new();
+        let mut sup = supervisor(strategy);
+        for name in ["a", "b", "c", "d"] {
+            sup.child(name).spawn(child(&log, name, move |n| {
+                if name == "b" && n == 0 {
+                    Act::Err(10)
+                } else {
+                    Act::Serve(0)
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let expected: Vec<&str> = first.iter().chain(then).copied().collect();
+        assert_eq!(log.lines(), expected, "{strategy:?}");
+        let report = sup.shutdown().await.unwrap();
+        let counted: Vec<u32> = report.children().iter().map(|c| c.starts()).collect();
+        assert_eq!(counted, starts, "{strategy:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

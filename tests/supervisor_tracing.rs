@@ -5,23 +5,12 @@
 //! beside it on other threads, and may see nothing.
 #![cfg(feature = "tracing")]
 
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
+use support::Captured;
 use taskgroup::Supervisor;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn every_restart_is_a_tracing_event() {
@@ -49,7 +38,7 @@ fn every_restart_is_a_tracing_event() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         sup.shutdown().await.unwrap();
     });
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let restarts: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("restarting child"))

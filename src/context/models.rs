@@ -23,6 +23,15 @@ fn by(ctx: &Context) -> Option<&'static str> {
         .and_then(|cause| cause.downcast_ref::<By>().map(|by| by.0))
 }
 
+/// A thread that waits on `ctx` and returns who cancelled it.
+fn wait_for_cause(ctx: &Context) -> thread::JoinHandle<Option<&'static str>> {
+    let ctx = ctx.clone();
+    thread::spawn(move || {
+        loom::future::block_on(ctx.done());
+        by(&ctx)
+    })
+}
+
 fn cancel(ctx: &Context, who: &'static str) -> bool {
     ctx.cancel_internal(cancellation(
         ContextError::Cancelled,
@@ -39,13 +48,7 @@ fn a_waiter_on_a_deferred_child_is_woken_by_the_parents_cancel() {
     loom::model(|| {
         let (parent, _handle) = Context::background().with_cancel();
         let task = parent.for_task();
-        let waiter = {
-            let task = task.clone();
-            thread::spawn(move || {
-                loom::future::block_on(task.done());
-                by(&task)
-            })
-        };
+        let waiter = wait_for_cause(&task);
         assert!(cancel(&parent, "parent"));
         assert!(task.is_cancelled(), "visible through the parent at once");
         assert_eq!(by(&task), Some("parent"));
@@ -84,13 +87,7 @@ fn own_cancel_racing_a_link_and_the_parents_cancel() {
     loom::model(|| {
         let (parent, _handle) = Context::background().with_cancel();
         let task = parent.for_task();
-        let waiter = {
-            let task = task.clone();
-            thread::spawn(move || {
-                loom::future::block_on(task.done());
-                by(&task)
-            })
-        };
+        let waiter = wait_for_cause(&task);
         let own = {
             let task = task.clone();
             thread::spawn(move || cancel(&task, "own"))

@@ -195,6 +195,24 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{Strategy, Supervisor};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let sup = Supervisor::<String>::builder()
+    ///     .name("workers")
+    ///     .strategy(Strategy::RestForOne)
+    ///     .intensity(5, Duration::from_secs(10))
+    ///     .build();
+    /// assert!(format!("{sup:?}").contains("RestForOne"));
+    /// assert!(sup.shutdown().await.unwrap().children().is_empty());
+    /// # }
+    /// ```
     #[track_caller]
     pub fn build(self) -> Supervisor<E> {
         let parent = self.context.unwrap_or_else(Context::background);

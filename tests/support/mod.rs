@@ -119,3 +119,29 @@ pub fn quiet_panics(ours: fn(&str) -> bool) {
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
+
+/// A `Write` into a shared buffer, for a `tracing_subscriber::fmt`
+/// subscriber's writer: clone it into `with_writer`, read `text` after.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
