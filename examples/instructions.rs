@@ -3,7 +3,8 @@
 //! two builds exactly where wall-clock time on a shared machine cannot.
 //!
 //! `instructions SCENARIO N REPS` runs SCENARIO (`spawn_wait`: spawn N
-//! no-op tasks and wait; `first_error`: N tasks parked on `ctx.sleep(1 h)`,
+//! no-op tasks and wait; `spawn_wait_joinset`: the same with a `JoinSet`,
+//! its plain-tokio peer; `first_error`: N tasks parked on `ctx.sleep(1 h)`,
 //! then one failing task, then `wait`) REPS times. Count it at N and at 0
 //! and divide the difference by N × REPS (BENCHMARKS.md, "Join policies"):
 //!
@@ -30,6 +31,19 @@ async fn spawn_wait(n: usize) {
     assert_eq!(group.wait().await.unwrap().len(), n);
 }
 
+/// The plain-tokio peer of `spawn_wait`: the same tasks in a `JoinSet`.
+async fn spawn_wait_joinset(n: usize) {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        set.spawn(async { Ok::<(), Infallible>(()) });
+    }
+    let mut values = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        values.push(joined.unwrap().unwrap());
+    }
+    assert_eq!(values.len(), n);
+}
+
 async fn first_error(n: usize) {
     let mut group = TaskGroup::<(), usize>::new();
     for _ in 0..n {
@@ -45,7 +59,7 @@ async fn first_error(n: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: instructions spawn_wait|first_error N REPS";
+    let usage = "usage: instructions spawn_wait|spawn_wait_joinset|first_error N REPS";
     let [_, scenario, n, reps] = &args[..] else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -68,6 +82,7 @@ fn main() {
         for _ in 0..reps {
             match scenario.as_str() {
                 "spawn_wait" => spawn_wait(n).await,
+                "spawn_wait_joinset" => spawn_wait_joinset(n).await,
                 "first_error" => first_error(n).await,
                 _ => panic!("{usage}"),
             }
