@@ -42,8 +42,13 @@ use std::time::Duration;
 
 use slab::Slab;
 
+use tokio::time::Instant;
+
+use super::joiner::Joiner;
+use super::lifecycle::UNPOLLED;
 use super::outcome::TaskId;
 use super::runner::TaskCell;
+use super::shared::Shared;
 use crate::{Cause, Context, ContextError};
 
 /// A live group, as the registry sees it.
@@ -705,6 +710,95 @@ mod json {
     impl Serialize for TaskState {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             s.serialize_str(self.as_str())
+        }
+    }
+}
+
+impl<T, E, J> Observed for Shared<T, E, J>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    J: Joiner<T, E>,
+{
+    fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Copies what the group keeps, under its state lock and then its
+    /// runner's queue lock, one at a time (invariant 2).
+    fn observe(&self, read: &mut Vec<Arc<TaskCell>>) -> GroupSnapshot {
+        let now = Instant::now();
+        let age = |born: u64| {
+            if born == UNPOLLED {
+                Duration::ZERO
+            } else {
+                now.saturating_duration_since(self.epoch + Duration::from_nanos(born))
+            }
+        };
+        let snapshot = |id, name: Option<&Arc<str>>, state, age, spawned_at| TaskSnapshot {
+            id,
+            name: name.cloned(),
+            state,
+            age,
+            spawned_at,
+        };
+        let mut tasks = Vec::new();
+        let state = self.lock();
+        for (id, spawned) in state.queued() {
+            let name = spawned.name.as_ref();
+            tasks.push(snapshot(
+                id,
+                name,
+                TaskState::Queued,
+                Duration::ZERO,
+                spawned.at,
+            ));
+        }
+        for (id, tag) in state.blocking() {
+            let name = tag.name.as_ref();
+            tasks.push(snapshot(
+                id,
+                name,
+                TaskState::Blocking,
+                age(tag.born),
+                tag.at,
+            ));
+        }
+        for (id, at, name) in state.finished() {
+            if let Some(at) = at {
+                tasks.push(snapshot(id, name, TaskState::Finished, Duration::ZERO, at));
+            }
+        }
+        let started = state.started_async();
+        drop(state);
+        let mut listed = 0;
+        let start = read.len();
+        read.extend(self.cells());
+        for cell in &read[start..] {
+            if cell.is_ended() {
+                continue;
+            }
+            let meta = cell.meta();
+            let state = if cell.is_shielded() {
+                TaskState::Shielded
+            } else if cell.is_idle() {
+                TaskState::Idle
+            } else {
+                TaskState::Running
+            };
+            let name = meta.name.as_ref();
+            tasks.push(snapshot(meta.id, name, state, age(meta.born()), meta.at));
+            listed += 1;
+        }
+        tasks.sort_by_key(|task| task.id);
+        GroupSnapshot {
+            name: self.name.clone(),
+            cancelled: self.ctx.err(),
+            cause: self.ctx.cause(),
+            age: now.saturating_duration_since(self.epoch),
+            tasks,
+            unlisted: started.saturating_sub(listed),
+            children: Vec::new(),
         }
     }
 }

@@ -120,7 +120,6 @@ use tokio::time::Instant;
 
 use super::joiner::{Decision, Joiner, Unread};
 use super::lifecycle::{EndOnDrop, Meta, RunsTask, Spawned, Tag, TaskInfo, UNPOLLED, since};
-use super::observe::{GroupSnapshot, Observed, TaskSnapshot, TaskState};
 use super::outcome::{Outcome, TaskId};
 use super::panics::{JoinerPanicked, drop_all_catching, drop_catching, panic_message};
 use super::runner::{Runner, TaskCell, thread_mark};
@@ -268,11 +267,30 @@ pub(super) struct Own {
     timer: Option<AbortHandle>,
 }
 
+/// What the state lock guards, by concern.
 pub(super) struct State<T, E> {
+    /// Who holds a slot, who waits for one, and what each started task
+    /// keeps for `cancel_task` and a shutdown.
+    slots: Slots<T, E>,
+    /// The endings not yet handed out, and what the joiner's decisions
+    /// made of them.
+    results: Results<T, E>,
+    /// What only a report reads: the group's own panic, the stragglers.
+    diagnostics: Diagnostics,
+    /// How the group winds down.
+    teardown: Teardown,
+}
+
+/// The slots (invariants 2, 4, 7, 11).
+struct Slots<T, E> {
     /// The id of the next task spawned: its spawn index.
     next_id: u64,
     running: usize,
     queue: VecDeque<(TaskId, Spawned, Work<T, E>)>,
+    /// Closures being dropped unstarted (invariant 2).
+    discarding: usize,
+    /// A thread is starting queued closures (invariant 7).
+    starting: bool,
     /// Every started task's own context (invariant 11).
     own: Slab<Own>,
     /// Own contexts of ended tasks that nothing but the task ever saw,
@@ -281,8 +299,10 @@ pub(super) struct State<T, E> {
     /// Abort handles of started blocking tasks, `None` until spawned
     /// (invariant 4), and who they are, for a shutdown's report.
     tasks: Slab<(TaskId, Option<AbortHandle>, Tag)>,
-    /// Closures being dropped unstarted (invariant 2).
-    discarding: usize,
+}
+
+/// The endings (invariants 5, 6, 10, 11).
+struct Results<T, E> {
     /// Finished, not yet handed out, in completion order.
     done: VecDeque<(TaskId, Outcome<T, E>)>,
     /// Where each task in `done` was spawned, in the same order, for a
@@ -292,120 +312,159 @@ pub(super) struct State<T, E> {
     done_at: VecDeque<(Option<&'static Location<'static>>, usize)>,
     /// The names of the named tasks in `done`, in the same order.
     done_names: VecDeque<(TaskId, Arc<str>)>,
-    /// Endings that arrived inside the joiner, on its thread (invariant 5).
-    deferred: VecDeque<Ended<T, E>>,
-    /// The task whose joiner decision cancelled the group (invariant 6).
-    cancelled_by: Option<TaskId>,
     /// Tasks in `done` that returned `Ok` only after the group was
     /// cancelled (they saw the cancel and wound down).
     late_ok: Vec<TaskId>,
     /// Tasks in `done` that `cancel_task` stopped and that ended without a
     /// value (invariant 11).
     stopped: Vec<TaskId>,
-    /// Nothing is accepted any more (invariant 12).
-    ended: bool,
+    /// The task whose joiner decision cancelled the group (invariant 6).
+    cancelled_by: Option<TaskId>,
     /// A decision is cancelling the group: `done` is not handed out until
     /// it has (invariant 6).
     cancelling: bool,
-    /// A thread is starting queued closures (invariant 7).
-    starting: bool,
+    /// Endings that arrived inside the joiner, on its thread (invariant 5).
+    deferred: VecDeque<Ended<T, E>>,
+    /// `next` or the `Stream` has waited for an ending (invariant 10).
+    watched: bool,
+}
+
+/// What a report reads (invariants 8, 9).
+#[derive(Default)]
+struct Diagnostics {
     /// The first panic of the group's own bookkeeping, for `wait`: the
     /// joiner's `on_complete`, or user code that a decision's cancel ran
     /// (invariant 9).
     panic: Option<Box<dyn Any + Send>>,
     /// Async tasks the group dropped unfinished (invariant 8).
     stragglers: Vec<(TaskId, Tag)>,
+}
+
+/// The wind-down (invariants 8, 12).
+#[derive(Default)]
+struct Teardown {
+    /// Nothing is accepted any more (invariant 12).
+    ended: bool,
     /// A shutdown, the group's drop, or a `wait` that has joined every task
     /// decides when the tasks are dropped: the cancel hook starts no grace
     /// (invariant 8).
     driven: bool,
     /// The timer that ends the grace (invariant 8).
     grace_timer: Option<AbortHandle>,
-    /// `next` or the `Stream` has waited for an ending (invariant 10).
-    watched: bool,
 }
 
 impl<T, E> State<T, E> {
+    fn new() -> Self {
+        State {
+            slots: Slots {
+                next_id: 0,
+                running: 0,
+                queue: VecDeque::new(),
+                discarding: 0,
+                starting: false,
+                own: Slab::new(),
+                spare: Vec::new(),
+                tasks: Slab::new(),
+            },
+            results: Results {
+                done: VecDeque::new(),
+                done_at: VecDeque::new(),
+                done_names: VecDeque::new(),
+                late_ok: Vec::new(),
+                stopped: Vec::new(),
+                cancelled_by: None,
+                cancelling: false,
+                deferred: VecDeque::new(),
+                watched: false,
+            },
+            diagnostics: Diagnostics::default(),
+            teardown: Teardown::default(),
+        }
+    }
+
     fn outstanding(&self) -> usize {
-        self.running + self.queue.len() + self.discarding
+        self.slots.running + self.slots.queue.len() + self.slots.discarding
     }
 
     pub(super) fn is_joined(&self) -> bool {
-        self.running == 0 && self.queue.is_empty() && self.discarding == 0
+        self.slots.running == 0 && self.slots.queue.is_empty() && self.slots.discarding == 0
     }
 
     /// Tasks spawned and not handed out: a task whose decision is
     /// cancelling the group is in `done` and still counted as running
     /// (invariant 6): counted once.
     pub(super) fn len(&self) -> usize {
-        self.outstanding() + self.done.len() - usize::from(self.cancelling)
+        self.outstanding() + self.results.done.len() - usize::from(self.results.cancelling)
     }
 
     /// Whether a finished task waits to be handed out.
     pub(super) fn has_done(&self) -> bool {
-        !self.done.is_empty()
+        !self.results.done.is_empty()
     }
 
     /// Whether one started task holds the group's only running slot and
     /// nothing else can end on its own: if the caller is that task, waiting
     /// for the group would wait for itself.
     pub(super) fn only_one_running(&self) -> bool {
-        self.running == 1 && self.discarding == 0
+        self.slots.running == 1 && self.slots.discarding == 0
     }
 
     /// Whether every task has ended but the blocking ones still running:
     /// where a shutdown stops waiting.
     pub(super) fn is_settled(&self) -> bool {
-        self.running == self.tasks.len() && self.queue.is_empty() && self.discarding == 0
+        self.slots.running == self.slots.tasks.len()
+            && self.slots.queue.is_empty()
+            && self.slots.discarding == 0
     }
 
     /// Takes every queued closure out to be dropped unstarted; they stay
     /// outstanding until [`Shared::discard`] records them.
     fn take_queue(&mut self) -> VecDeque<(TaskId, Spawned, Work<T, E>)> {
-        let queued = std::mem::take(&mut self.queue);
-        self.discarding += queued.len();
+        let queued = std::mem::take(&mut self.slots.queue);
+        self.slots.discarding += queued.len();
         queued
     }
 
     /// `next` or the `Stream` is about to wait for an ending: every ending
     /// wakes a waiter from now on (invariant 10).
     pub(super) fn watch(&mut self) {
-        self.watched = true;
+        self.results.watched = true;
     }
 
     /// The next finished task to hand out, unless a decision is still
     /// cancelling the group.
     pub(super) fn pop_done(&mut self) -> Option<(TaskId, Outcome<T, E>)> {
-        if self.cancelling {
+        if self.results.cancelling {
             return None;
         }
-        let (id, outcome) = self.done.pop_front()?;
-        if let Some((_, run)) = self.done_at.front_mut() {
+        let (id, outcome) = self.results.done.pop_front()?;
+        if let Some((_, run)) = self.results.done_at.front_mut() {
             *run -= 1;
             if *run == 0 {
-                self.done_at.pop_front();
+                self.results.done_at.pop_front();
             }
         }
         if self
+            .results
             .done_names
             .front()
             .is_some_and(|(named, _)| *named == id)
         {
-            self.done_names.pop_front();
+            self.results.done_names.pop_front();
         }
-        if !self.late_ok.is_empty() {
-            self.late_ok.retain(|&late| late != id);
+        if !self.results.late_ok.is_empty() {
+            self.results.late_ok.retain(|&late| late != id);
         }
-        if !self.stopped.is_empty() {
-            self.stopped.retain(|&stopped| stopped != id);
+        if !self.results.stopped.is_empty() {
+            self.results.stopped.retain(|&stopped| stopped != id);
         }
-        if self.done.is_empty() && self.done.capacity() > STATE_KEPT {
+        if self.results.done.is_empty() && self.results.done.capacity() > STATE_KEPT {
             // Drained after a burst: let the peak go.
-            self.done = VecDeque::new();
-            self.done_at = VecDeque::new();
-            self.done_names = VecDeque::new();
-            self.late_ok = Vec::new();
-            self.stopped = Vec::new();
+            self.results.done = VecDeque::new();
+            self.results.done_at = VecDeque::new();
+            self.results.done_names = VecDeque::new();
+            self.results.late_ok = Vec::new();
+            self.results.stopped = Vec::new();
         }
         Some((id, outcome))
     }
@@ -413,34 +472,34 @@ impl<T, E> State<T, E> {
     /// What a joined group leaves to its joiner. The group has ended
     /// (invariant 12).
     pub(super) fn take_unread(&mut self) -> Unread<T, E> {
-        self.ended = true;
-        self.done_at = VecDeque::new();
-        self.done_names = VecDeque::new();
+        self.teardown.ended = true;
+        self.results.done_at = VecDeque::new();
+        self.results.done_names = VecDeque::new();
         Unread::new(
-            std::mem::take(&mut self.done),
-            self.cancelled_by,
-            !self.late_ok.is_empty(),
-            std::mem::take(&mut self.stopped),
+            std::mem::take(&mut self.results.done),
+            self.results.cancelled_by,
+            !self.results.late_ok.is_empty(),
+            std::mem::take(&mut self.results.stopped),
         )
     }
 
     /// The group is gone: nothing is accepted any more (invariant 12).
     pub(super) fn end(&mut self) {
-        self.ended = true;
+        self.teardown.ended = true;
     }
 
     /// Whether nothing is accepted any more (invariant 12).
     pub(super) fn has_ended(&self) -> bool {
-        self.ended
+        self.teardown.ended
     }
 
     /// How many tasks were spawned (accepted) so far.
     pub(super) fn spawned(&self) -> u64 {
-        self.next_id
+        self.slots.next_id
     }
 
     pub(super) fn take_panic(&mut self) -> Option<Box<dyn Any + Send>> {
-        self.panic.take()
+        self.diagnostics.panic.take()
     }
 
     /// What a shutdown reports once the group is settled: the stragglers
@@ -453,22 +512,162 @@ impl<T, E> State<T, E> {
         epoch: Instant,
         now: Instant,
     ) -> (Vec<TaskInfo>, Vec<TaskInfo>) {
-        let mut stragglers: Vec<TaskInfo> = std::mem::take(&mut self.stragglers)
+        let mut stragglers: Vec<TaskInfo> = std::mem::take(&mut self.diagnostics.stragglers)
             .into_iter()
             .map(|(id, tag)| tag.info(id, group, epoch, now))
             .collect();
         stragglers.sort_by_key(TaskInfo::id);
         let mut still: Vec<TaskInfo> = self
+            .slots
             .tasks
             .iter()
             .map(|(_, (id, _, tag))| tag.clone().info(*id, group, epoch, now))
             .collect();
         still.sort_by_key(TaskInfo::id);
         for task in &still {
-            self.done.push_back((task.id(), Outcome::Cancelled));
-            push_run(&mut self.done_at, None);
+            self.results.done.push_back((task.id(), Outcome::Cancelled));
+            push_run(&mut self.results.done_at, None);
         }
         (stragglers, still)
+    }
+}
+
+impl<T, E> Slots<T, E> {
+    /// What an ended task held, out of `own` and `tasks` (its tag filled
+    /// in from a blocking task's entry): its own context goes to `spare`
+    /// or, through `after`, is dropped without the lock (invariant 11).
+    /// Returns `held`, counted as having run when `cancel_task` dropped it
+    /// while the group is `live`: no straggler of a shutdown, and the
+    /// queue goes on.
+    fn vacate(
+        &mut self,
+        mut held: Held,
+        tag: &mut Option<Tag>,
+        live: bool,
+        after: &mut After<T, E>,
+    ) -> Held {
+        let Held::Slot { own, key, ran } = &mut held else {
+            return held;
+        };
+        let mut entry = self.own.remove(*own);
+        if entry.stopped && live {
+            *ran = true;
+        }
+        if self.own.is_empty() && self.own.capacity() > STATE_KEPT {
+            self.own = Slab::new();
+        }
+        if entry.timer.is_none() && self.spare.len() < STATE_KEPT && entry.ctx.is_spare() {
+            // Invariant 11: nobody saw it but the task, which is gone.
+            self.spare.push(entry.ctx);
+        } else {
+            after.let_go(entry);
+        }
+        if let Some(key) = *key {
+            if let Some((_, _, kept)) = self.tasks.try_remove(key) {
+                tag.get_or_insert(kept);
+            }
+            if self.tasks.is_empty() && self.tasks.capacity() > STATE_KEPT {
+                self.tasks = Slab::new();
+            }
+        }
+        held
+    }
+}
+
+impl<T, E> Results<T, E> {
+    /// The first decision to cancel while the group is live: `id` is the
+    /// task that cancels it, and `done` waits until the cancel has
+    /// returned (invariant 6). `false` if one came first.
+    fn cancel_by(&mut self, id: TaskId) -> bool {
+        if self.cancelled_by.is_some() || self.cancelling {
+            return false;
+        }
+        self.cancelled_by = Some(id);
+        self.cancelling = true;
+        true
+    }
+
+    /// Keeps an ending for `next` and the joiner's `finish`, with who it
+    /// was for a snapshot.
+    fn keep(
+        &mut self,
+        id: TaskId,
+        outcome: Outcome<T, E>,
+        tag: Option<Tag>,
+        stopped: bool,
+        live: bool,
+    ) {
+        if outcome.is_ok() && !live {
+            self.late_ok.push(id);
+        }
+        if stopped {
+            self.stopped.push(id);
+        }
+        self.done.push_back((id, outcome));
+        push_run(&mut self.done_at, tag.as_ref().map(|tag| tag.at));
+        if let Some(name) = tag.and_then(|tag| tag.name) {
+            self.done_names.push_back((id, name));
+        }
+    }
+}
+
+impl Diagnostics {
+    /// An async task the group dropped unfinished (invariant 8).
+    fn straggler(&mut self, id: TaskId, tag: &Option<Tag>) {
+        if let Some(tag) = tag {
+            self.stragglers.push((id, tag.clone()));
+        }
+    }
+}
+
+/// What a snapshot reads of the state, under its lock (observe.rs).
+impl<T, E> State<T, E> {
+    /// The queued tasks, in spawn order.
+    pub(super) fn queued(&self) -> impl Iterator<Item = (TaskId, &Spawned)> {
+        self.slots
+            .queue
+            .iter()
+            .map(|(id, spawned, _)| (*id, spawned))
+    }
+
+    /// The started blocking tasks still running.
+    pub(super) fn blocking(&self) -> impl Iterator<Item = (TaskId, &Tag)> {
+        self.slots.tasks.iter().map(|(_, (id, _, tag))| (*id, tag))
+    }
+
+    /// The finished tasks not yet handed out, in completion order: where
+    /// each was spawned (`None`: a blocking task a shutdown stopped
+    /// waiting for) and its name. `done_at` and `done_names` follow
+    /// `done`'s order, so one walk pairs them.
+    pub(super) fn finished(
+        &self,
+    ) -> impl Iterator<
+        Item = (
+            TaskId,
+            Option<&'static Location<'static>>,
+            Option<&Arc<str>>,
+        ),
+    > {
+        let mut names = self.results.done_names.iter().peekable();
+        let spawned_at = self
+            .results
+            .done_at
+            .iter()
+            .flat_map(|&(at, run)| std::iter::repeat_n(at, run));
+        self.results
+            .done
+            .iter()
+            .zip(spawned_at)
+            .map(move |((id, _), at)| {
+                let name = names.next_if(|(named, _)| named == id);
+                (*id, at, name.map(|(_, name)| name))
+            })
+    }
+
+    /// How many started async tasks hold a slot: a task whose decision is
+    /// cancelling is in `done` and still counted as running (invariant 6).
+    pub(super) fn started_async(&self) -> usize {
+        self.slots.running - self.slots.tasks.len() - usize::from(self.results.cancelling)
     }
 }
 
@@ -578,6 +777,11 @@ pub(super) struct Shared<T, E, J> {
 }
 
 impl<T, E, J> Shared<T, E, J> {
+    /// The runner's live cells, for a snapshot (observe.rs).
+    pub(super) fn cells(&self) -> Vec<Arc<TaskCell>> {
+        self.runner.cells()
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, State<T, E>> {
         // User code never runs under this lock, so poison carries no meaning.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -598,6 +802,7 @@ impl<T, E, J> Shared<T, E, J> {
             return false;
         };
         state
+            .slots
             .tasks
             .iter()
             .any(|(_, (_, handle, _))| handle.as_ref().is_some_and(|h| h.id() == me))
@@ -646,30 +851,7 @@ where
                 #[cfg(feature = "tracing")]
                 span,
                 runner,
-                state: Mutex::new(State {
-                    next_id: 0,
-                    running: 0,
-                    own: Slab::new(),
-                    spare: Vec::new(),
-                    queue: VecDeque::new(),
-                    tasks: Slab::new(),
-                    discarding: 0,
-                    done: VecDeque::new(),
-                    done_at: VecDeque::new(),
-                    done_names: VecDeque::new(),
-                    deferred: VecDeque::new(),
-                    cancelled_by: None,
-                    late_ok: Vec::new(),
-                    stopped: Vec::new(),
-                    ended: false,
-                    cancelling: false,
-                    starting: false,
-                    panic: None,
-                    stragglers: Vec::new(),
-                    driven: false,
-                    watched: false,
-                    grace_timer: None,
-                }),
+                state: Mutex::new(State::new()),
                 joiner: Mutex::new(Some(joiner)),
                 delivering: AtomicUsize::new(0),
                 any_stopped: AtomicBool::new(false),
@@ -701,20 +883,20 @@ where
         // first poll, where reading the clock costs less (see `batch_now`).
         let born = B::BLOCKING.then(|| since(self.epoch, Instant::now()));
         let mut state = self.lock();
-        if state.ended {
+        if state.teardown.ended {
             return Err(body);
         }
-        let id = TaskId(state.next_id);
+        let id = TaskId(state.slots.next_id);
         if self.ctx.is_cancelled() {
             if !queue {
                 return Err(body);
             }
-            state.next_id += 1;
+            state.slots.next_id += 1;
             self.record_unstarted(state, id, &spawned, body);
         } else if self.has_room(&state) {
-            state.next_id += 1;
-            state.running += 1;
-            let key = born.map(|born| state.tasks.insert((id, None, spawned.tag(born))));
+            state.slots.next_id += 1;
+            state.slots.running += 1;
+            let key = born.map(|born| state.slots.tasks.insert((id, None, spawned.tag(born))));
             let (own, ctx) = self.own_context(&mut state, id);
             drop(state);
             body.start(
@@ -728,8 +910,8 @@ where
                 },
             );
         } else if queue {
-            state.next_id += 1;
-            state.queue.push_back((id, spawned, body.into_work()));
+            state.slots.next_id += 1;
+            state.slots.queue.push_back((id, spawned, body.into_work()));
         } else {
             return Err(body);
         }
@@ -738,8 +920,12 @@ where
 
     /// Makes a task's own context and enters it in `own` (invariant 11).
     fn own_context(&self, state: &mut State<T, E>, id: TaskId) -> (usize, Context) {
-        let ctx = state.spare.pop().unwrap_or_else(|| self.ctx.for_task());
-        let own = state.own.insert(Own {
+        let ctx = state
+            .slots
+            .spare
+            .pop()
+            .unwrap_or_else(|| self.ctx.for_task());
+        let own = state.slots.own.insert(Own {
             id,
             ctx: ctx.clone(),
             cell: None,
@@ -760,7 +946,7 @@ where
         spawned: &Spawned,
         f: X,
     ) {
-        state.discarding += 1;
+        state.slots.discarding += 1;
         drop(state);
         let outcome = drop_catching(f).map_or(Outcome::Cancelled, Outcome::Panicked);
         self.complete(Ended {
@@ -846,7 +1032,7 @@ where
     /// gone if the task has ended already.
     fn enter_cell(&self, own: usize, id: TaskId, cell: Weak<TaskCell>) {
         let mut state = self.lock();
-        let Some(entry) = state.own.get_mut(own).filter(|entry| entry.id == id) else {
+        let Some(entry) = state.slots.own.get_mut(own).filter(|entry| entry.id == id) else {
             return;
         };
         if !entry.stopped {
@@ -869,7 +1055,7 @@ where
             return;
         };
         let mut state = self.lock();
-        match state.own.get_mut(own).filter(|entry| entry.id == id) {
+        match state.slots.own.get_mut(own).filter(|entry| entry.id == id) {
             Some(entry) => entry.timer = Some(timer),
             None => {
                 // Ended meanwhile: nothing left to stop.
@@ -944,7 +1130,7 @@ where
     /// stored.
     fn track(&self, key: usize, id: TaskId, handle: AbortHandle) {
         let mut state = self.lock();
-        match state.tasks.get_mut(key) {
+        match state.slots.tasks.get_mut(key) {
             Some((owner, slot, _)) if *owner == id => *slot = Some(handle.clone()),
             // Already finished: its entry is gone (and maybe reused).
             _ => return,
@@ -964,7 +1150,7 @@ where
         let me = thread_mark();
         if self.delivering.load(Relaxed) == me {
             // Invariant 5: from inside the joiner, on its thread.
-            self.lock().deferred.push_back(ended);
+            self.lock().results.deferred.push_back(ended);
             return;
         }
         let mut joiner = self.joiner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -979,13 +1165,13 @@ where
             let mut state = self.lock();
             let unused = self.record(&mut state, ended, decision, kept, &mut after);
             let next = if unused.is_none() {
-                state.deferred.pop_front()
+                state.results.deferred.pop_front()
             } else {
                 // A cause nobody needs: dropped without the lock (user
                 // code), still inside the joiner's turn.
                 drop(state);
                 drop(unused);
-                self.lock().deferred.pop_front()
+                self.lock().results.deferred.pop_front()
             };
             match next {
                 Some(deferred) => ended = deferred,
@@ -1007,7 +1193,12 @@ where
             && self.any_stopped.load(Acquire)
             && let Held::Slot { own, .. } = ended.held
         {
-            ended.stopped = self.lock().own.get(own).is_some_and(|entry| entry.stopped);
+            ended.stopped = self
+                .lock()
+                .slots
+                .own
+                .get(own)
+                .is_some_and(|entry| entry.stopped);
         }
         if ended.stopped
             && (matches!(ended.outcome, Outcome::Ok(_) | Outcome::Panicked(_))
@@ -1045,7 +1236,7 @@ where
                     message: panic_message(&*payload).to_owned(),
                     of: "group",
                 });
-                self.lock().panic.get_or_insert(payload);
+                self.lock().diagnostics.panic.get_or_insert(payload);
                 let _ = drop_catching(joiner.take());
                 // A panic in `keep` took the outcome with it: the task is
                 // recorded as cancelled, and `wait` re-raises the panic.
@@ -1075,59 +1266,20 @@ where
             mut tag,
             stopped,
         } = ended;
-        let mut held = held;
-        if let Held::Slot { own, .. } = held {
-            let mut entry = state.own.remove(own);
-            if entry.stopped
-                && !self.ctx.is_cancelled()
-                && let Held::Slot { ran, .. } = &mut held
-            {
-                // Dropped by `cancel_task`, not by a cancel of the group or
-                // its runtime's end: no straggler of a shutdown, and the
-                // queue goes on (invariant 11).
-                *ran = true;
-            }
-            if state.own.is_empty() && state.own.capacity() > STATE_KEPT {
-                state.own = Slab::new();
-            }
-            if entry.timer.is_none() && state.spare.len() < STATE_KEPT && entry.ctx.is_spare() {
-                // Invariant 11: nobody saw it but the task, which is gone.
-                state.spare.push(entry.ctx);
-            } else {
-                after.let_go(entry);
-            }
-        }
-        match held {
-            Held::Slot { key: Some(key), .. } => {
-                if let Some((_, _, kept)) = state.tasks.try_remove(key) {
-                    tag.get_or_insert(kept);
-                }
-                if state.tasks.is_empty() && state.tasks.capacity() > STATE_KEPT {
-                    state.tasks = Slab::new();
-                }
-            }
-            // An async task the group dropped unfinished (invariant 8).
-            Held::Slot {
-                key: None,
-                ran: false,
-                ..
-            } => {
-                if let Some(tag) = &tag {
-                    state.stragglers.push((id, tag.clone()));
-                }
-            }
-            _ => {}
+        let live = !self.ctx.is_cancelled();
+        let held = state.slots.vacate(held, &mut tag, live, after);
+        if let Held::Slot {
+            key: None,
+            ran: false,
+            ..
+        } = held
+        {
+            state.diagnostics.straggler(id, &tag);
         }
         let mut unused = None;
         let mut cancels = false;
         if let Decision::Cancel(cause) = decision {
-            if !stopped
-                && state.cancelled_by.is_none()
-                && !state.cancelling
-                && !self.ctx.is_cancelled()
-            {
-                state.cancelled_by = Some(id);
-                state.cancelling = true;
+            if !stopped && live && state.results.cancel_by(id) {
                 let name = tag.as_ref().and_then(|tag| tag.name.as_ref());
                 after.cancel = Some(self.label(cause, id, name));
                 cancels = true;
@@ -1136,24 +1288,14 @@ where
             }
         }
         if kept {
-            if outcome.is_ok() && self.ctx.is_cancelled() {
-                state.late_ok.push(id);
-            }
-            if stopped {
-                state.stopped.push(id);
-            }
-            state.done.push_back((id, outcome));
-            push_run(&mut state.done_at, tag.as_ref().map(|tag| tag.at));
-            if let Some(name) = tag.and_then(|tag| tag.name) {
-                state.done_names.push_back((id, name));
-            }
+            state.results.keep(id, outcome, tag, stopped, live);
         }
         if cancels {
             after.canceller = Some(held);
         } else {
             self.release(state, held, after);
         }
-        after.notify = state.watched || state.is_settled();
+        after.notify = state.results.watched || state.is_settled();
         unused
     }
 
@@ -1181,15 +1323,15 @@ where
     /// away.
     fn release(&self, state: &mut State<T, E>, held: Held, after: &mut After<T, E>) {
         match held {
-            Held::Unstarted => state.discarding -= 1,
+            Held::Unstarted => state.slots.discarding -= 1,
             Held::Slot { ran, .. } => {
-                state.running -= 1;
+                state.slots.running -= 1;
                 after.freed_slot = true;
-                if state.running == 0 && !state.spare.is_empty() {
+                if state.slots.running == 0 && !state.slots.spare.is_empty() {
                     // Idle: a long-lived group keeps nothing of its peak.
-                    after.spare = std::mem::take(&mut state.spare);
+                    after.spare = std::mem::take(&mut state.slots.spare);
                 }
-                if state.queue.is_empty() {
+                if state.slots.queue.is_empty() {
                     // Nothing waits for the slot (always so without a limit).
                 } else if !ran || self.ctx.is_cancelled() {
                     after.unstarted.append(&mut state.take_queue());
@@ -1203,19 +1345,19 @@ where
     /// Takes the next queued closure and its slot, if this thread may start
     /// it (invariants 3 and 7).
     fn claim_start(&self, state: &mut State<T, E>) -> Option<Start<T, E>> {
-        if state.queue.is_empty() {
+        if state.slots.queue.is_empty() {
             return None;
         }
-        let room = self.limit.is_none_or(|limit| state.running < limit);
-        if state.starting || state.cancelling || !room || self.ctx.is_cancelled() {
+        let room = self.limit.is_none_or(|limit| state.slots.running < limit);
+        if state.slots.starting || state.results.cancelling || !room || self.ctx.is_cancelled() {
             return None;
         }
-        let (id, spawned, work) = state.queue.pop_front()?;
-        if state.queue.is_empty() && state.queue.capacity() > STATE_KEPT {
-            state.queue = VecDeque::new();
+        let (id, spawned, work) = state.slots.queue.pop_front()?;
+        if state.slots.queue.is_empty() && state.slots.queue.capacity() > STATE_KEPT {
+            state.slots.queue = VecDeque::new();
         }
-        state.starting = true;
-        state.running += 1;
+        state.slots.starting = true;
+        state.slots.running += 1;
         let (own, ctx) = self.own_context(state, id);
         Some(match work {
             Work::Async(f) => Start::Async(
@@ -1230,7 +1372,7 @@ where
             ),
             Work::Blocking(f) => {
                 let tag = spawned.tag(since(self.epoch, Instant::now()));
-                let key = state.tasks.insert((id, None, tag));
+                let key = state.slots.tasks.insert((id, None, tag));
                 Start::Blocking(
                     Admitted {
                         id,
@@ -1260,10 +1402,10 @@ where
                     Err(payload) => (true, Some(payload)),
                 };
             let mut state = self.lock();
-            state.cancelling = false;
+            state.results.cancelling = false;
             if !won {
                 // Cancelled some other way first: this decision came after.
-                state.cancelled_by = None;
+                state.results.cancelled_by = None;
             }
             if let Some(payload) = escaped {
                 // User code the cancel ran panicked (a context value's
@@ -1271,7 +1413,7 @@ where
                 // be a shard's, where nobody would see it: `wait` re-raises
                 // it (invariant 9). Kept before the task's slot is
                 // released, so a `wait` that sees the group joined sees it.
-                state.panic.get_or_insert(payload);
+                state.diagnostics.panic.get_or_insert(payload);
             }
             if let Some(held) = after.canceller.take() {
                 self.release(&mut state, held, after);
@@ -1320,7 +1462,7 @@ where
                 Start::Blocking(start, f) => self.start_blocking(start, f),
             }));
             let mut state = self.lock();
-            state.starting = false;
+            state.slots.starting = false;
             if let Err(payload) = started {
                 // Not user code (that is caught where it runs): tokio's
                 // refusal to spawn. The task has been recorded.
@@ -1371,14 +1513,20 @@ where
     /// running.
     pub(super) fn cancel_task(self: &Arc<Self>, id: TaskId) -> bool {
         let mut state = self.lock();
-        if let Some(at) = state.queue.iter().position(|(queued, ..)| *queued == id) {
-            let (id, spawned, work) = state.queue.remove(at).expect("found at `at`");
-            state.discarding += 1;
+        if let Some(at) = state
+            .slots
+            .queue
+            .iter()
+            .position(|(queued, ..)| *queued == id)
+        {
+            let (id, spawned, work) = state.slots.queue.remove(at).expect("found at `at`");
+            state.slots.discarding += 1;
             drop(state);
             self.discard_one(id, &spawned, work, true);
             return true;
         }
-        let Some((own, entry)) = state.own.iter_mut().find(|(_, entry)| entry.id == id) else {
+        let Some((own, entry)) = state.slots.own.iter_mut().find(|(_, entry)| entry.id == id)
+        else {
             return false;
         };
         if entry.stopped {
@@ -1390,6 +1538,7 @@ where
         let ctx = entry.ctx.clone();
         let cell = entry.cell.clone();
         let blocking = state
+            .slots
             .tasks
             .iter()
             .find(|(_, (task, ..))| *task == id)
@@ -1452,12 +1601,12 @@ impl<T, E, J> Shared<T, E, J> {
             return;
         };
         let mut state = self.lock();
-        if state.driven {
+        if state.teardown.driven {
             // The group was dropped meanwhile, and dropped its tasks.
             drop(state);
             timer.abort();
         } else {
-            state.grace_timer = Some(timer);
+            state.teardown.grace_timer = Some(timer);
         }
     }
 
@@ -1474,8 +1623,8 @@ impl<T, E, J> Shared<T, E, J> {
         // whole grace.
         let timer = {
             let mut state = self.lock();
-            state.driven = true;
-            state.grace_timer.take()
+            state.teardown.driven = true;
+            state.teardown.grace_timer.take()
         };
         if let Some(timer) = timer {
             timer.abort();
@@ -1487,7 +1636,7 @@ impl<T, E, J> Shared<T, E, J> {
     /// shutdown, or the group's drop, decides when the tasks are dropped
     /// (invariant 8).
     pub(super) fn drive(&self) {
-        self.lock().driven = true;
+        self.lock().teardown.driven = true;
     }
 
     /// Drops every async task now, but shielded ones (invariant 8): the end
@@ -1497,8 +1646,8 @@ impl<T, E, J> Shared<T, E, J> {
             return;
         }
         let mut state = self.lock();
-        state.driven = true;
-        let timer = state.grace_timer.take();
+        state.teardown.driven = true;
+        let timer = state.teardown.grace_timer.take();
         drop(state);
         self.runner.cancel();
         if let Some(timer) = timer {
@@ -1531,12 +1680,13 @@ where
         }
         let mut state = self.lock();
         let blocking: Vec<AbortHandle> = state
+            .slots
             .tasks
             .iter()
             .filter_map(|(_, (_, handle, _))| handle.clone())
             .collect();
         let queued = state.take_queue();
-        let driven = state.driven;
+        let driven = state.teardown.driven;
         drop(state);
         if !driven {
             self.begin_grace();
@@ -1574,105 +1724,3 @@ impl std::fmt::Display for TaskCancelled {
 }
 
 impl std::error::Error for TaskCancelled {}
-
-impl<T, E, J> Observed for Shared<T, E, J>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-    J: Joiner<T, E>,
-{
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    /// Copies what the group keeps, under its state lock and then its
-    /// runner's queue lock, one at a time (observe.rs, invariant 2).
-    fn observe(&self, read: &mut Vec<Arc<TaskCell>>) -> GroupSnapshot {
-        let now = Instant::now();
-        let age = |born: u64| {
-            if born == UNPOLLED {
-                Duration::ZERO
-            } else {
-                now.saturating_duration_since(self.epoch + Duration::from_nanos(born))
-            }
-        };
-        let task = |id: TaskId, tag: &Tag, state: TaskState| TaskSnapshot {
-            id,
-            name: tag.name.clone(),
-            state,
-            age: age(tag.born),
-            spawned_at: tag.at,
-        };
-        let mut tasks = Vec::new();
-        let state = self.lock();
-        for (id, spawned, _) in &state.queue {
-            tasks.push(TaskSnapshot {
-                id: *id,
-                name: spawned.name.clone(),
-                state: TaskState::Queued,
-                age: Duration::ZERO,
-                spawned_at: spawned.at,
-            });
-        }
-        for (_, (id, _, tag)) in &state.tasks {
-            tasks.push(task(*id, tag, TaskState::Blocking));
-        }
-        // `done_at` and `done_names` follow `done`'s order: one walk pairs
-        // them.
-        let mut names = state.done_names.iter().peekable();
-        let spawned_at = state
-            .done_at
-            .iter()
-            .flat_map(|&(at, run)| std::iter::repeat_n(at, run));
-        for ((id, _), at) in state.done.iter().zip(spawned_at) {
-            let name = names.next_if(|(named, _)| named == id);
-            if let Some(at) = at {
-                tasks.push(TaskSnapshot {
-                    id: *id,
-                    name: name.map(|(_, name)| name.clone()),
-                    state: TaskState::Finished,
-                    age: Duration::ZERO,
-                    spawned_at: at,
-                });
-            }
-        }
-        // A task whose decision is cancelling is in `done` and still
-        // counted as running (invariant 6).
-        let started = state.running - state.tasks.len() - usize::from(state.cancelling);
-        drop(state);
-        let mut listed = 0;
-        let start = read.len();
-        read.extend(self.runner.cells());
-        for cell in &read[start..] {
-            if cell.is_ended() {
-                continue;
-            }
-            let meta = cell.meta();
-            let state = if cell.is_shielded() {
-                TaskState::Shielded
-            } else if cell.is_idle() {
-                TaskState::Idle
-            } else {
-                TaskState::Running
-            };
-            tasks.push(TaskSnapshot {
-                id: meta.id,
-                name: meta.name.clone(),
-                state,
-                age: age(meta.born()),
-                spawned_at: meta.at,
-            });
-            listed += 1;
-        }
-        tasks.sort_by_key(|task| task.id);
-        GroupSnapshot {
-            name: self.name.clone(),
-            cancelled: self.ctx.err(),
-            cause: self.ctx.cause(),
-            age: now.saturating_duration_since(self.epoch),
-            tasks,
-            unlisted: started.saturating_sub(listed),
-            children: Vec::new(),
-        }
-    }
-}
