@@ -17,11 +17,20 @@ use super::outcome::TaskId;
 use super::shared::{AsyncClosure, BlockingClosure};
 use crate::{CancelHandle, Context};
 
-/// What the caller of `spawn` says about a task: where it was spawned, its
-/// name, its own deadline. Kept with a queued closure until it starts.
-pub(super) struct Spawned {
+/// Who a task is, from its spawn to its report: where it was spawned and
+/// its name. The one record of both: each stage of a task's life keeps a
+/// `Who` and adds what it knows then ([`Spawned`], [`Tag`], [`Meta`]), and
+/// the public [`TaskInfo`] is made from it.
+#[derive(Clone)]
+pub(super) struct Who {
     pub(super) at: &'static Location<'static>,
     pub(super) name: Option<Arc<str>>,
+}
+
+/// What the caller of `spawn` says about a task: who it is and its own
+/// deadline. Kept with a queued closure until it starts.
+pub(super) struct Spawned {
+    pub(super) who: Who,
     pub(super) timeout: Option<Duration>,
 }
 
@@ -30,8 +39,10 @@ impl Spawned {
     #[track_caller]
     pub(super) fn here() -> Spawned {
         Spawned {
-            at: Location::caller(),
-            name: None,
+            who: Who {
+                at: Location::caller(),
+                name: None,
+            },
             timeout: None,
         }
     }
@@ -39,21 +50,18 @@ impl Spawned {
     /// What the task keeps once started.
     pub(super) fn tag(&self, born: u64) -> Tag {
         Tag {
-            at: self.at,
-            name: self.name.clone(),
+            who: self.who.clone(),
             born,
         }
     }
 }
 
 /// What a started task keeps about itself, for the shutdown report and the
-/// `TaskFailed` cause: where it was spawned, its name, and when it was
-/// first polled, in nanoseconds after the group's epoch ([`UNPOLLED`]: not
-/// yet).
+/// `TaskFailed` cause: who it is, and when it was first polled, in
+/// nanoseconds after the group's epoch ([`UNPOLLED`]: not yet).
 #[derive(Clone)]
 pub(super) struct Tag {
-    pub(super) at: &'static Location<'static>,
-    pub(super) name: Option<Arc<str>>,
+    pub(super) who: Who,
     pub(super) born: u64,
 }
 
@@ -67,8 +75,7 @@ pub(super) const UNPOLLED: u64 = u64::MAX;
 /// weakly consistent).
 pub(super) struct Meta {
     pub(super) id: TaskId,
-    pub(super) at: &'static Location<'static>,
-    pub(super) name: Option<Arc<str>>,
+    pub(super) who: Who,
     /// As [`Tag::born`].
     born: AtomicU64,
     /// The task's span (`taskgroup.task`), entered around every poll.
@@ -81,8 +88,7 @@ impl Meta {
     pub(super) fn new(id: TaskId, spawned: &Spawned) -> Meta {
         Meta {
             id,
-            at: spawned.at,
-            name: spawned.name.clone(),
+            who: spawned.who.clone(),
             born: AtomicU64::new(UNPOLLED),
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
@@ -105,8 +111,7 @@ impl Meta {
     /// What the task's ending carries to the group.
     pub(super) fn tag(&self) -> Tag {
         Tag {
-            at: self.at,
-            name: self.name.clone(),
+            who: self.who.clone(),
             born: self.born(),
         }
     }
@@ -130,9 +135,9 @@ impl Tag {
         };
         TaskInfo {
             id,
-            name: self.name,
+            name: self.who.name,
             group: group.clone(),
-            spawned_at: self.at,
+            spawned_at: self.who.at,
             age,
         }
     }
@@ -486,7 +491,7 @@ where
     /// # }
     /// ```
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.spawned.name = Some(name.into());
+        self.spawned.who.name = Some(name.into());
         self
     }
 
@@ -522,10 +527,8 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let spawned = Spawned {
-            at: Location::caller(),
-            ..self.spawned
-        };
+        let mut spawned = self.spawned;
+        spawned.who.at = Location::caller();
         let admitted = self.group.shared.admit(spawned, AsyncClosure::new(f), true);
         admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
     }
@@ -563,10 +566,8 @@ where
         F: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let spawned = Spawned {
-            at: Location::caller(),
-            ..self.spawned
-        };
+        let mut spawned = self.spawned;
+        spawned.who.at = Location::caller();
         self.group.try_admit(spawned, f)
     }
 
@@ -597,10 +598,8 @@ where
     where
         F: FnOnce(Context) -> Result<T, E> + Send + 'static,
     {
-        let spawned = Spawned {
-            at: Location::caller(),
-            ..self.spawned
-        };
+        let mut spawned = self.spawned;
+        spawned.who.at = Location::caller();
         let admitted = self.group.shared.admit(spawned, BlockingClosure(f), true);
         admitted.unwrap_or_else(|_| unreachable!("a group's own spawn always admits"))
     }
@@ -609,9 +608,9 @@ where
 impl<T, E, J> fmt::Debug for TaskBuilder<'_, T, E, J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskBuilder")
-            .field("name", &self.spawned.name)
+            .field("name", &self.spawned.who.name)
             .field("timeout", &self.spawned.timeout)
-            .field("spawned_at", &self.spawned.at)
+            .field("spawned_at", &self.spawned.who.at)
             .finish_non_exhaustive()
     }
 }

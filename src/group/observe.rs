@@ -745,23 +745,23 @@ where
         let mut tasks = Vec::new();
         let state = self.lock();
         for (id, spawned) in state.queued() {
-            let name = spawned.name.as_ref();
+            let name = spawned.who.name.as_ref();
             tasks.push(snapshot(
                 id,
                 name,
                 TaskState::Queued,
                 Duration::ZERO,
-                spawned.at,
+                spawned.who.at,
             ));
         }
         for (id, tag) in state.blocking() {
-            let name = tag.name.as_ref();
+            let name = tag.who.name.as_ref();
             tasks.push(snapshot(
                 id,
                 name,
                 TaskState::Blocking,
                 age(tag.born),
-                tag.at,
+                tag.who.at,
             ));
         }
         for (id, at, name) in state.finished() {
@@ -786,8 +786,14 @@ where
             } else {
                 TaskState::Running
             };
-            let name = meta.name.as_ref();
-            tasks.push(snapshot(meta.id, name, state, age(meta.born()), meta.at));
+            let name = meta.who.name.as_ref();
+            tasks.push(snapshot(
+                meta.id,
+                name,
+                state,
+                age(meta.born()),
+                meta.who.at,
+            ));
             listed += 1;
         }
         tasks.sort_by_key(|task| task.id);

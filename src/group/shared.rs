@@ -604,8 +604,8 @@ impl<T, E> Results<T, E> {
             self.stopped.push(id);
         }
         self.done.push_back((id, outcome));
-        push_run(&mut self.done_at, tag.as_ref().map(|tag| tag.at));
-        if let Some(name) = tag.and_then(|tag| tag.name) {
+        push_run(&mut self.done_at, tag.as_ref().map(|tag| tag.who.at));
+        if let Some(name) = tag.and_then(|tag| tag.who.name) {
             self.done_names.push_back((id, name));
         }
     }
@@ -1280,7 +1280,7 @@ where
         let mut cancels = false;
         if let Decision::Cancel(cause) = decision {
             if !stopped && live && state.results.cancel_by(id) {
-                let name = tag.as_ref().and_then(|tag| tag.name.as_ref());
+                let name = tag.as_ref().and_then(|tag| tag.who.name.as_ref());
                 after.cancel = Some(self.label(cause, id, name));
                 cancels = true;
             } else {
@@ -1570,7 +1570,7 @@ impl<T, E, J> Shared<T, E, J> {
             parent: &self.span,
             "taskgroup.task",
             id = id.index(),
-            name = spawned.name.as_deref()
+            name = spawned.who.name.as_deref()
         )
     }
 
@@ -1578,7 +1578,7 @@ impl<T, E, J> Shared<T, E, J> {
     /// held.
     fn trace_panic(&self, ended: &Ended<T, E>) {
         if let Outcome::Panicked(payload) = &ended.outcome {
-            let name = ended.tag.as_ref().and_then(|tag| tag.name.as_deref());
+            let name = ended.tag.as_ref().and_then(|tag| tag.who.name.as_deref());
             tracing::error!(
                 parent: &self.span,
                 task = ended.id.index(),

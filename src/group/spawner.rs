@@ -147,7 +147,7 @@ where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let mut spawned = Spawned::here();
-        spawned.name = Some(name);
+        spawned.who.name = Some(name);
         self.admit(spawned, f, true)
     }
 
