@@ -303,8 +303,8 @@ async fn first_error_joinset_token(n: usize) -> Duration {
 /// process holds one of the two cores (a scheduler slice is milliseconds)
 /// takes several times as long; how many such repetitions a sample
 /// catches depends on the machine's load in those seconds, not on the
-/// group, and the mean went with it (BENCHMARKS.md, "first_error in a
-/// full run").
+/// group, and the mean went with it (benches/results/LOG.md,
+/// "first_error/1000 in a full run").
 fn timed_median<F, Fut>(rt: &Runtime, iters: u64, one: F) -> Duration
 where
     F: Fn() -> Fut + Send + 'static,

@@ -2,7 +2,8 @@
 //! parked in a one-hour sleep, for `TaskGroup` and for the hand-written
 //! `JoinSet` + `CancellationToken` (Go's errgroup by hand), alternating
 //! in one process: the criterion bench `first_error` measures the same
-//! thing, and at N = 1000 disagrees with this (see BENCHMARKS.md).
+//! thing, and at N = 1000 disagrees with this (see
+//! benches/results/LOG.md, "first_error/1000 in a full run").
 //!
 //! ```sh
 //! cargo run --release --example first_error_latency

@@ -6,7 +6,7 @@
 //! no-op tasks and wait; `spawn_wait_joinset`: the same with a `JoinSet`,
 //! its plain-tokio peer; `first_error`: N tasks parked on `ctx.sleep(1 h)`,
 //! then one failing task, then `wait`) REPS times. Count it at N and at 0
-//! and divide the difference by N × REPS (BENCHMARKS.md, "Join policies"):
+//! and divide the difference by N × REPS (benches/results/LOG.md, "Join policies"):
 //!
 //! With the `tracing` feature (`--features tracing`), the group and task
 //! spans are there too; `TASKGROUP_SUBSCRIBER=registry` makes

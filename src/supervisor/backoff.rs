@@ -42,7 +42,7 @@ impl Backoff {
     /// Restart at once: no wait before any restart. The default. "At once"
     /// is the next tick of tokio's timer (1 ms), never a busy loop: a child
     /// that fails as it starts comes back about a thousand times a second,
-    /// at a few percent of a core (BENCHMARKS.md, "Supervision"), until
+    /// at a few percent of a core (BENCHMARKS.md, "Servers, supervision and services"), until
     /// the supervisor's intensity stops it (by default, at the fourth
     /// restart within 5 s).
     ///
