@@ -556,7 +556,15 @@ impl<T, E> Slots<T, E> {
         if self.own.is_empty() && self.own.capacity() > STATE_KEPT {
             self.own = Slab::new();
         }
-        if entry.timer.is_none() && self.spare.len() < STATE_KEPT && entry.ctx.is_spare() {
+        // Kept only for a task that may start while this one's slot is
+        // still counted: others run, or one waits in the queue (a group
+        // going idle lets its spares go at once).
+        let next_may_start = self.running > 1 || !self.queue.is_empty();
+        if next_may_start
+            && entry.timer.is_none()
+            && self.spare.len() < STATE_KEPT
+            && entry.ctx.is_spare()
+        {
             // Invariant 11: nobody saw it but the task, which is gone.
             self.spare.push(entry.ctx);
         } else {

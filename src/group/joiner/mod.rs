@@ -486,8 +486,8 @@ impl<T, E> fmt::Debug for Unread<T, E> {
     }
 }
 
-/// Puts finished tasks in spawn order, each mapped by `keep`: in linear
-/// time when ids are dense (all but the ones `next` handed out), by sorting
+/// Puts finished tasks in spawn order, each mapped by `keep`: as they are
+/// when they already are, in linear time when ids are dense (all but the ones `next` handed out), by sorting
 /// when they are sparse. `keep` maps before the reorder so that `wait`
 /// reorders bare values (for `T = ()`, a byte a task) rather than whole
 /// outcomes.
@@ -495,6 +495,18 @@ pub(super) fn in_spawn_order<T, E, X>(
     done: VecDeque<(TaskId, Outcome<T, E>)>,
     mut keep: impl FnMut(TaskId, Outcome<T, E>) -> Option<X>,
 ) -> Vec<X> {
+    if done
+        .iter()
+        .zip(done.iter().skip(1))
+        .all(|((a, _), (b, _))| a < b)
+    {
+        // Already in spawn order (a small group, or tasks that ended in
+        // the order they started): no reorder, one allocation at most.
+        return done
+            .into_iter()
+            .filter_map(|(id, outcome)| keep(id, outcome))
+            .collect();
+    }
     let Some((first, last)) = done
         .iter()
         .map(|(id, _)| id.0)
@@ -521,4 +533,47 @@ pub(super) fn in_spawn_order<T, E, X>(
         slots[(id.0 - first) as usize] = keep(id, outcome);
     }
     slots.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(ids: &[u64]) -> VecDeque<(TaskId, Outcome<u64, ()>)> {
+        ids.iter()
+            .map(|&id| (TaskId(id), Outcome::Ok(id)))
+            .collect()
+    }
+
+    fn ordered(ids: &[u64]) -> Vec<u64> {
+        in_spawn_order(done(ids), |_, outcome| match outcome {
+            Outcome::Ok(value) => Some(value),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn in_spawn_order_keeps_an_ordered_run_as_it_is() {
+        assert_eq!(ordered(&[]), Vec::<u64>::new());
+        assert_eq!(ordered(&[7]), [7]);
+        assert_eq!(ordered(&[0, 1, 2, 3]), [0, 1, 2, 3]);
+        // Ids `next` handed out leave gaps: still in order.
+        assert_eq!(ordered(&[2, 5, 1000]), [2, 5, 1000]);
+    }
+
+    #[test]
+    fn in_spawn_order_reorders_dense_and_sparse_ids() {
+        assert_eq!(ordered(&[3, 0, 2, 1]), [0, 1, 2, 3]);
+        assert_eq!(ordered(&[1, 0]), [0, 1]);
+        // Sparse: sorted rather than slotted.
+        assert_eq!(ordered(&[1000, 3, 500]), [3, 500, 1000]);
+    }
+
+    #[test]
+    fn in_spawn_order_leaves_out_what_keep_drops() {
+        let odd = in_spawn_order(done(&[3, 1, 2]), |id, _| (id.0 % 2 == 1).then_some(id.0));
+        assert_eq!(odd, [1, 3]);
+        let odd = in_spawn_order(done(&[1, 2, 3]), |id, _| (id.0 % 2 == 1).then_some(id.0));
+        assert_eq!(odd, [1, 3]);
+    }
 }
