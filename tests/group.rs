@@ -8,9 +8,9 @@
 //! enough".
 
 mod support;
-use support::alive_tasks;
 use support::ms;
 use support::{DropFlag, drop_flag};
+use support::{Gauge, alive_tasks, payload_str, run_until_idle};
 
 use std::any::Any;
 use std::cell::Cell;
@@ -33,44 +33,6 @@ use tokio_test::{assert_pending, assert_ready, task};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// Counts task bodies running at once, and the most ever seen.
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl Gauge {
-    fn enter(self: &Arc<Self>) -> GaugeGuard {
-        let now = self.now.fetch_add(1, SeqCst) + 1;
-        self.max.fetch_max(now, SeqCst);
-        GaugeGuard(self.clone())
-    }
-
-    fn max(&self) -> usize {
-        self.max.load(SeqCst)
-    }
-
-    fn now(&self) -> usize {
-        self.now.load(SeqCst)
-    }
-}
-
-struct GaugeGuard(Arc<Gauge>);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.now.fetch_sub(1, SeqCst);
-    }
-}
-
-/// In a paused current-thread runtime: returns once every task that can
-/// make progress has (the clock only auto-advances when the runtime is
-/// idle, and never while a blocking task runs). Advances the clock by 1 ms.
-async fn run_until_idle() {
-    sleep(ms(1)).await;
-}
 
 /// Waits (bounded, never a fixed sleep) until the runtime is back to
 /// `baseline` alive tasks.
@@ -125,14 +87,6 @@ fn quiet_expected_panics() {
     support::quiet_panics(|message| {
         message.starts_with("expected panic") || message.contains("limit must be")
     });
-}
-
-fn payload_str(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .expect("a &str or String payload")
 }
 
 fn task_failed(ctx: &Context) -> TaskFailed {
