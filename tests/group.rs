@@ -1303,7 +1303,7 @@ async fn wait_after_partial_next_reports_only_the_rest() {
 /// When `next` already handed out the first error, `wait` reports the rest:
 /// `Cancelled` when they were cancelled by it, never that error again.
 #[tokio::test(start_paused = true)]
-async fn wait_after_next_handed_out_the_first_error() {
+async fn wait_after_next_handed_out_the_first_error_reports_the_cancel_not_the_error_again() {
     let mut group = TaskGroup::<u32, String>::new();
     group.spawn(|_ctx| async {
         sleep(ms(10)).await;
@@ -1320,16 +1320,24 @@ async fn wait_after_next_handed_out_the_first_error() {
         group.wait().await,
         Err(GroupError::Cancelled(ContextError::Cancelled))
     );
+}
 
-    // wait_outcomes shows the cancelled rest.
+/// `wait_outcomes` after `next` handed out the first error shows the rest,
+/// cancelled by it.
+#[tokio::test(start_paused = true)]
+async fn wait_outcomes_after_next_handed_out_the_first_error_shows_the_cancelled_rest() {
     let mut group = TaskGroup::<u32, String>::new();
     group.spawn(|_ctx| async { Err("first".to_string()) });
     group.spawn(|_ctx| pending());
     assert!(group.next().await.unwrap().1.is_err());
     let rest = group.wait_outcomes().await;
     assert!(matches!(rest[..], [Outcome::Cancelled]));
+}
 
-    // Errors the rest returned after that cancel do not become the error.
+/// Errors the rest returned after the first error's cancel (handed out by
+/// `next`) do not become `wait`'s error.
+#[tokio::test(start_paused = true)]
+async fn errors_returned_after_the_first_errors_cancel_do_not_become_waits_error() {
     let mut group = TaskGroup::<u32, String>::new();
     let (started, running) = oneshot::channel();
     group.spawn_blocking(move |ctx| {
@@ -1346,8 +1354,11 @@ async fn wait_after_next_handed_out_the_first_error() {
         group.wait().await,
         Err(GroupError::Cancelled(ContextError::Cancelled))
     );
+}
 
-    // An Ok handed out by next leaves the error for wait.
+/// An `Ok` handed out by `next` leaves the first error for `wait`.
+#[tokio::test(start_paused = true)]
+async fn an_ok_handed_out_by_next_leaves_the_first_error_for_wait() {
     let mut group = TaskGroup::<u32, String>::new();
     group.spawn(|_ctx| async { Ok(1) });
     group.spawn(|_ctx| async {
@@ -1515,11 +1526,10 @@ fn limit_zero_panics_naming_the_limit() {
     assert!(payload_str(&*payload).contains("limit"));
 }
 
-/// When `wait` (or `wait_outcomes`) returns, the group context is
-/// cancelled, whatever the result; also after a re-raised panic.
+/// When `wait` returns, the group context is cancelled, whatever the
+/// result: here every task succeeded and the context was live until then.
 #[tokio::test(start_paused = true)]
-async fn the_group_context_is_cancelled_when_wait_returns() {
-    quiet_expected_panics();
+async fn the_group_context_is_cancelled_when_wait_returns_ok() {
     let mut group = TaskGroup::<(), String>::new();
     let ctx = group.context().clone();
     group.spawn(|_ctx| async { Ok(()) });
@@ -1527,12 +1537,23 @@ async fn the_group_context_is_cancelled_when_wait_returns() {
     assert!(!ctx.is_cancelled());
     assert_eq!(group.wait().await, Ok(vec![()]));
     assert_eq!(ctx.err(), Some(ContextError::Cancelled));
+}
 
+/// When `wait_outcomes` returns, the group context is cancelled, even for
+/// a group that never had a task.
+#[tokio::test(start_paused = true)]
+async fn the_group_context_is_cancelled_when_wait_outcomes_returns() {
     let group = TaskGroup::<(), String>::new();
     let ctx = group.context().clone();
     group.wait_outcomes().await;
     assert!(ctx.is_cancelled());
+}
 
+/// When `wait` re-raises a task's panic, the group context is cancelled
+/// too.
+#[tokio::test(start_paused = true)]
+async fn the_group_context_is_cancelled_when_wait_re_raises_a_panic() {
+    quiet_expected_panics();
     let mut group = TaskGroup::<(), String>::new();
     let ctx = group.context().clone();
     group.spawn(|_ctx| async { std::panic::panic_any("expected panic: cancel") });
