@@ -249,21 +249,26 @@ async fn limit_is_reached_and_never_exceeded() {
     assert_eq!(gauge.max(), LIMIT);
 }
 
+/// A task's future, boxed: one type for every [`blocked`] task.
+type Blocked = std::pin::Pin<Box<dyn Future<Output = Result<u32, String>> + Send>>;
+
+/// A task that takes (and keeps) one permit of `sem`, then returns `tag`.
+/// One closure type for every call, so a refused one can be spawned again.
+fn blocked(sem: Arc<Semaphore>, tag: u32) -> impl FnOnce(Context) -> Blocked {
+    move |_ctx: Context| -> Blocked {
+        Box::pin(async move {
+            sem.acquire().await.unwrap().forget();
+            Ok(tag)
+        })
+    }
+}
+
 /// TestTryGo: `try_spawn` succeeds up to the limit, gives the closure back
-/// at it, and succeeds again once a slot frees; it also refuses once the
-/// group is cancelled.
+/// at it, and succeeds again, with that closure, once a slot frees.
 #[tokio::test(start_paused = true)]
 async fn try_spawn_at_the_limit_gives_the_closure_back() {
     const N: usize = 42;
     let sem = Arc::new(Semaphore::new(0));
-    // One closure type for every call, so a refused one can be spawned again.
-    let blocked = |sem: Arc<Semaphore>, tag: u32| {
-        move |_ctx: Context| async move {
-            sem.acquire().await.unwrap().forget();
-            Ok::<u32, String>(tag)
-        }
-    };
-
     let mut group = TaskGroup::<u32, String>::builder().limit(N).build();
     for i in 0..N {
         let id = group
@@ -287,8 +292,14 @@ async fn try_spawn_at_the_limit_gives_the_closure_back() {
     assert_eq!(id.index(), N as u64, "a refused try_spawn takes no id");
     sem.add_permits(1);
     assert!(matches!(group.next().await, Some((got, Outcome::Ok(99))) if got == id));
+}
 
-    // Limit 1: one slot; running and queued tasks both fill it.
+/// Limit 1: one slot, which a running task and a queued one both fill, so
+/// `try_spawn` gives the closure back; finished, unread tasks count in
+/// `len()` but hold no slot.
+#[tokio::test(start_paused = true)]
+async fn try_spawn_counts_running_and_queued_tasks_against_the_limit_but_not_finished_ones() {
+    let sem = Arc::new(Semaphore::new(0));
     let mut group = TaskGroup::<u32, String>::builder().limit(1).build();
     assert!(group.try_spawn(blocked(sem.clone(), 1)).is_ok());
     let two = group.try_spawn(blocked(sem.clone(), 2)).unwrap_err();
@@ -304,13 +315,27 @@ async fn try_spawn_at_the_limit_gives_the_closure_back() {
     assert!(group.try_spawn(four).is_ok());
     sem.add_permits(1);
     run_until_idle().await;
+    assert_eq!(group.wait().await, Ok(vec![1, 2, 3, 4]));
+}
 
-    // Cancelled: refused, even with room.
+/// A cancelled group refuses `try_spawn` even with a free slot; `wait`
+/// still returns what its tasks finished before the cancel.
+#[tokio::test(start_paused = true)]
+async fn try_spawn_into_a_cancelled_group_is_refused_even_with_room() {
+    let sem = Arc::new(Semaphore::new(0));
+    let mut group = TaskGroup::<u32, String>::builder().limit(1).build();
+    assert!(group.try_spawn(blocked(sem.clone(), 1)).is_ok());
+    sem.add_permits(1);
+    run_until_idle().await;
+    // Finished and unread: it holds no slot, so there is room.
+    assert_eq!(group.len(), 1);
+    assert_ready!(task::spawn(group.ready()).poll());
+
     group.cancel();
     assert!(group.try_spawn(blocked(sem.clone(), 5)).is_err());
     assert_eq!(
         group.wait().await,
-        Ok(vec![1, 2, 3, 4]),
+        Ok(vec![1]),
         "all finished before the cancel"
     );
 }
@@ -1784,7 +1809,7 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
 /// `GroupError<io::Error>` is an error whose Display and source are the
 /// task's error's own: a report does not say the same thing twice.
 #[tokio::test]
-async fn group_error_display_and_source_with_io_errors() {
+async fn a_failed_groups_io_error_displays_and_sources_as_the_tasks_own() {
     let mut group = TaskGroup::<(), io::Error>::new();
     group.spawn(|_ctx| async { Err(io::Error::other(ReadFailed(DiskOnFire))) });
     let error = group.wait().await.unwrap_err();
@@ -1793,7 +1818,12 @@ async fn group_error_display_and_source_with_io_errors() {
     let io = error.into_failed().unwrap();
     assert_eq!(io.kind(), io::ErrorKind::Other);
     assert!(io.get_ref().unwrap().is::<ReadFailed>());
+}
 
+/// A cancelled `GroupError<io::Error>` says so, and its source is the
+/// context error.
+#[test]
+fn a_cancelled_group_error_displays_the_cancel_and_sources_the_context_error() {
     let cancelled = GroupError::<io::Error>::Cancelled(ContextError::DeadlineExceeded);
     assert_eq!(
         chain(&cancelled),
@@ -1806,8 +1836,12 @@ async fn group_error_display_and_source_with_io_errors() {
         cancelled.source().unwrap().downcast_ref::<ContextError>(),
         Some(&ContextError::DeadlineExceeded)
     );
+}
 
-    // `?` on a context check inside io code; the group's cause says so.
+/// `?` on a context check inside io code; the group's cause names the
+/// group, the task and the io error.
+#[tokio::test]
+async fn a_context_check_with_question_mark_in_io_code_fails_the_group_with_the_io_error() {
     let mut group = TaskGroup::<(), io::Error>::builder().name("io").build();
     let ctx = group.context().clone();
     group.spawn(|ctx| async move {
