@@ -18,6 +18,9 @@ use tokio::time::Instant;
 use tokio_test::task::spawn;
 use tokio_test::{assert_pending, assert_ready, assert_ready_eq};
 
+mod support;
+use support::{message, yields};
+
 // ---------------------------------------------------------------------------
 // Helpers
 
@@ -86,13 +89,7 @@ fn context_error_cause(ctx: &Context) -> Option<ContextError> {
 
 fn panic_message(f: impl FnOnce() + UnwindSafe) -> String {
     let payload = catch_unwind(f).expect_err("expected a panic");
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        panic!("panic payload is not a string")
-    }
+    message(&*payload)
 }
 
 /// Waits (bounded, in real time) for the next message of an after-cancel
@@ -103,12 +100,9 @@ async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option<T> {
         .expect("callback did not report within 5 s")
 }
 
-/// Lets spawned tasks run: a bounded number of scheduler turns.
-async fn settle() {
-    for _ in 0..16 {
-        tokio::task::yield_now().await;
-    }
-}
+/// Scheduler turns that let spawned tasks run (`yields(SETTLE)`): a
+/// bounded number.
+const SETTLE: u64 = 16;
 
 // ---------------------------------------------------------------------------
 // Auto traits and basic shape
@@ -1422,7 +1416,7 @@ async fn after_cancel_stop_prevents_the_call() {
     assert!(reg.stop(), "prevented the call");
     assert!(!reg.stop(), "nothing left to prevent");
     cancel.cancel();
-    settle().await;
+    yields(SETTLE).await;
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
@@ -1465,7 +1459,7 @@ async fn after_cancel_never_runs_for_background() {
     let reg = Context::background().after_cancel(move || {
         counter.fetch_add(1, Ordering::SeqCst);
     });
-    settle().await;
+    yields(SETTLE).await;
     assert_eq!(runs.load(Ordering::SeqCst), 0);
     assert!(reg.stop(), "the first stop reports it never ran");
     assert!(!reg.stop());
@@ -1481,7 +1475,7 @@ async fn after_cancel_never_runs_for_without_cancel() {
         counter.fetch_add(1, Ordering::SeqCst);
     });
     cancel.cancel();
-    settle().await;
+    yields(SETTLE).await;
     assert_eq!(runs.load(Ordering::SeqCst), 0);
     assert!(reg.stop());
 }
@@ -1506,7 +1500,7 @@ async fn after_cancel_on_dropped_uncancelled_context_never_runs() {
         counter.fetch_add(1, Ordering::SeqCst);
     });
     drop(ctx);
-    settle().await;
+    yields(SETTLE).await;
     assert_eq!(runs.load(Ordering::SeqCst), 0);
     assert!(reg.stop());
 }

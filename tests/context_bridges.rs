@@ -7,17 +7,12 @@
 mod support;
 use std::future::Future;
 use std::time::Duration;
-use support::alive_tasks;
+use support::{alive_tasks, payload_str, run_until_idle};
 
 use taskgroup::{Context, ContextDoneOwned, ContextError};
 use tokio::time::sleep;
 use tokio_test::{assert_pending, assert_ready, task};
 use tokio_util::sync::CancellationToken;
-
-/// Lets every task that can run, run (paused, current-thread runtime).
-async fn run_until_idle() {
-    sleep(Duration::from_millis(1)).await;
-}
 
 fn assert_static_send_sync<F: Future<Output = ()> + Send + Sync + Unpin + 'static>(f: F) -> F {
     f
@@ -135,11 +130,7 @@ fn with_token_on_a_cancelled_token_is_born_cancelled_without_a_runtime() {
 fn with_token_outside_a_runtime_panics_naming_it() {
     let token = CancellationToken::new();
     let panic = std::panic::catch_unwind(|| Context::background().with_token(&token)).unwrap_err();
-    let text = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default();
+    let text = payload_str(&*panic);
     assert!(
         text.contains("with_token") && text.contains("runtime"),
         "{text}"
@@ -213,11 +204,7 @@ fn with_token_child_outlives_the_runtime_it_was_made_on() {
     let (first, child) = with_token_on_a_runtime_of_its_own(&token);
     let grandchild = child.with_value("request 7");
     drop(first);
-    let second = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let second = support::multi_thread(2);
     second.block_on(async {
         let waiter = tokio::spawn({
             let grandchild = grandchild.clone();

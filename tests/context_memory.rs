@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use taskgroup::{CancelHandle, Context, ContextError};
 
+mod support;
+use support::rss_bytes;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -25,21 +28,6 @@ const RSS_BOUND: i64 = 16 * MIB;
 const WARM_UP: usize = 100_000;
 const CHILDREN: usize = 1_000_000;
 const CHAIN: usize = 1_000_000;
-
-/// The resident set size of this process, from `/proc/self/status`.
-fn rss_bytes() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("VmRSS line");
-    let kib: i64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("VmRSS in kB");
-    kib * 1024
-}
 
 fn mib(bytes: i64) -> f64 {
     bytes as f64 / MIB as f64
@@ -68,13 +56,13 @@ fn million_short_lived_cancel_children_of_one_root_keep_rss_flat() {
     for i in 0..WARM_UP {
         churn_cancel_child(&root, i);
     }
-    let before = rss_bytes();
+    let before = rss_bytes() as i64;
     let start = Instant::now();
     for i in 0..CHILDREN {
         churn_cancel_child(&root, i);
     }
     let elapsed = start.elapsed();
-    let growth = rss_bytes() - before;
+    let growth = rss_bytes() as i64 - before;
     eprintln!(
         "with_cancel: {CHILDREN} children in {elapsed:?} ({:.0} ns each), RSS growth {:.2} MiB (from {:.1} MiB)",
         elapsed.as_nanos() as f64 / CHILDREN as f64,
@@ -123,11 +111,7 @@ fn churn_timeout_child(root: &Context, i: usize) {
 #[test]
 fn million_short_lived_timeout_children_keep_rss_flat_and_release_timers() {
     let _serial = serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::multi_thread(2);
     rt.block_on(async {
         let metrics = tokio::runtime::Handle::current().metrics();
         let baseline = metrics.num_alive_tasks();
@@ -140,7 +124,7 @@ fn million_short_lived_timeout_children_keep_rss_flat_and_release_timers() {
             }
         }
         assert_eq!(settle_tasks(baseline).await, baseline);
-        let before = rss_bytes();
+        let before = rss_bytes() as i64;
         let start = Instant::now();
         let mut peak_alive = 0;
         for i in 0..CHILDREN {
@@ -160,7 +144,7 @@ fn million_short_lived_timeout_children_keep_rss_flat_and_release_timers() {
         let elapsed = start.elapsed();
         let alive = settle_tasks(baseline).await;
         let settled = start.elapsed() - elapsed;
-        let growth = rss_bytes() - before;
+        let growth = rss_bytes() as i64 - before;
         eprintln!(
             "with_timeout: {CHILDREN} children in {elapsed:?} ({:.0} ns each), timers settled in {settled:?} \
              (peak {peak_alive} alive), RSS growth {:.2} MiB (from {:.1} MiB)",

@@ -25,6 +25,9 @@ use proptest::prelude::*;
 use taskgroup::{AfterCancel, CancelHandle, Context, ContextError};
 use tokio::time::Instant;
 
+mod support;
+use support::yields;
+
 /// Cases per property: each is up to 40 operations, checked on every node
 /// after each one.
 const CASES: u32 = 1_000;
@@ -243,12 +246,9 @@ fn observed_cause(ctx: &Context) -> Option<ModelCauseKind> {
     Some(ModelCauseKind::Context(*error))
 }
 
-/// Lets timer tasks and `after_cancel` callbacks run.
-async fn settle() {
-    for _ in 0..8 {
-        tokio::task::yield_now().await;
-    }
-}
+/// Scheduler turns that let timer tasks and `after_cancel` callbacks run
+/// (`yields(SETTLE)`).
+const SETTLE: u64 = 8;
 
 async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let start = Instant::now();
@@ -396,7 +396,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.advance(ms as i64);
             }
         }
-        settle().await;
+        yields(SETTLE).await;
         check(&model, &real, &regs, step, at)?;
     }
     Ok(())

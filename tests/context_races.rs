@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use taskgroup::{CancelHandle, Context, ContextError};
 
+mod support;
+use support::multi_thread;
+
 /// A cause that says who cancelled which node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("cancelled by {by} at node {node}")]
@@ -70,14 +73,6 @@ impl Rng {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 // ---------------------------------------------------------------------------
 
 /// Every child created while the parent is being cancelled reports `err()`
@@ -91,7 +86,7 @@ fn cancel_racing_child_creation_never_misses_a_child() {
         Duration::from_secs(60),
         || {
             const ROUNDS: usize = 2_000;
-            let rt = runtime();
+            let rt = multi_thread(2);
             let (mut linked, mut born) = (0usize, 0usize);
             for round in 0..ROUNDS {
                 let (root, _keep_root) = Context::background().with_cancel();
@@ -437,7 +432,7 @@ fn after_cancel_racing_cancel_runs_each_callback_exactly_once() {
         || {
             const ROUNDS: usize = 2_000;
             const PER_ROUND: usize = 8;
-            let rt = runtime();
+            let rt = multi_thread(2);
             let runs: Arc<Vec<AtomicU8>> =
                 Arc::new((0..ROUNDS * PER_ROUND).map(|_| AtomicU8::new(0)).collect());
             let early = Arc::new(AtomicBool::new(false));

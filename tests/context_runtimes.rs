@@ -11,6 +11,9 @@ use taskgroup::{CancelHandle, Context, ContextError};
 use tokio::runtime::{Builder, Runtime};
 use tokio::time::Instant;
 
+mod support;
+use support::multi_thread;
+
 const DEADLINE: Duration = Duration::from_millis(30);
 /// Far past the deadline: reaching it means the deadline never fired.
 const HANG: Duration = Duration::from_secs(10);
@@ -20,14 +23,6 @@ fn current_thread() -> Runtime {
         .enable_all()
         .build()
         .expect("a current_thread runtime")
-}
-
-fn multi_thread() -> Runtime {
-    Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a multi_thread runtime")
 }
 
 /// A context with a deadline `DEADLINE` from now, made on `runtime`.
@@ -51,7 +46,7 @@ fn done_at_the_deadline(runtime: &Runtime, ctx: &Context) {
 
 #[test]
 fn a_deadline_made_on_a_dropped_runtime_fires_on_the_runtime_that_waits() {
-    let a = multi_thread();
+    let a = multi_thread(2);
     let (ctx, _cancel) = deadline_on(&a);
     drop(a);
     done_at_the_deadline(&current_thread(), &ctx);
@@ -61,7 +56,7 @@ fn a_deadline_made_on_a_dropped_runtime_fires_on_the_runtime_that_waits() {
 fn a_deadline_made_on_a_current_thread_runtime_nobody_drives_fires_elsewhere() {
     let a = current_thread();
     let (ctx, _cancel) = deadline_on(&a);
-    done_at_the_deadline(&multi_thread(), &ctx);
+    done_at_the_deadline(&multi_thread(2), &ctx);
     drop(a);
 }
 
@@ -70,7 +65,7 @@ fn a_deadline_made_on_a_current_thread_runtime_nobody_drives_fires_elsewhere() {
 fn a_waiter_already_parked_when_the_deadline_runtime_is_dropped_still_ends() {
     let a = current_thread();
     let (ctx, _cancel) = deadline_on(&a);
-    let b = multi_thread();
+    let b = multi_thread(2);
     let waiter = b.spawn({
         let ctx = ctx.clone();
         async move { ctx.done().await }
@@ -178,7 +173,7 @@ async fn a_deadline_awaited_on_its_own_runtime_fires_at_the_deadline() {
 /// not panic; it ends when the deadline's own runtime fires it.
 #[test]
 fn a_waiter_polled_outside_a_runtime_relies_on_the_serving_runtime() {
-    let a = multi_thread();
+    let a = multi_thread(2);
     let (ctx, _cancel) = deadline_on(&a);
     let mut done = tokio_test::task::spawn(ctx.done());
     assert!(done.poll().is_pending());
@@ -195,7 +190,7 @@ fn a_waiter_polled_outside_a_runtime_relies_on_the_serving_runtime() {
 /// serving runtime, and neither panics nor hangs while that one is alive.
 #[test]
 fn a_waiter_on_a_runtime_without_timers_relies_on_the_serving_runtime() {
-    let a = multi_thread();
+    let a = multi_thread(2);
     let (ctx, _cancel) = deadline_on(&a);
     let (tx, rx) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn({

@@ -8,9 +8,9 @@
 //! enough".
 
 mod support;
-use support::alive_tasks;
 use support::ms;
 use support::{DropFlag, drop_flag};
+use support::{Gauge, alive_tasks, payload_str, run_until_idle};
 
 use std::any::Any;
 use std::cell::Cell;
@@ -33,44 +33,6 @@ use tokio_test::{assert_pending, assert_ready, task};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// Counts task bodies running at once, and the most ever seen.
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl Gauge {
-    fn enter(self: &Arc<Self>) -> GaugeGuard {
-        let now = self.now.fetch_add(1, SeqCst) + 1;
-        self.max.fetch_max(now, SeqCst);
-        GaugeGuard(self.clone())
-    }
-
-    fn max(&self) -> usize {
-        self.max.load(SeqCst)
-    }
-
-    fn now(&self) -> usize {
-        self.now.load(SeqCst)
-    }
-}
-
-struct GaugeGuard(Arc<Gauge>);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.now.fetch_sub(1, SeqCst);
-    }
-}
-
-/// In a paused current-thread runtime: returns once every task that can
-/// make progress has (the clock only auto-advances when the runtime is
-/// idle, and never while a blocking task runs). Advances the clock by 1 ms.
-async fn run_until_idle() {
-    sleep(ms(1)).await;
-}
 
 /// Waits (bounded, never a fixed sleep) until the runtime is back to
 /// `baseline` alive tasks.
@@ -125,14 +87,6 @@ fn quiet_expected_panics() {
     support::quiet_panics(|message| {
         message.starts_with("expected panic") || message.contains("limit must be")
     });
-}
-
-fn payload_str(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .expect("a &str or String payload")
 }
 
 fn task_failed(ctx: &Context) -> TaskFailed {
@@ -295,21 +249,26 @@ async fn limit_is_reached_and_never_exceeded() {
     assert_eq!(gauge.max(), LIMIT);
 }
 
+/// A task's future, boxed: one type for every [`blocked`] task.
+type Blocked = std::pin::Pin<Box<dyn Future<Output = Result<u32, String>> + Send>>;
+
+/// A task that takes (and keeps) one permit of `sem`, then returns `tag`.
+/// One closure type for every call, so a refused one can be spawned again.
+fn blocked(sem: Arc<Semaphore>, tag: u32) -> impl FnOnce(Context) -> Blocked {
+    move |_ctx: Context| -> Blocked {
+        Box::pin(async move {
+            sem.acquire().await.unwrap().forget();
+            Ok(tag)
+        })
+    }
+}
+
 /// TestTryGo: `try_spawn` succeeds up to the limit, gives the closure back
-/// at it, and succeeds again once a slot frees; it also refuses once the
-/// group is cancelled.
+/// at it, and succeeds again, with that closure, once a slot frees.
 #[tokio::test(start_paused = true)]
 async fn try_spawn_at_the_limit_gives_the_closure_back() {
     const N: usize = 42;
     let sem = Arc::new(Semaphore::new(0));
-    // One closure type for every call, so a refused one can be spawned again.
-    let blocked = |sem: Arc<Semaphore>, tag: u32| {
-        move |_ctx: Context| async move {
-            sem.acquire().await.unwrap().forget();
-            Ok::<u32, String>(tag)
-        }
-    };
-
     let mut group = TaskGroup::<u32, String>::builder().limit(N).build();
     for i in 0..N {
         let id = group
@@ -333,8 +292,14 @@ async fn try_spawn_at_the_limit_gives_the_closure_back() {
     assert_eq!(id.index(), N as u64, "a refused try_spawn takes no id");
     sem.add_permits(1);
     assert!(matches!(group.next().await, Some((got, Outcome::Ok(99))) if got == id));
+}
 
-    // Limit 1: one slot; running and queued tasks both fill it.
+/// Limit 1: one slot, which a running task and a queued one both fill, so
+/// `try_spawn` gives the closure back; finished, unread tasks count in
+/// `len()` but hold no slot.
+#[tokio::test(start_paused = true)]
+async fn try_spawn_counts_running_and_queued_tasks_against_the_limit_but_not_finished_ones() {
+    let sem = Arc::new(Semaphore::new(0));
     let mut group = TaskGroup::<u32, String>::builder().limit(1).build();
     assert!(group.try_spawn(blocked(sem.clone(), 1)).is_ok());
     let two = group.try_spawn(blocked(sem.clone(), 2)).unwrap_err();
@@ -350,13 +315,27 @@ async fn try_spawn_at_the_limit_gives_the_closure_back() {
     assert!(group.try_spawn(four).is_ok());
     sem.add_permits(1);
     run_until_idle().await;
+    assert_eq!(group.wait().await, Ok(vec![1, 2, 3, 4]));
+}
 
-    // Cancelled: refused, even with room.
+/// A cancelled group refuses `try_spawn` even with a free slot; `wait`
+/// still returns what its tasks finished before the cancel.
+#[tokio::test(start_paused = true)]
+async fn try_spawn_into_a_cancelled_group_is_refused_even_with_room() {
+    let sem = Arc::new(Semaphore::new(0));
+    let mut group = TaskGroup::<u32, String>::builder().limit(1).build();
+    assert!(group.try_spawn(blocked(sem.clone(), 1)).is_ok());
+    sem.add_permits(1);
+    run_until_idle().await;
+    // Finished and unread: it holds no slot, so there is room.
+    assert_eq!(group.len(), 1);
+    assert_ready!(task::spawn(group.ready()).poll());
+
     group.cancel();
     assert!(group.try_spawn(blocked(sem.clone(), 5)).is_err());
     assert_eq!(
         group.wait().await,
-        Ok(vec![1, 2, 3, 4]),
+        Ok(vec![1]),
         "all finished before the cancel"
     );
 }
@@ -1349,7 +1328,7 @@ async fn wait_after_partial_next_reports_only_the_rest() {
 /// When `next` already handed out the first error, `wait` reports the rest:
 /// `Cancelled` when they were cancelled by it, never that error again.
 #[tokio::test(start_paused = true)]
-async fn wait_after_next_handed_out_the_first_error() {
+async fn wait_after_next_handed_out_the_first_error_reports_the_cancel_not_the_error_again() {
     let mut group = TaskGroup::<u32, String>::new();
     group.spawn(|_ctx| async {
         sleep(ms(10)).await;
@@ -1366,16 +1345,24 @@ async fn wait_after_next_handed_out_the_first_error() {
         group.wait().await,
         Err(GroupError::Cancelled(ContextError::Cancelled))
     );
+}
 
-    // wait_outcomes shows the cancelled rest.
+/// `wait_outcomes` after `next` handed out the first error shows the rest,
+/// cancelled by it.
+#[tokio::test(start_paused = true)]
+async fn wait_outcomes_after_next_handed_out_the_first_error_shows_the_cancelled_rest() {
     let mut group = TaskGroup::<u32, String>::new();
     group.spawn(|_ctx| async { Err("first".to_string()) });
     group.spawn(|_ctx| pending());
     assert!(group.next().await.unwrap().1.is_err());
     let rest = group.wait_outcomes().await;
     assert!(matches!(rest[..], [Outcome::Cancelled]));
+}
 
-    // Errors the rest returned after that cancel do not become the error.
+/// Errors the rest returned after the first error's cancel (handed out by
+/// `next`) do not become `wait`'s error.
+#[tokio::test(start_paused = true)]
+async fn errors_returned_after_the_first_errors_cancel_do_not_become_waits_error() {
     let mut group = TaskGroup::<u32, String>::new();
     let (started, running) = oneshot::channel();
     group.spawn_blocking(move |ctx| {
@@ -1392,8 +1379,11 @@ async fn wait_after_next_handed_out_the_first_error() {
         group.wait().await,
         Err(GroupError::Cancelled(ContextError::Cancelled))
     );
+}
 
-    // An Ok handed out by next leaves the error for wait.
+/// An `Ok` handed out by `next` leaves the first error for `wait`.
+#[tokio::test(start_paused = true)]
+async fn an_ok_handed_out_by_next_leaves_the_first_error_for_wait() {
     let mut group = TaskGroup::<u32, String>::new();
     group.spawn(|_ctx| async { Ok(1) });
     group.spawn(|_ctx| async {
@@ -1561,11 +1551,10 @@ fn limit_zero_panics_naming_the_limit() {
     assert!(payload_str(&*payload).contains("limit"));
 }
 
-/// When `wait` (or `wait_outcomes`) returns, the group context is
-/// cancelled, whatever the result; also after a re-raised panic.
+/// When `wait` returns, the group context is cancelled, whatever the
+/// result: here every task succeeded and the context was live until then.
 #[tokio::test(start_paused = true)]
-async fn the_group_context_is_cancelled_when_wait_returns() {
-    quiet_expected_panics();
+async fn the_group_context_is_cancelled_when_wait_returns_ok() {
     let mut group = TaskGroup::<(), String>::new();
     let ctx = group.context().clone();
     group.spawn(|_ctx| async { Ok(()) });
@@ -1573,12 +1562,23 @@ async fn the_group_context_is_cancelled_when_wait_returns() {
     assert!(!ctx.is_cancelled());
     assert_eq!(group.wait().await, Ok(vec![()]));
     assert_eq!(ctx.err(), Some(ContextError::Cancelled));
+}
 
+/// When `wait_outcomes` returns, the group context is cancelled, even for
+/// a group that never had a task.
+#[tokio::test(start_paused = true)]
+async fn the_group_context_is_cancelled_when_wait_outcomes_returns() {
     let group = TaskGroup::<(), String>::new();
     let ctx = group.context().clone();
     group.wait_outcomes().await;
     assert!(ctx.is_cancelled());
+}
 
+/// When `wait` re-raises a task's panic, the group context is cancelled
+/// too.
+#[tokio::test(start_paused = true)]
+async fn the_group_context_is_cancelled_when_wait_re_raises_a_panic() {
+    quiet_expected_panics();
     let mut group = TaskGroup::<(), String>::new();
     let ctx = group.context().clone();
     group.spawn(|_ctx| async { std::panic::panic_any("expected panic: cancel") });
@@ -1809,7 +1809,7 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
 /// `GroupError<io::Error>` is an error whose Display and source are the
 /// task's error's own: a report does not say the same thing twice.
 #[tokio::test]
-async fn group_error_display_and_source_with_io_errors() {
+async fn a_failed_groups_io_error_displays_and_sources_as_the_tasks_own() {
     let mut group = TaskGroup::<(), io::Error>::new();
     group.spawn(|_ctx| async { Err(io::Error::other(ReadFailed(DiskOnFire))) });
     let error = group.wait().await.unwrap_err();
@@ -1818,7 +1818,12 @@ async fn group_error_display_and_source_with_io_errors() {
     let io = error.into_failed().unwrap();
     assert_eq!(io.kind(), io::ErrorKind::Other);
     assert!(io.get_ref().unwrap().is::<ReadFailed>());
+}
 
+/// A cancelled `GroupError<io::Error>` says so, and its source is the
+/// context error.
+#[test]
+fn a_cancelled_group_error_displays_the_cancel_and_sources_the_context_error() {
     let cancelled = GroupError::<io::Error>::Cancelled(ContextError::DeadlineExceeded);
     assert_eq!(
         chain(&cancelled),
@@ -1831,8 +1836,12 @@ async fn group_error_display_and_source_with_io_errors() {
         cancelled.source().unwrap().downcast_ref::<ContextError>(),
         Some(&ContextError::DeadlineExceeded)
     );
+}
 
-    // `?` on a context check inside io code; the group's cause says so.
+/// `?` on a context check inside io code; the group's cause names the
+/// group, the task and the io error.
+#[tokio::test]
+async fn a_context_check_with_question_mark_in_io_code_fails_the_group_with_the_io_error() {
     let mut group = TaskGroup::<(), io::Error>::builder().name("io").build();
     let ctx = group.context().clone();
     group.spawn(|ctx| async move {

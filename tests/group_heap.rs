@@ -146,18 +146,8 @@ fn an_idle_group_frees_its_closure_queue_and_finished_outcomes_after_a_burst() {
 fn a_discard_group_that_ran_a_million_tasks_unread_holds_no_more_than_a_new_one() {
     const TASKS: usize = 1_000_000;
     const BURST: usize = 10_000;
-    let previous = std::sync::Arc::new(std::panic::take_hook());
-    let default = previous.clone();
-    std::panic::set_hook(Box::new(move |info| {
-        // The tasks' panics are expected; anything else is reported.
-        let ours = info
-            .payload()
-            .downcast_ref::<String>()
-            .is_some_and(|s| s.starts_with("task "));
-        if !ours {
-            default(info);
-        }
-    }));
+    // The tasks' panics are expected; anything else is reported.
+    support::quiet_panics(|message| message.starts_with("task "));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -214,6 +204,4 @@ fn a_discard_group_that_ran_a_million_tasks_unread_holds_no_more_than_a_new_one(
         assert_eq!(tally.failed(), 1000);
         assert_eq!(tally.panicked(), 1000);
     });
-    drop(std::panic::take_hook());
-    drop(previous);
 }

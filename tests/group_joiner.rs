@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use support::eventually;
+use support::{eventually, multi_thread};
 use taskgroup::{
     AllFailed, CancelHandle, Cause, Context, ContextError, Decision, FirstOk, Joiner, Outcome,
     Supervise, TaskGroup, TaskId, Unread, hedge,
@@ -91,14 +91,6 @@ impl<T, E> Joiner<T, E> for Recorder {
             .map(|(id, outcome)| (id.index(), kind(&outcome)))
             .collect()
     }
-}
-
-fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 // ---------------------------------------------------------------------------

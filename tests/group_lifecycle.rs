@@ -9,6 +9,9 @@ use std::time::Duration;
 use taskgroup::{Context, ContextError, GroupError, Outcome, Supervise, TaskFailed, TaskGroup};
 use tokio::time::{Instant, sleep};
 
+mod support;
+use support::DropFlag;
+
 const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(start_paused = true)]
@@ -214,7 +217,7 @@ async fn a_shield_whose_budget_runs_out_is_dropped_with_deadline_exceeded() {
     let start = Instant::now();
     let out = ctx
         .shield(Duration::from_millis(100), |_ctx| async move {
-            let _guard = support_drop(flag);
+            let _guard = DropFlag(flag);
             sleep(HOUR).await;
         })
         .await;
@@ -230,7 +233,7 @@ async fn a_shielded_section_outlives_a_dropped_group_by_at_most_its_budget() {
     let mut group = TaskGroup::<(), ContextError>::new();
     let (f, d) = (finished.clone(), dropped.clone());
     group.spawn(move |ctx| async move {
-        let _guard = support_drop(d);
+        let _guard = DropFlag(d);
         ctx.shield(Duration::from_secs(1), |ctx| async move {
             let ok = ctx.sleep(Duration::from_millis(500)).await;
             f.store(ok.is_ok(), Ordering::SeqCst);
@@ -311,7 +314,7 @@ async fn a_callers_select_dropping_a_shield_outside_a_group_still_wins() {
     let start = Instant::now();
     tokio::select! {
         _ = ctx.shield(HOUR, |_ctx| async move {
-            let _guard = support_drop(flag);
+            let _guard = DropFlag(flag);
             sleep(HOUR).await;
         }) => unreachable!("the shield's section sleeps an hour"),
         () = sleep(Duration::from_millis(5)) => {}
@@ -381,11 +384,7 @@ async fn a_panic_inside_a_shielded_section_is_the_tasks_panic() {
 /// always finishes, and the task is always dropped or returns, never hangs.
 #[test]
 fn cancel_racing_shield_entry_and_exit_never_drops_a_section_or_hangs() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::multi_thread(4);
     rt.block_on(async {
         for round in 0..3000 {
             let finished = Arc::new(AtomicUsize::new(0));
@@ -420,16 +419,4 @@ fn cancel_racing_shield_entry_and_exit_never_drops_a_section_or_hangs() {
             );
         }
     });
-}
-
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn support_drop(flag: Arc<AtomicBool>) -> DropFlag {
-    DropFlag(flag)
 }

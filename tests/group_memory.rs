@@ -5,19 +5,7 @@
 use taskgroup::TaskGroup;
 
 mod support;
-use support::{alive_tasks, eventually};
-
-/// The resident set size of this process, from `/proc/self/status`.
-fn rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let kib: usize = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("VmRSS in kB");
-    kib * 1024
-}
+use support::{alive_tasks, eventually, rss_bytes};
 
 /// A finished group frees its runner and the ended cells it keeps for
 /// reuse: they must not keep each other alive. 10,000 groups of 64 tasks

@@ -34,8 +34,8 @@
 //! checks that depend on a total order are relaxed as noted.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -44,6 +44,9 @@ use taskgroup::{
     AllFailed, CancelHandle, Context, FailFast, FirstOk, GroupError, Joiner, Outcome, Supervise,
     TaskFailed, TaskGroup,
 };
+
+mod support;
+use support::yields;
 
 /// Cases for the current-thread, paused-time property.
 const PAUSED_CASES: u32 = 4_000;
@@ -282,25 +285,7 @@ fn panic_payload(task: usize) -> String {
 }
 
 fn quiet_model_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let ours = info
-                .payload()
-                .downcast_ref::<String>()
-                .is_some_and(|s| s.starts_with("model panic"));
-            if !ours {
-                default(info);
-            }
-        }));
-    });
-}
-
-async fn yields(n: u64) {
-    for _ in 0..n {
-        tokio::task::yield_now().await;
-    }
+    support::quiet_panics(|message| message.starts_with("model panic"));
 }
 
 /// A delay: paused milliseconds on the current-thread runtime, yields on
@@ -970,11 +955,7 @@ fn run_paused(s: &Scenario) -> Result<(), TestCaseError> {
 
 fn run_multi_thread(s: &Scenario) -> Result<(), TestCaseError> {
     quiet_model_panics();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::multi_thread(2);
     runtime.block_on(drive(s, false))
 }
 

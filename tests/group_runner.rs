@@ -18,7 +18,6 @@
 //! rerun it with `TASKGROUP_STRESS_SEED=<seed>`, and change its number of
 //! rounds with `TASKGROUP_STRESS_ROUNDS`.
 
-use std::any::Any;
 use std::future::{Future, pending};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -32,7 +31,10 @@ use taskgroup::{Context, ContextError, GroupError, Outcome, TaskFailed, TaskGrou
 
 mod support;
 use support::ms;
-use support::{Rng, alive_tasks, eventually, rounds, seed_from_env_or_clock};
+use support::{
+    DropCounter, Rng, SeedReport, Token, alive_tasks, eventually, payload_str, rounds,
+    seed_from_env_or_clock,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 // ---------------------------------------------------------------------------
@@ -41,15 +43,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// The runner's turn: a shard polls at most this many cells before it
 /// yields to tokio.
 const TURN: usize = 128;
-
-/// Counts its drops: how many task futures were dropped.
-struct DropCounter(Arc<AtomicUsize>);
-
-impl Drop for DropCounter {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-    }
-}
 
 /// Counts its drop, then panics: a task whose destructor panics.
 struct PanicOnDrop {
@@ -103,14 +96,6 @@ fn quiet_expected_panics() {
     support::quiet_panics(|message| {
         message.starts_with("expected panic") || message.contains("own tasks")
     });
-}
-
-fn payload_str(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("")
 }
 
 /// A short name for an outcome, for messages.
@@ -1091,11 +1076,7 @@ fn runtime_shutdown_drops_parked_queued_and_woken_tasks() {
     const BUSY: usize = 200;
     const WOKEN: usize = 500;
     const TASKS: usize = PARKED + BUSY + WOKEN;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::multi_thread(2);
     let drops = Arc::new(AtomicUsize::new(0));
     let started = Arc::new(AtomicUsize::new(0));
     let bell = Arc::new(tokio::sync::Notify::new());
@@ -1192,11 +1173,7 @@ fn shut_down_with_a_batch_in_hand<G: Send + 'static>(
     group: &mut TaskGroup<(), String>,
     guard: impl Fn() -> G,
 ) -> usize {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::multi_thread(2);
     let sleeping = Arc::new(AtomicUsize::new(0));
     runtime.block_on(async {
         let (parked_tx, parked_rx) = oneshot::channel();
@@ -1319,14 +1296,14 @@ fn a_cancel_after_the_runtime_shut_down_drops_no_task_future_on_its_thread() {
 
 /// A runtime of the given flavor (multi-thread: 2 workers).
 fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
-    let mut builder = if multi_thread {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(2);
-        builder
+    if multi_thread {
+        support::multi_thread(2)
     } else {
         tokio::runtime::Builder::new_current_thread()
-    };
-    builder.enable_all().build().unwrap()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
 }
 
 /// A group outlives the runtime its tasks ran on: a task run there and
@@ -1548,45 +1525,11 @@ async fn panics_while_a_cancel_drops_parked_tasks_are_each_reported() {
 // ---------------------------------------------------------------------------
 // 9. Randomized stress across threads
 
-/// Prints the seed if the test panics while it is alive.
-struct SeedReport {
-    seed: u64,
-    round: usize,
-}
-
-impl Drop for SeedReport {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "runner stress failed in round {}: rerun with TASKGROUP_STRESS_SEED={}",
-                self.round, self.seed
-            );
-        }
-    }
-}
-
 /// How a task ended, as it recorded just before returning or panicking.
 const RUNNING: u8 = 0;
 const RETURNED_OK: u8 = 1;
 const RETURNED_ERR: u8 = 2;
 const PANICKING: u8 = 3;
-
-/// Held by a task's closure, then by its future: counts user code the
-/// group has not dropped yet.
-struct Token(Arc<AtomicUsize>);
-
-impl Token {
-    fn new(alive: &Arc<AtomicUsize>) -> Token {
-        alive.fetch_add(1, SeqCst);
-        Token(alive.clone())
-    }
-}
-
-impl Drop for Token {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
-    }
-}
 
 /// What a stress task does before it ends.
 #[derive(Clone, Copy, Debug)]
@@ -1633,7 +1576,11 @@ async fn randomized_wakes_cancels_and_drops_across_threads_lose_no_task() {
     quiet_expected_panics();
     let seed = seed_from_env_or_clock();
     let mut rng = Rng::new(seed);
-    let mut report = SeedReport { seed, round: 0 };
+    let mut report = SeedReport {
+        test: "runner stress",
+        seed,
+        round: 0,
+    };
     let baseline = alive_tasks();
     // A fixed count, not a time budget: a loaded machine takes longer, and
     // never plays fewer rounds (about 2 s on a quiet 2-core machine).

@@ -23,7 +23,7 @@ use taskgroup::TaskGroup;
 use tokio::task::JoinSet;
 
 mod support;
-use support::alive_tasks;
+use support::{DropCounter, alive_tasks, multi_thread};
 
 fn rounds() -> usize {
     std::env::var("ROUNDS")
@@ -65,14 +65,6 @@ async fn run_all<T: Send + 'static>(side: Side, jobs: Vec<Job<T>>) -> Vec<T> {
             done.into_iter().map(|(_, value)| value).collect()
         }
     }
-}
-
-fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// How long a job waits for what it expects before it gives up: far more
@@ -131,7 +123,7 @@ impl Running {
 /// takes only its share of the ready tasks, and the rest of its own queue
 /// is stolen by idle shards (runner invariant 11).
 fn cpu_bound_tasks_run_on_every_worker(workers: usize) {
-    let rt = runtime(workers);
+    let rt = multi_thread(workers);
     for k in [2, 4, 8, 17, 24] {
         let target = k.min(workers);
         for side in SIDES {
@@ -163,7 +155,7 @@ fn cpu_bound_tasks_run_on_every_worker_of_eight() {
 /// task's worker may be the one still waiting).
 #[test]
 fn cpu_bound_tasks_spawned_from_a_task_run_on_every_worker_of_eight() {
-    let rt = runtime(8);
+    let rt = multi_thread(8);
     for k in [2, 4, 8, 17, 24] {
         let target = k.min(8) - 1;
         for side in SIDES {
@@ -188,7 +180,7 @@ fn cpu_bound_tasks_spawned_from_a_task_run_on_every_worker_of_eight() {
 /// task would, and A hears from it: the first shard takes only its share
 /// of the two, and the second shard takes the other.
 fn a_task_waiting_synchronously_for_a_later_sibling_hears_from_it(from_a_task: bool) {
-    let rt = runtime(2);
+    let rt = multi_thread(2);
     for round in 0..20 {
         for side in SIDES {
             let (tx, rx) = mpsc::channel::<()>();
@@ -230,7 +222,7 @@ fn a_task_waiting_synchronously_for_a_later_sibling_hears_from_it_spawned_from_a
 #[test]
 fn block_in_place_leaves_every_worker_to_the_siblings() {
     const SIBLINGS: usize = 200;
-    let rt = runtime(2);
+    let rt = multi_thread(2);
     for side in SIDES {
         let running = Arc::new(Running::default());
         let finished = Arc::new(AtomicUsize::new(0));
@@ -437,7 +429,7 @@ fn steals_racing_a_cancel_lose_no_task(workers: usize) {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(300);
-    let rt = runtime(workers);
+    let rt = multi_thread(workers);
     let seed = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
     let next = || {
         // xorshift: which task spins, yields, nests; when the cancel comes.
@@ -456,7 +448,7 @@ fn steals_racing_a_cancel_lose_no_task(workers: usize) {
             let before = alive_tasks();
             let mut group = TaskGroup::<usize, String>::new();
             for task in 0..TASKS {
-                let guard = DropCount(drops.clone());
+                let guard = DropCounter(drops.clone());
                 let bits = pick.rotate_left(task as u32);
                 group.spawn(move |ctx| async move {
                     let _guard = guard;
@@ -506,14 +498,6 @@ fn steals_racing_a_cancel_lose_no_task(workers: usize) {
             TASKS,
             "round {round}: a future outlived wait_outcomes"
         );
-    }
-}
-
-struct DropCount(Arc<AtomicUsize>);
-
-impl Drop for DropCount {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
     }
 }
 
@@ -579,7 +563,7 @@ async fn task_info_current_in_a_scope_names_the_task_awaiting_it() {
 #[test]
 fn a_parent_cancel_racing_the_end_never_makes_wait_wait_for_the_grace() {
     use taskgroup::Context;
-    let rt = runtime(2);
+    let rt = multi_thread(2);
     let rounds = std::env::var("TASKGROUP_STRESS_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())

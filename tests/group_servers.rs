@@ -376,15 +376,21 @@ async fn a_blocking_task_cancelled_on_its_own_must_notice() {
     assert_eq!(joined.expect("the blocking task noticed"), Ok(vec![5]));
 }
 
+/// Without a grace, a task cancelled on its own is dropped at once: `next`
+/// shows it `Cancelled`.
 #[tokio::test]
-async fn next_and_wait_outcomes_show_the_err_of_a_task_cancelled_on_its_own() {
-    // Without a grace it is dropped at once: `Cancelled`.
+async fn next_shows_a_task_cancelled_on_its_own_without_a_grace_as_cancelled() {
     let mut group = TaskGroup::<u32, String>::new();
     let (id, ctx) = spawn_watcher(&mut group);
     ctx.await.unwrap();
     assert!(group.cancel_task(id));
     assert!(matches!(group.next().await, Some((ended, Outcome::Cancelled)) if ended == id));
-    // With a grace it ends as it returns: its `Err`, shown as it is.
+}
+
+/// With a grace, a task cancelled on its own ends as it returns: `next`
+/// shows its `Err` as it is.
+#[tokio::test]
+async fn next_shows_the_err_of_a_task_cancelled_on_its_own_within_a_grace() {
     let mut group = graceful();
     let (id, ctx) = spawn_watcher(&mut group);
     ctx.await.unwrap();
@@ -395,7 +401,12 @@ async fn next_and_wait_outcomes_show_the_err_of_a_task_cancelled_on_its_own() {
         outcome.err(),
         Some("stopped: context cancelled".to_string())
     );
+}
 
+/// With a grace, `wait_outcomes` too shows the `Err` of a task cancelled
+/// on its own.
+#[tokio::test]
+async fn wait_outcomes_shows_the_err_of_a_task_cancelled_on_its_own_within_a_grace() {
     let mut group = graceful();
     let (id, ctx) = spawn_watcher(&mut group);
     ctx.await.unwrap();

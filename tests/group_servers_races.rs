@@ -12,22 +12,8 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
-use support::{Rng, rounds, seed_from_env_or_clock};
+use support::{Rng, multi_thread, rounds, seed_from_env_or_clock, yields};
 use taskgroup::{Context, ContextError, GroupError, Spawner, TaskGroup};
-
-fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn yields(n: u64) {
-    for _ in 0..n {
-        tokio::task::yield_now().await;
-    }
-}
 
 /// What every round checks about the tasks it spawned.
 #[derive(Default)]
@@ -256,7 +242,7 @@ fn run_rounds(
 ) {
     let seed = seed_from_env_or_clock();
     let mut rng = Rng::new(seed);
-    let runtime = runtime(workers);
+    let runtime = multi_thread(workers);
     let rounds = rounds(default);
     for n in 0..rounds {
         let label = format!("{name}, {workers} workers, round {n}, TASKGROUP_STRESS_SEED={seed}");

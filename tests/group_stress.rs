@@ -16,28 +16,13 @@ use futures::FutureExt as _;
 use taskgroup::{Context, GroupError, Outcome, TaskFailed, TaskGroup};
 
 mod support;
-use support::{Rng, alive_tasks, eventually, rounds, seed_from_env_or_clock};
+use support::{
+    Gauge, GaugeGuard, Rng, SeedReport, Token, alive_tasks, eventually, rounds,
+    seed_from_env_or_clock, yields,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// Prints the seed if the test panics while it is alive.
-struct SeedReport {
-    test: &'static str,
-    seed: u64,
-    round: usize,
-}
-
-impl Drop for SeedReport {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "{} failed in round {}: rerun with TASKGROUP_STRESS_SEED={}",
-                self.test, self.round, self.seed
-            );
-        }
-    }
-}
 
 /// Silences the panics the tasks raise on purpose ("stress panic ...").
 fn quiet_task_panics() {
@@ -46,35 +31,6 @@ fn quiet_task_panics() {
 
 fn panic_payload(task: usize) -> String {
     format!("stress panic {task}")
-}
-
-/// Counts task bodies running at once, and the most ever seen.
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl Gauge {
-    fn enter(self: &Arc<Self>) -> GaugeGuard {
-        let now = self.now.fetch_add(1, SeqCst) + 1;
-        self.max.fetch_max(now, SeqCst);
-        GaugeGuard(self.clone())
-    }
-}
-
-struct GaugeGuard(Arc<Gauge>);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.now.fetch_sub(1, SeqCst);
-    }
-}
-
-async fn yields(n: u64) {
-    for _ in 0..n {
-        tokio::task::yield_now().await;
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -123,23 +79,6 @@ struct RoundLog {
     alive: Arc<AtomicUsize>,
 }
 
-/// Held by a task's closure, then by its future or blocking body: counts
-/// user code the group has not dropped yet.
-struct Token(Arc<AtomicUsize>);
-
-impl Token {
-    fn new(round: &RoundLog) -> Token {
-        round.alive.fetch_add(1, SeqCst);
-        Token(round.alive.clone())
-    }
-}
-
-impl Drop for Token {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
-    }
-}
-
 impl RoundLog {
     fn enter(&self, ctx: &Context, task: &TaskLog, blocking: bool) -> GaugeGuard {
         if self.cancel_returned.load(SeqCst) || ctx.is_cancelled() {
@@ -179,7 +118,7 @@ fn spawn_task(
     round: &Arc<RoundLog>,
     task: &Arc<TaskLog>,
 ) -> bool {
-    let token = Token::new(round);
+    let token = Token::new(&round.alive);
     let (round, task) = (round.clone(), task.clone());
     if let Behaviour::Blocking {
         steps,
@@ -444,7 +383,7 @@ async fn one_round(rng: &mut Rng, baseline: usize) -> usize {
         "the group context is cancelled at the end"
     );
     let gauge = log.gauge.clone();
-    eventually("every task body ending", || gauge.now.load(SeqCst) == 0).await;
+    eventually("every task body ending", || gauge.now() == 0).await;
     let alive = log.alive.clone();
     eventually("every closure and future dropped", || {
         alive.load(SeqCst) == 0
@@ -455,7 +394,7 @@ async fn one_round(rng: &mut Rng, baseline: usize) -> usize {
     })
     .await;
     if let Some(limit) = limit {
-        let max = log.gauge.max.load(SeqCst);
+        let max = log.gauge.max();
         assert!(max <= limit, "{max} bodies ran at once, limit {limit}");
     }
     for (task, behaviour) in logs.iter().zip(&behaviours) {
@@ -704,13 +643,13 @@ async fn cancel_races_spawn_and_completion_across_threads() {
         check.outcomes(&all, &spawned);
         check.check_winner(&spawned);
         if let Some(limit) = limit {
-            assert!(log.gauge.max.load(SeqCst) <= limit);
+            assert!(log.gauge.max() <= limit);
         }
         let late = log.late_entries.load(SeqCst);
         assert!(late <= late_entry_bound(limit), "{late} late starts");
         late_total += late;
         let gauge = log.gauge.clone();
-        eventually("every body ending", || gauge.now.load(SeqCst) == 0).await;
+        eventually("every body ending", || gauge.now() == 0).await;
         eventually("back to baseline", || alive_tasks() == baseline).await;
     }
     assert!(

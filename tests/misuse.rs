@@ -3,7 +3,7 @@
 //! never a hang, and no task is lost.
 
 mod support;
-use support::alive_tasks;
+use support::{alive_tasks, eventually_within};
 use support::{drop_flag, message};
 
 use std::fmt;
@@ -35,17 +35,8 @@ fn quiet_expected_panics() {
     support::quiet_panics(|message| message.starts_with("misuse panic"));
 }
 
-/// Waits, bounded, until `done()` holds.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..10_000 {
-        if done() {
-            return;
-        }
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("{what} did not happen");
-}
+/// How long these tests wait for a task to end or be dropped.
+const BOUND: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
 // Rows
@@ -335,7 +326,10 @@ async fn a_blocking_task_that_never_checks_its_context_is_joined_by_wait() {
     drop(group);
     assert!(!dropped.load(SeqCst));
     tx.send(()).unwrap();
-    eventually("the blocking task returning", || dropped.load(SeqCst)).await;
+    eventually_within("the blocking task returning", BOUND, || {
+        dropped.load(SeqCst)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -351,7 +345,10 @@ async fn a_panic_inside_after_cancel_stays_on_its_task() {
     // cancel() returns normally: the callbacks run on their own tasks.
     cancel.cancel();
     assert_eq!(ctx.err(), Some(ContextError::Cancelled));
-    eventually("the other callback running", || ran.load(SeqCst) == 1).await;
+    eventually_within("the other callback running", BOUND, || {
+        ran.load(SeqCst) == 1
+    })
+    .await;
     // And the runtime goes on.
     assert_eq!(tokio::spawn(async { 7 }).await.unwrap(), 7);
 }
@@ -392,7 +389,7 @@ async fn dropping_the_group_inside_one_of_its_own_tasks_cancels_it_and_drops_the
     assert!(ctx.is_cancelled());
     assert!(slot.lock().unwrap().is_none());
     // Every task is dropped; nothing is left on the runtime.
-    eventually("the tasks being dropped", || {
+    eventually_within("the tasks being dropped", BOUND, || {
         sibling_dropped.load(SeqCst) && alive_tasks() == before
     })
     .await;
@@ -731,7 +728,7 @@ async fn dropping_the_wait_future_halfway_cancels_and_drops_every_task() {
     // Queued closures are dropped unstarted at once; running tasks are
     // aborted, and dropped as soon as the runtime gets to them.
     assert!(flags[2].load(SeqCst) && flags[3].load(SeqCst));
-    eventually("every task dropped and gone", || {
+    eventually_within("every task dropped and gone", BOUND, || {
         flags.iter().all(|f| f.load(SeqCst)) && alive_tasks() == before
     })
     .await;

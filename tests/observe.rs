@@ -240,16 +240,8 @@ async fn a_dropped_or_joined_group_leaves_the_dump() {
 /// and only the first is top-level.
 #[test]
 fn groups_nest_by_context_ancestry_three_deep_across_two_runtimes() {
-    let outer_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let inner_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let outer_rt = support::multi_thread(2);
+    let inner_rt = support::multi_thread(2);
     let mut a =
         outer_rt.block_on(async { TaskGroup::<(), String>::builder().name("nest-a").build() });
     let (ctx_tx, ctx_rx) = std::sync::mpsc::channel::<Context>();
@@ -350,11 +342,7 @@ async fn the_display_is_a_tree_with_names_states_ages_locations_and_the_cause() 
 #[test]
 fn a_dump_races_groups_built_and_dropped_on_other_threads() {
     let rounds = rounds(2_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::multi_thread(2);
     let stop = Arc::new(AtomicBool::new(false));
     let churners: Vec<_> = (0..2)
         .map(|t| {

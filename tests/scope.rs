@@ -25,18 +25,9 @@ use taskgroup::{
 };
 use tokio::time::{Instant, sleep};
 
-use support::{Rng, drop_flag, message, seed_from_env_or_clock};
+use support::{DropCounter, Rng, drop_flag, message, seed_from_env_or_clock};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// Counts its drops in a shared counter.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-    }
-}
 
 fn counter() -> Arc<AtomicUsize> {
     Arc::new(AtomicUsize::new(0))
@@ -121,14 +112,14 @@ async fn borrowed_data_is_dropped_exactly_once_whether_a_task_finished_failed_wa
     let ctx = Context::background();
     let data_drops = counter();
     let task_drops = counter();
-    let data = Counted(data_drops.clone());
+    let data = DropCounter(data_drops.clone());
     let out = TaskGroup::builder()
         .joiner(Record)
         .limit(3)
         .context(&ctx)
         .scope(async |s: Scope<'_, u32, String, Record>| {
             let data = &data;
-            let owned = || Counted(task_drops.clone());
+            let owned = || DropCounter(task_drops.clone());
             // 0 finishes, 1 fails at 10 ms, 2 is parked when it does,
             // 3 and 4 wait behind the limit and never start.
             let mine = owned();
@@ -172,7 +163,7 @@ async fn a_task_spawned_after_the_cancel_never_starts_and_counts_as_cancelled() 
         .joiner(Supervise)
         .scope(async |s| {
             s.cancel();
-            let mine = Counted(dropped.clone());
+            let mine = DropCounter(dropped.clone());
             let called = &called;
             s.spawn(move |_| {
                 called.store(true, SeqCst);
@@ -400,7 +391,7 @@ async fn a_task_can_spawn_into_its_own_scope() {
 #[test]
 fn dropping_the_scope_future_halfway_drops_the_body_and_every_task_at_once() {
     let data_drops = counter();
-    let data = Counted(data_drops.clone());
+    let data = DropCounter(data_drops.clone());
     let task_drops = counter();
     let late_called = AtomicBool::new(false);
     let (body_guard, body_dropped) = drop_flag();
@@ -422,7 +413,7 @@ fn dropping_the_scope_future_halfway_drops_the_body_and_every_task_at_once() {
                     let _body = body_guard;
                     *slot.lock().unwrap() = Some(s.clone());
                     for _ in 0..4 {
-                        let mine = Counted(task_drops.clone());
+                        let mine = DropCounter(task_drops.clone());
                         s.spawn(move |_| async move {
                             let _mine = mine;
                             std::future::pending::<()>().await;

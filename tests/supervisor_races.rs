@@ -12,16 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{Rng, rounds, seed_from_env_or_clock};
+use support::{Rng, multi_thread, rounds, seed_from_env_or_clock};
 use taskgroup::{Backoff, Strategy, Supervisor, SupervisorReport};
-
-fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn quiet_panics() {
     support::quiet_panics(|message| message == "race panic");
@@ -260,7 +252,7 @@ fn run_rounds(name: &str, workers: usize, default: usize, round: Round) {
     quiet_panics();
     let seed = seed_from_env_or_clock();
     let mut rng = Rng::new(seed);
-    let runtime = runtime(workers);
+    let runtime = multi_thread(workers);
     for n in 0..rounds(default) {
         let label = format!("{name}, {workers} workers, round {n}, TASKGROUP_STRESS_SEED={seed}");
         runtime.block_on(round(&mut rng, &label));

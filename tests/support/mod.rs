@@ -13,8 +13,16 @@ pub fn alive_tasks() -> usize {
 
 /// Waits, bounded, until `done()` holds; never a fixed sleep. Yields to the
 /// scheduler first, then checks every millisecond, for about 4 s.
-pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for i in 0..4_100 {
+pub async fn eventually(what: &str, done: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(4), done).await;
+}
+
+/// [`eventually`] with its own bound: yields to the scheduler 100 times,
+/// then checks every millisecond, `bound` in all (counted in checks, so a
+/// paused clock does not shorten it).
+pub async fn eventually_within(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {
+    let checks = 100 + bound.as_millis();
+    for i in 0..checks {
         if done() {
             return;
         }
@@ -24,7 +32,30 @@ pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    panic!("{what} did not happen within about 4 s");
+    panic!("{what} did not happen within about {bound:?}");
+}
+
+/// Yields to the scheduler `n` times.
+pub async fn yields(n: u64) {
+    for _ in 0..n {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// In a paused current-thread runtime: returns once every task that can
+/// make progress has (the clock only auto-advances when the runtime is
+/// idle, and never while a blocking task runs). Advances the clock by 1 ms.
+pub async fn run_until_idle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// A multi-thread runtime of `workers` workers, with time and I/O.
+pub fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// xorshift64*: small, seeded, good enough to pick behaviours.
@@ -73,9 +104,29 @@ pub fn rounds(default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Prints the seed if the test panics while it is alive: set `round` as
+/// the rounds go.
+pub struct SeedReport {
+    /// What failed, for the message.
+    pub test: &'static str,
+    pub seed: u64,
+    pub round: usize,
+}
+
+impl Drop for SeedReport {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "{} failed in round {}: rerun with TASKGROUP_STRESS_SEED={}",
+                self.test, self.round, self.seed
+            );
+        }
+    }
+}
+
 /// Sets its flag when dropped: tells whether user code (a task's future, a
 /// closure) was dropped.
-pub struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub struct DropFlag(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
 
 impl Drop for DropFlag {
     fn drop(&mut self) {
@@ -90,13 +141,18 @@ pub fn drop_flag() -> (DropFlag, std::sync::Arc<std::sync::atomic::AtomicBool>) 
 }
 
 /// A panic payload's message, or "" if it is neither a `String` nor a
-/// `&str`.
-pub fn message(payload: &(dyn std::any::Any + Send)) -> String {
+/// `&str`. Allocates nothing (the heap tests' panic hooks use it).
+pub fn payload_str(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default()
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("")
+}
+
+/// [`payload_str`], owned.
+pub fn message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload_str(payload).to_owned()
 }
 
 /// Keeps the panics a test binary raises on purpose off stderr: installs,
@@ -108,7 +164,7 @@ pub fn quiet_panics(ours: fn(&str) -> bool) {
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !ours(&message(info.payload())) {
+            if !ours(payload_str(info.payload())) {
                 default(info);
             }
         }));
@@ -144,4 +200,80 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
+}
+
+/// Counts its drops in a shared counter: how many task futures (or other
+/// user values) were dropped.
+pub struct DropCounter(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Held by a task's closure, then by its future or blocking body: counts
+/// user code the group has not dropped yet (up when made, down when
+/// dropped).
+pub struct Token(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Token {
+    pub fn new(alive: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Token {
+        alive.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Token(alive.clone())
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Counts task bodies running at once, and the most ever seen: a body
+/// holds the [`GaugeGuard`] of [`Gauge::enter`] while it runs.
+#[derive(Default)]
+pub struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+impl Gauge {
+    pub fn enter(self: &std::sync::Arc<Self>) -> GaugeGuard {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(now, SeqCst);
+        GaugeGuard(self.clone())
+    }
+
+    /// The most bodies ever running at once.
+    pub fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The bodies running now.
+    pub fn now(&self) -> usize {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A body's place in a [`Gauge`], given back when dropped.
+pub struct GaugeGuard(std::sync::Arc<Gauge>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The resident set size of this process, from `/proc/self/status`.
+pub fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    let kib: usize = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
 }
