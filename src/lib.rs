@@ -216,7 +216,7 @@ pub use group::{
 };
 pub use group::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use group::{GroupError, TaskFailed};
-pub use scope::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
+pub use scope::{LocalScope, LocalScopeFuture, Scope, ScopeFuture, scope, scope_local};
 pub use supervisor::{
     Backoff, ChildBuilder, ChildReport, Restart, Run, Strategy, Supervisor, SupervisorBuilder,
     SupervisorError, SupervisorReport,

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use taskgroup::{
-    Cause, Context, ContextError, Decision, FirstOk, GroupError, Joiner, Outcome, Scope, Supervise,
-    TaskFailed, TaskGroup, TaskId, Unread,
+    Cause, Context, ContextError, Decision, FirstOk, GroupError, Joiner, LocalScope, Outcome,
+    Scope, Supervise, TaskFailed, TaskGroup, TaskId, Unread,
 };
 use tokio::time::{Instant, sleep};
 
@@ -842,6 +842,90 @@ async fn a_scope_without_tasks_returns_at_once() {
         .scope(async |_s| {})
         .await;
     assert!(out.unwrap_err().errors().is_empty());
+}
+
+/// `scope_local`'s body takes a `LocalScope`, `Scope`'s twin: the same
+/// methods, for tasks that hold `Rc`s; a clone spawns from inside a task,
+/// and `try_spawn` gives the closure back once the limit is full.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_local_scope_has_the_methods_of_a_scope_and_spawns_from_its_own_tasks() {
+    let ctx = Context::background();
+    let seen = RefCell::new(Vec::new());
+    let out = TaskGroup::<u32, String>::builder()
+        .limit(2)
+        .context(&ctx)
+        .scope_local(async |s: LocalScope<'_, u32, String>| {
+            assert!(format!("{s:?}").starts_with("LocalScope"));
+            assert!(!s.context().is_cancelled() && s.is_empty());
+            let (inner, seen) = (s.clone(), &seen);
+            let seven = Rc::new(7);
+            s.spawn(move |_| async move {
+                tokio::task::yield_now().await; // an Rc held across an await
+                inner.spawn(move |_| async move {
+                    seen.borrow_mut().push(*seven);
+                    Ok(*seven)
+                });
+                Ok(1)
+            });
+            assert!(s.try_spawn(|_| async { Ok(2) }).is_ok());
+            assert_eq!(s.len(), 2);
+            let refused = s.try_spawn(|_| async { Ok(3) }).unwrap_err();
+            s.ready().await;
+            assert!(s.len() < 2);
+            let _ = s.try_spawn(refused);
+        })
+        .await;
+    let mut values = out.unwrap();
+    values.sort_unstable();
+    assert_eq!(values, [1, 2, 3, 7]);
+    assert_eq!(seen.into_inner(), [7]);
+}
+
+/// `LocalScope::cancel` drops a running task (its `Rc` with it) at its
+/// next await and ends the scope as a `Scope`'s cancel does.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_local_scope_s_cancel_drops_its_tasks_and_their_rcs() {
+    let held = Rc::new(());
+    let outcomes = TaskGroup::<(), String>::builder()
+        .joiner(Supervise)
+        .scope_local(async |s| {
+            let in_task = held.clone();
+            s.spawn(move |_| async move {
+                let _held = in_task;
+                sleep(HOUR).await;
+                Ok(())
+            });
+            tokio::task::yield_now().await;
+            assert_eq!(Rc::strong_count(&held), 2);
+            s.cancel();
+            std::future::pending::<()>().await; // dropped by the cancel
+        })
+        .await;
+    assert!(matches!(outcomes[..], [Outcome::Cancelled]));
+    assert_eq!(Rc::strong_count(&held), 1);
+}
+
+/// A local scope's `ready` from its task that holds the only slot panics
+/// too, naming `LocalScope::ready`, instead of hanging.
+#[tokio::test(flavor = "current_thread")]
+async fn local_scope_ready_from_its_task_holding_the_only_slot_names_local_scope() {
+    let scope = TaskGroup::<u32, String>::builder()
+        .limit(1)
+        .scope_local(async |s| {
+            let s2 = s.clone();
+            s.spawn(move |_ctx| async move {
+                s2.ready().await;
+                Ok(1)
+            });
+        });
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        AssertUnwindSafe(scope).catch_unwind(),
+    )
+    .await
+    .expect("no hang");
+    let text = message(&*result.unwrap_err());
+    assert!(text.contains("LocalScope::ready"), "{text}");
 }
 
 /// A scope leaves the graceful wind-down to `TaskGroup` (documented on

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use super::{LocalTasks, Scope, ScopeFuture, SendTasks, start};
+use super::{LocalScope, LocalScopeFuture, Scope, ScopeFuture, start};
 use crate::TaskGroupBuilder;
 use crate::group::Joiner;
 
@@ -39,22 +39,23 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
     /// assert!(matches!(outcomes[..], [Outcome::Ok(1), Outcome::Err("empty name"), Outcome::Ok(1)]));
     /// # }
     /// ```
-    pub fn scope<'env, F, Fut>(self, body: F) -> ScopeFuture<'env, T, E, J, SendTasks, Fut>
+    pub fn scope<'env, F, Fut>(self, body: F) -> ScopeFuture<'env, T, E, J, Fut>
     where
         T: 'env,
         E: 'env,
         J: Joiner<T, E>,
-        F: FnOnce(Scope<'env, T, E, J, SendTasks>) -> Fut,
+        F: FnOnce(Scope<'env, T, E, J>) -> Fut,
         Fut: Future<Output = ()> + 'env,
     {
         let parts = self.into_parts();
-        start(
+        let run = start(
             parts.context.as_ref(),
             parts.name,
             parts.limit,
             parts.joiner,
-            body,
-        )
+            |core| body(Scope { core }),
+        );
+        ScopeFuture { run }
     }
 
     /// [`scope`](TaskGroupBuilder::scope) for tasks that need not be
@@ -82,21 +83,22 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
     /// assert_eq!(first, Ok("eu"));
     /// # }
     /// ```
-    pub fn scope_local<'env, F, Fut>(self, body: F) -> ScopeFuture<'env, T, E, J, LocalTasks, Fut>
+    pub fn scope_local<'env, F, Fut>(self, body: F) -> LocalScopeFuture<'env, T, E, J, Fut>
     where
         T: 'env,
         E: 'env,
         J: Joiner<T, E>,
-        F: FnOnce(Scope<'env, T, E, J, LocalTasks>) -> Fut,
+        F: FnOnce(LocalScope<'env, T, E, J>) -> Fut,
         Fut: Future<Output = ()> + 'env,
     {
         let parts = self.into_parts();
-        start(
+        let run = start(
             parts.context.as_ref(),
             parts.name,
             parts.limit,
             parts.joiner,
-            body,
-        )
+            |core| body(LocalScope { core }),
+        );
+        LocalScopeFuture { run }
     }
 }

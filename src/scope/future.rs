@@ -1,5 +1,5 @@
-//! [`ScopeFuture`]: the future that runs a scope's body and tasks, its
-//! poll loop, and [`start`], which builds a scope.
+//! [`RunFuture`]: the future that runs a scope's body and tasks, for
+//! either kind of task, its poll loop, and [`start`], which builds a scope.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -13,39 +13,23 @@ use std::task::{self, Poll};
 use pin_project_lite::pin_project;
 use slab::Slab;
 
+use super::handle::Core;
 use super::run::Run;
 use super::shared::Incoming;
 use super::wake::{WakeState, task_waker};
-use super::{BODY, SCOPE_TURN, Scope, ScopeShared, TaskKind, Wakeup};
+use super::{BODY, SCOPE_TURN, ScopeShared, TaskKind, Wakeup};
 #[cfg(doc)]
-use super::{scope, scope_local};
+use super::{LocalScopeFuture, ScopeFuture};
 use crate::Context;
 use crate::context::CancelHook;
 use crate::group::Joiner;
 use crate::loom::{AtomicBool, AtomicUsize, Mutex};
 
 pin_project! {
-    /// Future returned by [`scope`], [`scope_local`],
-    /// [`TaskGroupBuilder::scope`](crate::TaskGroupBuilder::scope) and
-    /// [`TaskGroupBuilder::scope_local`](crate::TaskGroupBuilder::scope_local):
-    /// runs the body and the tasks, and resolves to what the joiner makes
-    /// of their outcomes.
-    ///
-    /// `Send` when the body and the tasks are (always for the tasks of a
-    /// [`scope`]), with `T` and `E`.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping it drops the body and every task at once (each at the
-    /// await point it is parked at) and cancels the scope's context; the
-    /// outcomes are lost. `mem::forget` on it is sound: the tasks are
-    /// never polled again, and whatever they borrow is never touched.
-    ///
-    /// # Examples
-    ///
-    /// See [`scope`].
-    #[must_use = "futures do nothing unless polled"]
-    pub struct ScopeFuture<'env, T, E, J, K, Fut>
+    /// The future of a scope of either kind, which [`ScopeFuture`] and
+    /// [`LocalScopeFuture`] wrap: the body, and the [`Run`] that polls the
+    /// tasks beside it.
+    pub(super) struct RunFuture<'env, T, E, J, K, Fut>
     where
         T: 'env,
         E: 'env,
@@ -66,13 +50,13 @@ pub(super) fn start<'env, T, E, J, K, F, Fut>(
     limit: Option<usize>,
     joiner: J,
     body: F,
-) -> ScopeFuture<'env, T, E, J, K, Fut>
+) -> RunFuture<'env, T, E, J, K, Fut>
 where
     T: 'env,
     E: 'env,
     J: Joiner<T, E>,
     K: TaskKind,
-    F: FnOnce(Scope<'env, T, E, J, K>) -> Fut,
+    F: FnOnce(Core<'env, T, E, J, K>) -> Fut,
     Fut: Future<Output = ()> + 'env,
 {
     let wake = Arc::new(Wakeup {
@@ -100,12 +84,12 @@ where
         }),
         wake: wake.clone(),
     });
-    let handle = Scope {
+    let handle = Core {
         shared: shared.clone(),
         _joiner: PhantomData,
     };
     let body = body(handle);
-    ScopeFuture {
+    RunFuture {
         body: Some(body),
         run: Run {
             shared,
@@ -128,7 +112,7 @@ where
     }
 }
 
-impl<'env, T, E, J, K, Fut> Future for ScopeFuture<'env, T, E, J, K, Fut>
+impl<'env, T, E, J, K, Fut> Future for RunFuture<'env, T, E, J, K, Fut>
 where
     T: 'env,
     E: 'env,
@@ -142,7 +126,7 @@ where
         let this = self.project();
         let run = this.run;
         let mut body = this.body;
-        assert!(!run.finished, "ScopeFuture polled after completion");
+        assert!(!run.finished, "a scope's future polled after completion");
         let wake = run.shared.wake.clone();
         wake.polling.store(true, SeqCst);
         {
@@ -224,9 +208,10 @@ where
     }
 }
 
-impl<T, E, J, K: TaskKind, Fut> fmt::Debug for ScopeFuture<'_, T, E, J, K, Fut> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScopeFuture")
+impl<T, E, J, K: TaskKind, Fut> RunFuture<'_, T, E, J, K, Fut> {
+    /// The future's `Debug`, under the public type's name.
+    pub(super) fn debug(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+        f.debug_struct(name)
             .field("name", &self.run.name)
             .field("limit", &self.run.shared.limit)
             .field("running", &self.run.tasks.len())

@@ -1,4 +1,5 @@
-//! Scoped groups: [`scope`], [`scope_local`] and their [`Scope`] handle.
+//! Scoped groups: [`scope`], [`scope_local`] and their handles, [`Scope`]
+//! and [`LocalScope`].
 //! Tasks that borrow from the caller, polled inside the scope's own future
 //! (moro's design), with the group's joiners and outcomes.
 //!
@@ -7,7 +8,7 @@
 //! `scope_local` (`builder.rs`); nothing in `group/` or `context/` knows
 //! of it.
 //!
-//! Nothing here is a tokio task. The [`ScopeFuture`] owns the body and
+//! Nothing here is a tokio task. The scope's future owns the body and
 //! every started task and polls them itself, in its own `poll`, with a
 //! waker of its own for each (a slot's [`TaskWaker`], made once per slot
 //! and reused). A spawned task waits in [`ScopeShared::spawned`] until the
@@ -15,8 +16,11 @@
 //! unpolled (its closure is not called before its first poll).
 //!
 //! The same code serves both kinds of task: [`TaskKind`] only names the
-//! boxed future (`dyn Future + Send` or `dyn Future`), and `spawn` has one
-//! thin entry point per kind that boxes and calls `Scope::push`.
+//! boxed future (`dyn Future + Send` or `dyn Future`). The public types
+//! come in pairs, one per kind, each a thin wrapper over a private generic
+//! core: [`Scope`] and [`LocalScope`] over `Core`, whose `spawn` and
+//! `try_spawn` box the task with the kind's bounds and call `Core::push`;
+//! [`ScopeFuture`] and [`LocalScopeFuture`] over `RunFuture`.
 //!
 //! # Invariants
 //!
@@ -61,7 +65,12 @@
 //!
 //! - `mod.rs`: this map, [`scope`] and [`scope_local`], and the task
 //!   kinds ([`TaskKind`]);
-//! - `handle.rs`: [`Scope`], the handle the body and the tasks spawn with;
+//! - `send.rs`: [`Scope`] and [`ScopeFuture`], the public handle and
+//!   future of a scope whose tasks are `Send`;
+//! - `local.rs`: [`LocalScope`] and [`LocalScopeFuture`], their twins for
+//!   tasks that need not be;
+//! - `handle.rs`: `Core`, what both handles are made of: the context, the
+//!   cancel, the count, `ready`, and the push of a spawned task;
 //! - `shared.rs`: [`ScopeShared`], what the handles and the future share
 //!   (the spawned tasks, `live`, the slot waiters), and [`PolledTask`],
 //!   the thread's mark of the scope whose task it polls;
@@ -69,8 +78,8 @@
 //!   wakers that fill it (invariant 3);
 //! - `run.rs`: [`Run`], what the future owns besides the body, and its
 //!   steps: take, start, poll, deliver, stop, finish;
-//! - `future.rs`: [`ScopeFuture`], its poll loop, and `start`, which
-//!   builds a scope;
+//! - `future.rs`: `RunFuture`, the future of either kind, its poll loop,
+//!   and `start`, which builds a scope;
 //! - `builder.rs`: [`TaskGroupBuilder::scope`](crate::TaskGroupBuilder::scope)
 //!   and [`TaskGroupBuilder::scope_local`](crate::TaskGroupBuilder::scope_local).
 
@@ -84,13 +93,15 @@ use crate::group::FailFast;
 mod builder;
 mod future;
 mod handle;
+mod local;
 mod run;
+mod send;
 mod shared;
 mod wake;
 
-pub use future::ScopeFuture;
 use future::start;
-pub use handle::Scope;
+pub use local::{LocalScope, LocalScopeFuture};
+pub use send::{Scope, ScopeFuture};
 use shared::{PolledTask, ScopeShared};
 use wake::{TaskWaker, Wakeup};
 
@@ -105,44 +116,41 @@ const BODY: usize = usize::MAX;
 /// The most entries an emptied buffer keeps for reuse.
 const BUFFER_KEPT: usize = 1024;
 
-mod sealed {
-    pub trait Sealed {}
-}
-
 /// What a scope's tasks must be: [`SendTasks`] for [`scope`] and
 /// [`TaskGroupBuilder::scope`](crate::TaskGroupBuilder::scope),
 /// [`LocalTasks`] for [`scope_local`] and
 /// [`TaskGroupBuilder::scope_local`](crate::TaskGroupBuilder::scope_local).
-/// Sealed: these two are the only kinds.
-pub trait TaskKind: sealed::Sealed + 'static {
+/// Private: the public types name the kind ([`Scope`] or [`LocalScope`],
+/// [`ScopeFuture`] or [`LocalScopeFuture`]), and the generic core under
+/// them ([`Core`](handle::Core), [`RunFuture`](future::RunFuture)) takes
+/// it as a parameter.
+trait TaskKind: 'static {
     /// The boxed task future: `dyn Future + Send` or `dyn Future`.
-    #[doc(hidden)]
     type Task<'env, T: 'env, E: 'env>: ?Sized + Future<Output = Result<T, E>> + 'env;
+    /// The public handle's name, for messages.
+    const HANDLE: &'static str;
 }
 
 /// The [`TaskKind`] of [`scope`]: every task is `Send`, so the scope future
 /// is `Send` when its body is.
-#[derive(Debug)]
-pub enum SendTasks {}
+enum SendTasks {}
 
 /// The [`TaskKind`] of [`scope_local`]: tasks need not be `Send` (they may
 /// hold an `Rc` or a `RefCell` borrow across an await); the scope future is
 /// then not `Send`.
-#[derive(Debug)]
-pub enum LocalTasks {}
-
-impl sealed::Sealed for SendTasks {}
-impl sealed::Sealed for LocalTasks {}
+enum LocalTasks {}
 
 impl TaskKind for SendTasks {
     type Task<'env, T: 'env, E: 'env> = dyn Future<Output = Result<T, E>> + Send + 'env;
+    const HANDLE: &'static str = "Scope";
 }
 
 impl TaskKind for LocalTasks {
     type Task<'env, T: 'env, E: 'env> = dyn Future<Output = Result<T, E>> + 'env;
+    const HANDLE: &'static str = "LocalScope";
 }
 
-pub(crate) type BoxTask<'env, T, E, K> = Pin<Box<<K as TaskKind>::Task<'env, T, E>>>;
+type BoxTask<'env, T, E, K> = Pin<Box<<K as TaskKind>::Task<'env, T, E>>>;
 
 /// Runs `body` with a [`Scope`] whose tasks may borrow from the caller:
 /// no `'static`, and everything joined before it returns. The tasks are
@@ -338,22 +346,22 @@ pub(crate) type BoxTask<'env, T, E, K> = Pin<Box<<K as TaskKind>::Task<'env, T, 
 /// assert_eq!(out, Ok(vec![0, 3]));
 /// # }
 /// ```
-pub fn scope<'env, T, E, F, Fut>(
-    ctx: &Context,
-    body: F,
-) -> ScopeFuture<'env, T, E, FailFast, SendTasks, Fut>
+pub fn scope<'env, T, E, F, Fut>(ctx: &Context, body: F) -> ScopeFuture<'env, T, E, FailFast, Fut>
 where
     T: 'env,
     E: fmt::Display + 'env,
-    F: FnOnce(Scope<'env, T, E, FailFast, SendTasks>) -> Fut,
+    F: FnOnce(Scope<'env, T, E, FailFast>) -> Fut,
     Fut: Future<Output = ()> + 'env,
 {
-    start(Some(ctx), None, None, FailFast, body)
+    ScopeFuture {
+        run: start(Some(ctx), None, None, FailFast, |core| body(Scope { core })),
+    }
 }
 
 /// [`scope`] for tasks that need not be `Send`: they may hold an `Rc`, a
-/// `RefCell` borrow or any other `!Send` value across an await. The future
-/// it returns is not `Send` then; await it where it was made, as tokio's
+/// `RefCell` borrow or any other `!Send` value across an await. The body
+/// gets a [`LocalScope`], [`Scope`]'s twin; the [`LocalScopeFuture`] it
+/// returns is not `Send`: await it where it was made, as tokio's
 /// `spawn_local` tasks are.
 ///
 /// Everything else is [`scope`]'s: the semantics, the fairness and the
@@ -362,6 +370,11 @@ where
 /// # Panics
 ///
 /// As [`scope`].
+///
+/// # Cancel safety
+///
+/// See [`LocalScopeFuture`]: dropping it drops the body and every task at
+/// once.
 ///
 /// # Examples
 ///
@@ -390,12 +403,16 @@ where
 pub fn scope_local<'env, T, E, F, Fut>(
     ctx: &Context,
     body: F,
-) -> ScopeFuture<'env, T, E, FailFast, LocalTasks, Fut>
+) -> LocalScopeFuture<'env, T, E, FailFast, Fut>
 where
     T: 'env,
     E: fmt::Display + 'env,
-    F: FnOnce(Scope<'env, T, E, FailFast, LocalTasks>) -> Fut,
+    F: FnOnce(LocalScope<'env, T, E, FailFast>) -> Fut,
     Fut: Future<Output = ()> + 'env,
 {
-    start(Some(ctx), None, None, FailFast, body)
+    LocalScopeFuture {
+        run: start(Some(ctx), None, None, FailFast, |core| {
+            body(LocalScope { core })
+        }),
+    }
 }
