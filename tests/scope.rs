@@ -928,33 +928,120 @@ async fn local_scope_ready_from_its_task_holding_the_only_slot_names_local_scope
     assert!(text.contains("LocalScope::ready"), "{text}");
 }
 
-/// A scope leaves the graceful wind-down to `TaskGroup` (documented on
-/// `scope`): a builder's grace does not apply, and a shield inside a
-/// scoped task only changes its context, so the first error drops both
-/// tasks at their next await, at once.
+/// A shield inside a scoped task only changes its context (documented on
+/// `scope`): the first error drops the shielded task and a deaf one at
+/// their next await, at once, in a scope without a grace.
 #[tokio::test(start_paused = true)]
-async fn a_scope_ignores_a_grace_and_a_shield_and_drops_its_tasks_at_once() {
+async fn a_shield_in_a_scoped_task_does_not_keep_it_from_the_drop() {
     let ctx = Context::background();
     let (deaf, deaf_dropped) = drop_flag();
     let (shielded, shielded_dropped) = drop_flag();
     let start = Instant::now();
-    let out = TaskGroup::builder()
-        .grace(Duration::from_secs(10))
-        .context(&ctx)
+    let out = taskgroup::scope(&ctx, async |s| {
+        s.spawn(|_| async move {
+            let _deaf = deaf;
+            sleep(HOUR).await;
+            Ok(1)
+        });
+        s.spawn(|ctx| async move {
+            ctx.shield(HOUR, |_| async move {
+                let _shielded = shielded;
+                sleep(HOUR).await;
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(2)
+        });
+        s.spawn(|_| async {
+            sleep(Duration::from_millis(5)).await;
+            Err("down".to_string())
+        });
+    })
+    .await;
+    assert_eq!(out, Err(GroupError::Failed("down".to_string())));
+    assert_eq!(start.elapsed(), Duration::from_millis(5));
+    assert!(deaf_dropped.load(SeqCst), "no grace in this scope");
+    assert!(shielded_dropped.load(SeqCst), "no shield in a scope");
+}
+
+/// A builder's grace holds in a scope as in a group: at the cancel,
+/// waiting tasks never start and later spawns are refused, every context
+/// is cancelled at once, and the body and the running tasks go on; a task
+/// that ends within the grace reports what it returned (`Ok` or `Err`),
+/// and the one still running when it runs out is dropped then, at its
+/// await.
+#[tokio::test(start_paused = true)]
+async fn a_scope_s_grace_lets_running_tasks_end_on_their_own_and_drops_the_rest_when_it_ends() {
+    let grace = Duration::from_secs(5);
+    let cancel_at = Duration::from_millis(5);
+    let (deaf, deaf_dropped) = drop_flag();
+    let queued_started = AtomicBool::new(false);
+    let body_saw_the_grace = AtomicBool::new(false);
+    let start = Instant::now();
+    let outcomes = TaskGroup::<&str, String>::builder()
+        .limit(3)
+        .grace(grace)
+        .joiner(Supervise)
         .scope(async |s| {
+            s.spawn(|ctx| async move {
+                ctx.done().await;
+                sleep(Duration::from_secs(1)).await; // a flush, within the grace
+                Ok("flushed")
+            });
             s.spawn(|_| async move {
                 let _deaf = deaf;
-                sleep(HOUR).await;
-                Ok(1)
+                sleep(HOUR).await; // never looks at its context
+                Ok("deaf")
             });
             s.spawn(|ctx| async move {
-                ctx.shield(HOUR, |_| async move {
-                    let _shielded = shielded;
-                    sleep(HOUR).await;
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-                Ok(2)
+                ctx.done().await;
+                sleep(Duration::from_secs(2)).await;
+                Err("flush failed".to_string())
+            });
+            let queued = &queued_started;
+            s.spawn(move |_| async move {
+                queued.store(true, SeqCst); // behind the limit: never runs
+                Ok("queued")
+            });
+            sleep(cancel_at).await;
+            s.cancel();
+            assert!(s.try_spawn(|_| async { Ok("late") }).is_err());
+            s.spawn(|_| async { Ok("late") }); // never starts
+            sleep(Duration::from_secs(3)).await; // the body has the grace too
+            body_saw_the_grace.store(true, SeqCst);
+        })
+        .await;
+    assert_eq!(start.elapsed(), cancel_at + grace);
+    assert!(matches!(
+        outcomes[..],
+        [
+            Outcome::Ok("flushed"),
+            Outcome::Cancelled,
+            Outcome::Err(_),
+            Outcome::Cancelled,
+            Outcome::Cancelled,
+        ]
+    ));
+    assert!(deaf_dropped.load(SeqCst), "dropped when the grace ran out");
+    assert!(!queued_started.load(SeqCst), "a waiting task never starts");
+    assert!(body_saw_the_grace.load(SeqCst));
+}
+
+/// A scope whose tasks all end within the grace returns then, without
+/// waiting for the grace to run out; the first error is still the
+/// outcome (here in a `scope_local`, which has the grace too).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_scope_returns_as_soon_as_its_tasks_end_within_the_grace() {
+    let local = Rc::new("state");
+    let start = Instant::now();
+    let out = TaskGroup::<&str, String>::builder()
+        .grace(HOUR)
+        .scope_local(async |s| {
+            let local = local.clone();
+            s.spawn(move |ctx| async move {
+                ctx.done().await;
+                sleep(Duration::from_secs(1)).await; // an Rc held across it
+                Ok(*local)
             });
             s.spawn(|_| async {
                 sleep(Duration::from_millis(5)).await;
@@ -963,7 +1050,36 @@ async fn a_scope_ignores_a_grace_and_a_shield_and_drops_its_tasks_at_once() {
         })
         .await;
     assert_eq!(out, Err(GroupError::Failed("down".to_string())));
-    assert_eq!(start.elapsed(), Duration::from_millis(5));
-    assert!(deaf_dropped.load(SeqCst), "no grace in a scope");
-    assert!(shielded_dropped.load(SeqCst), "no shield in a scope");
+    assert_eq!(start.elapsed(), Duration::from_millis(1005));
+}
+
+/// Dropping a scope's future in its grace still drops the body and every
+/// task at once; a cancel from outside (the parent's) starts the grace
+/// too.
+#[tokio::test(start_paused = true)]
+async fn dropping_a_scope_future_in_its_grace_drops_every_task_at_once() {
+    let (parent, cancel) = Context::background().with_cancel();
+    let (task, task_dropped) = drop_flag();
+    let (body, body_dropped) = drop_flag();
+    let scope = TaskGroup::<(), String>::builder()
+        .grace(HOUR)
+        .context(&parent)
+        .scope(async |s| {
+            let _body = body;
+            s.spawn(|_| async move {
+                let _task = task;
+                sleep(HOUR * 2).await;
+                Ok(())
+            });
+            std::future::pending::<()>().await;
+        });
+    let mut scope = tokio_test::task::spawn(scope);
+    assert!(scope.poll().is_pending());
+    cancel.cancel();
+    assert!(scope.is_woken(), "the outside cancel wakes the scope");
+    assert!(scope.poll().is_pending(), "in the grace");
+    sleep(Duration::from_secs(60)).await;
+    assert!(!task_dropped.load(SeqCst) && !body_dropped.load(SeqCst));
+    drop(scope);
+    assert!(task_dropped.load(SeqCst) && body_dropped.load(SeqCst));
 }

@@ -131,8 +131,10 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
     /// Blocking tasks are never dropped, grace or not.
     ///
     /// The grace runs on tokio's timer, on the runtime the group's tasks
-    /// run on. It does not apply to a [scope](TaskGroupBuilder::scope),
-    /// whose cancel drops its tasks at once (see [`scope`](crate::scope)).
+    /// run on. A [scope](TaskGroupBuilder::scope) made from this builder
+    /// honours it the same way, its body included, on the runtime that
+    /// polls it (see [`scope`](crate::scope)); dropping the scope's future
+    /// drops everything at once.
     ///
     /// # Examples
     ///
@@ -217,6 +219,7 @@ pub(crate) struct BuilderParts<J> {
     pub(crate) limit: Option<usize>,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) context: Option<Context>,
+    pub(crate) grace: Duration,
     pub(crate) joiner: J,
 }
 
@@ -227,6 +230,7 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
             limit: self.limit,
             name: self.name,
             context: self.context,
+            grace: self.grace,
             joiner: self.joiner,
         }
     }

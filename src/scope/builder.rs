@@ -52,6 +52,7 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
             parts.context.as_ref(),
             parts.name,
             parts.limit,
+            parts.grace,
             parts.joiner,
             |core| body(Scope { core }),
         );
@@ -96,6 +97,7 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
             parts.context.as_ref(),
             parts.name,
             parts.limit,
+            parts.grace,
             parts.joiner,
             |core| body(LocalScope { core }),
         );

@@ -9,10 +9,12 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::{Release, SeqCst};
 use std::sync::{Arc, Weak};
 use std::task::{self, Poll};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use slab::Slab;
 
+use super::grace::Grace;
 use super::handle::Core;
 use super::run::Run;
 use super::shared::Incoming;
@@ -48,6 +50,7 @@ pub(super) fn start<'env, T, E, J, K, F, Fut>(
     parent: Option<&Context>,
     name: Option<Arc<str>>,
     limit: Option<usize>,
+    grace: Duration,
     joiner: J,
     body: F,
 ) -> RunFuture<'env, T, E, J, K, Fut>
@@ -108,6 +111,7 @@ where
             late_ok: false,
             panic: None,
             finished: false,
+            grace: Grace::new(grace),
         },
     }
 }
@@ -139,7 +143,9 @@ where
         let mut polled = 0;
         loop {
             run.take_woken();
-            // Invariant 4: a cancel seen before anything else is polled.
+            // Invariant 4: a grace that ran out, or a cancel, is seen
+            // before anything else is polled.
+            run.grace.poll_end(cx);
             run.stop_if_cancelled(body.as_mut());
             if run.body_ready && body.is_some() {
                 run.body_ready = false;
@@ -194,6 +200,12 @@ where
                 continue;
             }
             if run.may_start() {
+                continue;
+            }
+            // A grace started in this round has its timer polled here, so
+            // its end wakes this future; one that just ran out stops the
+            // tasks before the future sleeps.
+            if run.grace.poll_end(cx) {
                 continue;
             }
             // Invariant 3: the last look, with `polling` cleared.

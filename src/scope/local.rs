@@ -80,8 +80,9 @@ impl<'env, T: 'env, E: 'env, J> LocalScope<'env, T, E, J> {
     }
 
     /// Cancels the scope: its context is cancelled, and the body and
-    /// every running task are dropped at their next await point; waiting
-    /// ones never start. The scope then returns what its joiner makes of
+    /// every running task are dropped at their next await point (once the
+    /// builder's [grace](crate::TaskGroupBuilder::grace) has passed, if it
+    /// has one); waiting ones never start. The scope then returns what its joiner makes of
     /// that (for [`FailFast`],
     /// [`GroupError::Cancelled`](crate::GroupError::Cancelled) unless
     /// every task had finished `Ok`).

@@ -47,8 +47,15 @@
 //!    it under loom.)
 //! 4. Nothing starts once the context is cancelled: a task is started
 //!    only after a look at the context, and the cancel (whoever made it)
-//!    is seen by the loop before it polls anything else, which then drops
-//!    the body, every running task and every waiting one.
+//!    is seen by the loop before it polls anything else, which then ends
+//!    every waiting task unstarted and drops the body and every running
+//!    task: at once, or, with a grace ([`Grace`](grace::Grace)), once it
+//!    has run out. The grace's timer starts when the loop first sees the
+//!    cancel, is polled with the scope future's waker in every round until
+//!    it runs out, and its end is seen, like the cancel, before anything
+//!    else is polled; the round that starts it polls it before the future
+//!    can sleep. Dropping the future drops everything at once (`Run`'s
+//!    `Drop`), grace or not.
 //! 5. `live` counts tasks spawned and not yet ended. It is raised under
 //!    the `spawned` lock (so `try_spawn`'s look and its raise are one
 //!    step) and lowered when a task's outcome is delivered.
@@ -80,18 +87,22 @@
 //!   steps: take, start, poll, deliver, stop, finish;
 //! - `future.rs`: `RunFuture`, the future of either kind, its poll loop,
 //!   and `start`, which builds a scope;
+//! - `grace.rs`: [`Grace`](grace::Grace), the builder's grace in a scope,
+//!   and its timer;
 //! - `builder.rs`: [`TaskGroupBuilder::scope`](crate::TaskGroupBuilder::scope)
 //!   and [`TaskGroupBuilder::scope_local`](crate::TaskGroupBuilder::scope_local).
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::Context;
 use crate::group::FailFast;
 
 mod builder;
 mod future;
+mod grace;
 mod handle;
 mod local;
 mod run;
@@ -184,7 +195,8 @@ type BoxTask<'env, T, E, K> = Pin<Box<<K as TaskKind>::Task<'env, T, E>>>;
 ///
 /// The group's rules hold: the first error (or panic) cancels the scope's
 /// context, and the body and every running task are dropped at their next
-/// await, waiting ones never start; the limit, the joiners and the
+/// await (after the builder's grace, if it has one), waiting ones never
+/// start; the limit, the joiners and the
 /// outcomes are those of a `TaskGroup`; the future resolves once the body
 /// has returned (or been dropped by the cancel) and every task has ended,
 /// and the scope's context is cancelled then, as `wait` does.
@@ -199,15 +211,25 @@ type BoxTask<'env, T, E, K> = Pin<Box<<K as TaskKind>::Task<'env, T, E>>>;
 /// use a `TaskGroup` (or `spawn_blocking`) for that work, or
 /// `tokio::task::yield_now().await` in the loop.
 ///
-/// What a scope leaves to a `TaskGroup`: the [lifecycle](crate::TaskGroup#cancellation-step-by-step)
-/// of a graceful wind-down. A builder's [`grace`](crate::TaskGroupBuilder::grace)
-/// does not apply (a scope's cancel drops its tasks at their next await,
-/// at once), a [`shield`](Context::shield) inside a scoped task only
-/// changes its context, as outside any group (the cancel still drops the
-/// task at its next await), and scoped tasks have no names. A scope lives
-/// inside one caller's future, which must stay free to drop it at any
-/// moment; cleanup that must outlive a cancel belongs after the `scope`
-/// call returns, or in a `TaskGroup` task.
+/// A builder's [`grace`](crate::TaskGroupBuilder::grace) holds as in a
+/// group ([`TaskGroupBuilder::scope`](crate::TaskGroupBuilder::scope);
+/// `scope` itself has none): once the scope is cancelled, waiting tasks
+/// never start and every context is cancelled at once, but the body and
+/// the running tasks go on being polled, and are dropped only once the
+/// grace has passed (counted from the poll of the scope future that sees
+/// the cancel, on tokio's clock), at their next await; a task that ends
+/// within it reports what it returned. Dropping the scope's future still
+/// drops everything at once, grace or not.
+///
+/// What a scope leaves to a `TaskGroup`: the rest of the
+/// [lifecycle](crate::TaskGroup#cancellation-step-by-step) of a graceful
+/// wind-down. A [`shield`](Context::shield) inside a scoped task only
+/// changes its context, as outside any group (the cancel, or the end of
+/// the grace, still drops the task at its next await), and scoped tasks
+/// have no names. A scope lives inside one caller's future, which must
+/// stay free to drop it at any moment; cleanup that must outlive a
+/// cancel belongs after the `scope` call returns, or in a `TaskGroup`
+/// task.
 ///
 /// # Panics
 ///
@@ -354,7 +376,9 @@ where
     Fut: Future<Output = ()> + 'env,
 {
     ScopeFuture {
-        run: start(Some(ctx), None, None, FailFast, |core| body(Scope { core })),
+        run: start(Some(ctx), None, None, Duration::ZERO, FailFast, |core| {
+            body(Scope { core })
+        }),
     }
 }
 
@@ -411,7 +435,7 @@ where
     Fut: Future<Output = ()> + 'env,
 {
     LocalScopeFuture {
-        run: start(Some(ctx), None, None, FailFast, |core| {
+        run: start(Some(ctx), None, None, Duration::ZERO, FailFast, |core| {
             body(LocalScope { core })
         }),
     }

@@ -13,6 +13,7 @@ use std::task::{self, Poll, Waker};
 
 use slab::Slab;
 
+use super::grace::Grace;
 use super::wake::task_waker;
 use super::{BODY, BUFFER_KEPT, BoxTask, PolledTask, ScopeShared, TaskKind, TaskWaker};
 use crate::context::cancellation;
@@ -54,6 +55,8 @@ pub(super) struct Run<'env, T, E, J, K: TaskKind> {
     /// been dropped.
     pub(super) panic: Option<Box<dyn Any + Send>>,
     pub(super) finished: bool,
+    /// The builder's grace, started at the cancel (invariant 4).
+    pub(super) grace: Grace,
 }
 
 impl<'env, T: 'env, E: 'env, J, K> Run<'env, T, E, J, K>
@@ -196,6 +199,15 @@ where
         mut body: Pin<&mut Option<Fut>>,
     ) {
         if !self.shared.ctx.is_cancelled() {
+            return;
+        }
+        if self.grace.holds() {
+            // In the grace: waiting tasks never start, the body and the
+            // running ones go on until it ends (invariant 4).
+            while let Some((id, fut)) = self.waiting.pop_front() {
+                self.unstarted(id, fut);
+            }
+            self.shared.wake_slot_waiters();
             return;
         }
         if body.is_some()
