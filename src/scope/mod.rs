@@ -39,12 +39,14 @@
 //!    cancelled scope, or waiting behind the limit when the cancel came).
 //! 3. A wake-up is never lost. A task's or the body's waker pushes its
 //!    slot to the ready list under the wake lock and, unless the scope
-//!    future is polling, takes and wakes the scope's waker; a spawn
-//!    pushes under the `spawned` lock and then does the same if the future
-//!    is not polling. The future clears `polling` before it looks at both
-//!    lists one last time, under their locks: either it sees the push, or
-//!    the pusher sees `polling` cleared and wakes it. (`models.rs` checks
-//!    it under loom.)
+//!    future is polling, takes and wakes the scope's waker; so does the
+//!    context's cancel hook, with the entry [`CANCEL`], which only wakes;
+//!    a spawn pushes under the `spawned` lock and then does the same if
+//!    the future is not polling. The future clears `polling` before it
+//!    looks at both lists one last time, under their locks: either it
+//!    sees the push, or the pusher sees `polling` cleared and wakes it.
+//!    (`models.rs` checks all three under loom; a cancel from another
+//!    thread during the poll, before the hook pushed, was lost.)
 //! 4. Nothing starts once the context is cancelled: a task is started
 //!    only after a look at the context, and the cancel (whoever made it)
 //!    is seen by the loop before it polls anything else, which then ends
@@ -89,6 +91,7 @@
 //!   and `start`, which builds a scope;
 //! - `grace.rs`: [`Grace`](grace::Grace), the builder's grace in a scope,
 //!   and its timer;
+//! - `models.rs`: the loom models of invariant 3 (under `--cfg loom`);
 //! - `builder.rs`: [`TaskGroupBuilder::scope`](crate::TaskGroupBuilder::scope)
 //!   and [`TaskGroupBuilder::scope_local`](crate::TaskGroupBuilder::scope_local).
 
@@ -105,6 +108,9 @@ mod future;
 mod grace;
 mod handle;
 mod local;
+// A child module, so that its models can drive the scope's own code.
+#[cfg(all(test, loom))]
+mod models;
 mod run;
 mod send;
 mod shared;
@@ -123,6 +129,10 @@ const SCOPE_TURN: usize = 128;
 
 /// The ready-list entry of the body.
 const BODY: usize = usize::MAX;
+
+/// The ready-list entry of a cancel of the scope's context (its hook's):
+/// nothing to poll, only a wake-up the last look must see (invariant 3).
+const CANCEL: usize = usize::MAX - 1;
 
 /// The most entries an emptied buffer keeps for reuse.
 const BUFFER_KEPT: usize = 1024;

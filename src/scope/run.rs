@@ -15,7 +15,7 @@ use slab::Slab;
 
 use super::grace::Grace;
 use super::wake::task_waker;
-use super::{BODY, BUFFER_KEPT, BoxTask, PolledTask, ScopeShared, TaskKind, TaskWaker};
+use super::{BODY, BUFFER_KEPT, BoxTask, CANCEL, PolledTask, ScopeShared, TaskKind, TaskWaker};
 use crate::context::cancellation;
 use crate::group::panics::{JoinerPanicked, drop_catching, panic_message};
 use crate::group::{Decision, Joiner, Outcome, TaskId, Unread};
@@ -71,7 +71,8 @@ where
         for slot in woken.drain(..) {
             if slot == BODY {
                 self.body_ready = true;
-            } else {
+            } else if slot != CANCEL {
+                // A cancel is seen by the loop's look at the context.
                 self.ready.push_back(slot);
             }
         }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering::{AcqRel, SeqCst};
 use std::sync::{Arc, PoisonError};
 use std::task::Waker;
 
+use super::CANCEL;
 use crate::context::CancelHook;
 use crate::loom::{AtomicBool, Mutex, MutexGuard};
 
@@ -59,9 +60,11 @@ impl Wakeup {
 
 impl CancelHook for Wakeup {
     /// The scope's context was cancelled, maybe from outside: the scope
-    /// future must come and drop its tasks.
+    /// future must come and drop its tasks. Pushed, not only woken, so
+    /// that the future's last look sees a cancel made while it polls
+    /// (invariant 3).
     fn on_cancel(&self) {
-        self.notify();
+        self.push(CANCEL);
     }
 }
 
