@@ -1,6 +1,5 @@
 //! Scoped groups: [`scope`], [`scope_local`] and their handles, [`Scope`]
-//! and [`LocalScope`].
-//! Tasks that borrow from the caller, polled inside the scope's own future
+//! and [`LocalScope`]. Tasks that borrow from the caller, polled inside the scope's own future
 //! (moro's design), with the group's joiners and outcomes.
 //!
 //! A layer above `group/`: it takes the joiners, the outcomes and the
@@ -34,8 +33,8 @@
 //!    again.
 //! 2. Every task spawned while the scope is open ends in exactly one
 //!    outcome, handed to the joiner once (`Run::deliver`): it returned
-//!    or panicked (`Run::poll_task`), it was dropped by the cancel
-//!    (`Run::stop_if_cancelled`), or it never started (spawned into a
+//!    or panicked (`Run::poll_task`), it was dropped by the cancel or at
+//!    the end of the grace (`Run::stop_if_cancelled`), or it never started (spawned into a
 //!    cancelled scope, or waiting behind the limit when the cancel came).
 //! 3. A wake-up is never lost. A task's or the body's waker pushes its
 //!    slot to the ready list under the wake lock and, unless the scope
