@@ -202,6 +202,7 @@ mod group;
 pub mod http;
 mod loom;
 mod polling;
+mod scope;
 mod supervisor;
 
 pub use context::ContextError;
@@ -215,7 +216,7 @@ pub use group::{
 };
 pub use group::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use group::{GroupError, TaskFailed};
-pub use group::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
+pub use scope::{LocalScope, LocalScopeFuture, Scope, ScopeFuture, scope, scope_local};
 pub use supervisor::{
     Backoff, ChildBuilder, ChildReport, Restart, Run, Strategy, Supervisor, SupervisorBuilder,
     SupervisorError, SupervisorReport,

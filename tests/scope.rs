@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use taskgroup::{
-    Cause, Context, ContextError, Decision, FirstOk, GroupError, Joiner, Outcome, Scope, Supervise,
-    TaskFailed, TaskGroup, TaskId, Unread,
+    Cause, Context, ContextError, Decision, FirstOk, GroupError, Joiner, LocalScope, Outcome,
+    Scope, Supervise, TaskFailed, TaskGroup, TaskId, Unread,
 };
 use tokio::time::{Instant, sleep};
 
@@ -835,33 +835,204 @@ async fn a_scope_without_tasks_returns_at_once() {
     assert!(out.unwrap_err().errors().is_empty());
 }
 
-/// A scope leaves the graceful wind-down to `TaskGroup` (documented on
-/// `scope`): a builder's grace does not apply, and a shield inside a
-/// scoped task only changes its context, so the first error drops both
-/// tasks at their next await, at once.
+/// `scope_local`'s body takes a `LocalScope`, `Scope`'s twin: the same
+/// methods, for tasks that hold `Rc`s; a clone spawns from inside a task,
+/// and `try_spawn` gives the closure back once the limit is full.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_local_scope_has_the_methods_of_a_scope_and_spawns_from_its_own_tasks() {
+    let ctx = Context::background();
+    let seen = RefCell::new(Vec::new());
+    let out = TaskGroup::<u32, String>::builder()
+        .limit(2)
+        .context(&ctx)
+        .scope_local(async |s: LocalScope<'_, u32, String>| {
+            assert!(format!("{s:?}").starts_with("LocalScope"));
+            assert!(!s.context().is_cancelled() && s.is_empty());
+            let (inner, seen) = (s.clone(), &seen);
+            let seven = Rc::new(7);
+            s.spawn(move |_| async move {
+                tokio::task::yield_now().await; // an Rc held across an await
+                inner.spawn(move |_| async move {
+                    seen.borrow_mut().push(*seven);
+                    Ok(*seven)
+                });
+                Ok(1)
+            });
+            assert!(s.try_spawn(|_| async { Ok(2) }).is_ok());
+            assert_eq!(s.len(), 2);
+            let refused = s.try_spawn(|_| async { Ok(3) }).unwrap_err();
+            s.ready().await;
+            assert!(s.len() < 2);
+            let _ = s.try_spawn(refused);
+        })
+        .await;
+    let mut values = out.unwrap();
+    values.sort_unstable();
+    assert_eq!(values, [1, 2, 3, 7]);
+    assert_eq!(seen.into_inner(), [7]);
+}
+
+/// `LocalScope::cancel` drops a running task (its `Rc` with it) at its
+/// next await and ends the scope as a `Scope`'s cancel does.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_local_scope_s_cancel_drops_its_tasks_and_their_rcs() {
+    let held = Rc::new(());
+    let outcomes = TaskGroup::<(), String>::builder()
+        .joiner(Supervise)
+        .scope_local(async |s| {
+            let in_task = held.clone();
+            s.spawn(move |_| async move {
+                let _held = in_task;
+                sleep(HOUR).await;
+                Ok(())
+            });
+            tokio::task::yield_now().await;
+            assert_eq!(Rc::strong_count(&held), 2);
+            s.cancel();
+            std::future::pending::<()>().await; // dropped by the cancel
+        })
+        .await;
+    assert!(matches!(outcomes[..], [Outcome::Cancelled]));
+    assert_eq!(Rc::strong_count(&held), 1);
+}
+
+/// A local scope's `ready` from its task that holds the only slot panics
+/// too, naming `LocalScope::ready`, instead of hanging.
+#[tokio::test(flavor = "current_thread")]
+async fn local_scope_ready_from_its_task_holding_the_only_slot_names_local_scope() {
+    let scope = TaskGroup::<u32, String>::builder()
+        .limit(1)
+        .scope_local(async |s| {
+            let s2 = s.clone();
+            s.spawn(move |_ctx| async move {
+                s2.ready().await;
+                Ok(1)
+            });
+        });
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        AssertUnwindSafe(scope).catch_unwind(),
+    )
+    .await
+    .expect("no hang");
+    let text = message(&*result.unwrap_err());
+    assert!(text.contains("LocalScope::ready"), "{text}");
+}
+
+/// A shield inside a scoped task only changes its context (documented on
+/// `scope`): the first error drops the shielded task and a deaf one at
+/// their next await, at once, in a scope without a grace.
 #[tokio::test(start_paused = true)]
-async fn a_scope_ignores_a_grace_and_a_shield_and_drops_its_tasks_at_once() {
+async fn a_shield_in_a_scoped_task_does_not_keep_it_from_the_drop() {
     let ctx = Context::background();
     let (deaf, deaf_dropped) = drop_flag();
     let (shielded, shielded_dropped) = drop_flag();
     let start = Instant::now();
-    let out = TaskGroup::builder()
-        .grace(Duration::from_secs(10))
-        .context(&ctx)
+    let out = taskgroup::scope(&ctx, async |s| {
+        s.spawn(|_| async move {
+            let _deaf = deaf;
+            sleep(HOUR).await;
+            Ok(1)
+        });
+        s.spawn(|ctx| async move {
+            ctx.shield(HOUR, |_| async move {
+                let _shielded = shielded;
+                sleep(HOUR).await;
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(2)
+        });
+        s.spawn(|_| async {
+            sleep(Duration::from_millis(5)).await;
+            Err("down".to_string())
+        });
+    })
+    .await;
+    assert_eq!(out, Err(GroupError::Failed("down".to_string())));
+    assert_eq!(start.elapsed(), Duration::from_millis(5));
+    assert!(deaf_dropped.load(SeqCst), "no grace in this scope");
+    assert!(shielded_dropped.load(SeqCst), "no shield in a scope");
+}
+
+/// A builder's grace holds in a scope as in a group: at the cancel,
+/// waiting tasks never start and later spawns are refused, every context
+/// is cancelled at once, and the body and the running tasks go on; a task
+/// that ends within the grace reports what it returned (`Ok` or `Err`),
+/// and the one still running when it runs out is dropped then, at its
+/// await.
+#[tokio::test(start_paused = true)]
+async fn a_scope_s_grace_lets_running_tasks_end_on_their_own_and_drops_the_rest_when_it_ends() {
+    let grace = Duration::from_secs(5);
+    let cancel_at = Duration::from_millis(5);
+    let (deaf, deaf_dropped) = drop_flag();
+    let queued_started = AtomicBool::new(false);
+    let body_saw_the_grace = AtomicBool::new(false);
+    let start = Instant::now();
+    let outcomes = TaskGroup::<&str, String>::builder()
+        .limit(3)
+        .grace(grace)
+        .joiner(Supervise)
         .scope(async |s| {
+            s.spawn(|ctx| async move {
+                ctx.done().await;
+                sleep(Duration::from_secs(1)).await; // a flush, within the grace
+                Ok("flushed")
+            });
             s.spawn(|_| async move {
                 let _deaf = deaf;
-                sleep(HOUR).await;
-                Ok(1)
+                sleep(HOUR).await; // never looks at its context
+                Ok("deaf")
             });
             s.spawn(|ctx| async move {
-                ctx.shield(HOUR, |_| async move {
-                    let _shielded = shielded;
-                    sleep(HOUR).await;
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-                Ok(2)
+                ctx.done().await;
+                sleep(Duration::from_secs(2)).await;
+                Err("flush failed".to_string())
+            });
+            let queued = &queued_started;
+            s.spawn(move |_| async move {
+                queued.store(true, SeqCst); // behind the limit: never runs
+                Ok("queued")
+            });
+            sleep(cancel_at).await;
+            s.cancel();
+            assert!(s.try_spawn(|_| async { Ok("late") }).is_err());
+            s.spawn(|_| async { Ok("late") }); // never starts
+            sleep(Duration::from_secs(3)).await; // the body has the grace too
+            body_saw_the_grace.store(true, SeqCst);
+        })
+        .await;
+    assert_eq!(start.elapsed(), cancel_at + grace);
+    assert!(matches!(
+        outcomes[..],
+        [
+            Outcome::Ok("flushed"),
+            Outcome::Cancelled,
+            Outcome::Err(_),
+            Outcome::Cancelled,
+            Outcome::Cancelled,
+        ]
+    ));
+    assert!(deaf_dropped.load(SeqCst), "dropped when the grace ran out");
+    assert!(!queued_started.load(SeqCst), "a waiting task never starts");
+    assert!(body_saw_the_grace.load(SeqCst));
+}
+
+/// A scope whose tasks all end within the grace returns then, without
+/// waiting for the grace to run out; the first error is still the
+/// outcome (here in a `scope_local`, which has the grace too).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_scope_returns_as_soon_as_its_tasks_end_within_the_grace() {
+    let local = Rc::new("state");
+    let start = Instant::now();
+    let out = TaskGroup::<&str, String>::builder()
+        .grace(HOUR)
+        .scope_local(async |s| {
+            let local = local.clone();
+            s.spawn(move |ctx| async move {
+                ctx.done().await;
+                sleep(Duration::from_secs(1)).await; // an Rc held across it
+                Ok(*local)
             });
             s.spawn(|_| async {
                 sleep(Duration::from_millis(5)).await;
@@ -870,7 +1041,36 @@ async fn a_scope_ignores_a_grace_and_a_shield_and_drops_its_tasks_at_once() {
         })
         .await;
     assert_eq!(out, Err(GroupError::Failed("down".to_string())));
-    assert_eq!(start.elapsed(), Duration::from_millis(5));
-    assert!(deaf_dropped.load(SeqCst), "no grace in a scope");
-    assert!(shielded_dropped.load(SeqCst), "no shield in a scope");
+    assert_eq!(start.elapsed(), Duration::from_millis(1005));
+}
+
+/// Dropping a scope's future in its grace still drops the body and every
+/// task at once; a cancel from outside (the parent's) starts the grace
+/// too.
+#[tokio::test(start_paused = true)]
+async fn dropping_a_scope_future_in_its_grace_drops_every_task_at_once() {
+    let (parent, cancel) = Context::background().with_cancel();
+    let (task, task_dropped) = drop_flag();
+    let (body, body_dropped) = drop_flag();
+    let scope = TaskGroup::<(), String>::builder()
+        .grace(HOUR)
+        .context(&parent)
+        .scope(async |s| {
+            let _body = body;
+            s.spawn(|_| async move {
+                let _task = task;
+                sleep(HOUR * 2).await;
+                Ok(())
+            });
+            std::future::pending::<()>().await;
+        });
+    let mut scope = tokio_test::task::spawn(scope);
+    assert!(scope.poll().is_pending());
+    cancel.cancel();
+    assert!(scope.is_woken(), "the outside cancel wakes the scope");
+    assert!(scope.poll().is_pending(), "in the grace");
+    sleep(Duration::from_secs(60)).await;
+    assert!(!task_dropped.load(SeqCst) && !body_dropped.load(SeqCst));
+    drop(scope);
+    assert!(task_dropped.load(SeqCst) && body_dropped.load(SeqCst));
 }

@@ -1,14 +1,12 @@
 //! [`TaskGroupBuilder`].
 
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::TaskGroup;
 use super::joiner::{FailFast, Joiner};
-use super::scoped::{self, LocalTasks, Scope, ScopeFuture, SendTasks};
 use crate::Context;
 
 /// Configures a [`TaskGroup`]: a limit on concurrent tasks, a name, a parent
@@ -133,8 +131,10 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
     /// Blocking tasks are never dropped, grace or not.
     ///
     /// The grace runs on tokio's timer, on the runtime the group's tasks
-    /// run on. It does not apply to a [scope](TaskGroupBuilder::scope),
-    /// whose cancel drops its tasks at once (see [`scope`](crate::scope)).
+    /// run on. A [scope](TaskGroupBuilder::scope) made from this builder
+    /// honours it the same way, its body included, on the runtime that
+    /// polls it (see [`scope`](crate::scope)); dropping the scope's future
+    /// drops everything at once.
     ///
     /// # Examples
     ///
@@ -214,94 +214,25 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
     }
 }
 
-impl<T, E, J> TaskGroupBuilder<T, E, J> {
-    /// Runs `body` as a [scoped group](crate::scope) with this builder's
-    /// limit, name, context and joiner: tasks that borrow from the caller,
-    /// `Send`, polled inside the returned future. It resolves to what
-    /// [`wait`](TaskGroup::wait) would return for the joiner
-    /// ([`Joiner::Output`]). Needs no `T: Send + 'static`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use taskgroup::{Context, Outcome, Supervise, TaskGroup};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let ctx = Context::background();
-    /// let names = ["a", "", "c"];
-    /// let outcomes = TaskGroup::builder()
-    ///     .limit(2)
-    ///     .joiner(Supervise)
-    ///     .context(&ctx)
-    ///     .scope(async |s| {
-    ///         for name in &names {
-    ///             s.spawn(move |_ctx| async move {
-    ///                 if name.is_empty() { Err("empty name") } else { Ok(name.len()) }
-    ///             });
-    ///         }
-    ///     })
-    ///     .await;
-    /// assert!(matches!(outcomes[..], [Outcome::Ok(1), Outcome::Err("empty name"), Outcome::Ok(1)]));
-    /// # }
-    /// ```
-    pub fn scope<'env, F, Fut>(self, body: F) -> ScopeFuture<'env, T, E, J, SendTasks, Fut>
-    where
-        T: 'env,
-        E: 'env,
-        J: Joiner<T, E>,
-        F: FnOnce(Scope<'env, T, E, J, SendTasks>) -> Fut,
-        Fut: Future<Output = ()> + 'env,
-    {
-        scoped::start(
-            self.context.as_ref(),
-            self.name,
-            self.limit,
-            self.joiner,
-            body,
-        )
-    }
+/// What a builder holds, for a scope (`scope/builder.rs`) to build from.
+pub(crate) struct BuilderParts<J> {
+    pub(crate) limit: Option<usize>,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) context: Option<Context>,
+    pub(crate) grace: Duration,
+    pub(crate) joiner: J,
+}
 
-    /// [`scope`](TaskGroupBuilder::scope) for tasks that need not be
-    /// `Send` ([`scope_local`](crate::scope_local)); the future is not
-    /// `Send` then.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::rc::Rc;
-    /// use taskgroup::{FirstOk, TaskGroup};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let replicas = Rc::new(vec!["eu", "us"]);
-    /// let first = TaskGroup::<&str, String>::builder()
-    ///     .joiner(FirstOk)
-    ///     .scope_local(async |s| {
-    ///         for i in 0..2 {
-    ///             let replicas = replicas.clone(); // an Rc in each task
-    ///             s.spawn(move |_ctx| async move { Ok(replicas[i]) });
-    ///         }
-    ///     })
-    ///     .await;
-    /// assert_eq!(first, Ok("eu"));
-    /// # }
-    /// ```
-    pub fn scope_local<'env, F, Fut>(self, body: F) -> ScopeFuture<'env, T, E, J, LocalTasks, Fut>
-    where
-        T: 'env,
-        E: 'env,
-        J: Joiner<T, E>,
-        F: FnOnce(Scope<'env, T, E, J, LocalTasks>) -> Fut,
-        Fut: Future<Output = ()> + 'env,
-    {
-        scoped::start(
-            self.context.as_ref(),
-            self.name,
-            self.limit,
-            self.joiner,
-            body,
-        )
+impl<T, E, J> TaskGroupBuilder<T, E, J> {
+    /// Takes the builder apart, for a scope.
+    pub(crate) fn into_parts(self) -> BuilderParts<J> {
+        BuilderParts {
+            limit: self.limit,
+            name: self.name,
+            context: self.context,
+            grace: self.grace,
+            joiner: self.joiner,
+        }
     }
 }
 

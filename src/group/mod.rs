@@ -10,7 +10,6 @@ mod observe;
 mod outcome;
 pub(crate) mod panics;
 mod runner;
-mod scoped;
 mod shared;
 mod spawner;
 mod task;
@@ -36,7 +35,6 @@ pub use lifecycle::{ShutdownReport, TaskBuilder, TaskInfo};
 pub use observe::{Dump, GroupSnapshot, TaskSnapshot, TaskState, dump};
 pub use outcome::{Outcome, TaskId};
 pub(crate) use panics::panic_message;
-pub use scoped::{LocalTasks, Scope, ScopeFuture, SendTasks, TaskKind, scope, scope_local};
 use shared::{AsyncClosure, BlockingClosure, Shared};
 pub use spawner::Spawner;
 

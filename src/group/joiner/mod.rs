@@ -261,7 +261,7 @@ pub struct Unread<T, E> {
 }
 
 impl<T, E> Unread<T, E> {
-    pub(super) fn new(
+    pub(crate) fn new(
         done: VecDeque<(TaskId, Outcome<T, E>)>,
         cancelled_by: Option<TaskId>,
         late_ok: bool,
