@@ -4,7 +4,9 @@
 
 use std::future::Future;
 
-use super::{LocalScope, LocalScopeFuture, Scope, ScopeFuture, start};
+use super::future::{RunFuture, start};
+use super::handle::Core;
+use super::{LocalScope, LocalScopeFuture, Scope, ScopeFuture, TaskKind};
 use crate::TaskGroupBuilder;
 use crate::group::Joiner;
 
@@ -47,16 +49,9 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
         F: FnOnce(Scope<'env, T, E, J>) -> Fut,
         Fut: Future<Output = ()> + 'env,
     {
-        let parts = self.into_parts();
-        let run = start(
-            parts.context.as_ref(),
-            parts.name,
-            parts.limit,
-            parts.grace,
-            parts.joiner,
-            |core| body(Scope { core }),
-        );
-        ScopeFuture { run }
+        ScopeFuture {
+            run: self.start(|core| body(Scope { core })),
+        }
     }
 
     /// [`scope`](TaskGroupBuilder::scope) for tasks that need not be
@@ -92,15 +87,32 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
         F: FnOnce(LocalScope<'env, T, E, J>) -> Fut,
         Fut: Future<Output = ()> + 'env,
     {
+        LocalScopeFuture {
+            run: self.start(|core| body(LocalScope { core })),
+        }
+    }
+}
+
+impl<T, E, J> TaskGroupBuilder<T, E, J> {
+    /// The scope's future, from the builder's limit, name, context, grace
+    /// and joiner: what `scope` and `scope_local` share.
+    fn start<'env, K, F, Fut>(self, body: F) -> RunFuture<'env, T, E, J, K, Fut>
+    where
+        T: 'env,
+        E: 'env,
+        J: Joiner<T, E>,
+        K: TaskKind,
+        F: FnOnce(Core<'env, T, E, J, K>) -> Fut,
+        Fut: Future<Output = ()> + 'env,
+    {
         let parts = self.into_parts();
-        let run = start(
+        start(
             parts.context.as_ref(),
             parts.name,
             parts.limit,
             parts.grace,
             parts.joiner,
-            |core| body(LocalScope { core }),
-        );
-        LocalScopeFuture { run }
+            body,
+        )
     }
 }
