@@ -102,8 +102,9 @@
 //! reference it held; it lets go of the others as it goes, and frees
 //! their emptied slabs (no user code) under the stripe lock.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::cell::Cell;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
@@ -320,6 +321,45 @@ struct Deadline {
     served_on: runtime::Id,
 }
 
+/// What few nodes have, fixed at creation and never changed: read with
+/// no lock. Out of line, so that a plain node (a task's own context) stays
+/// small; a node has one only if it has a deadline of its own or a value.
+struct Rare {
+    /// Its own deadline, earlier than its parent's. A node that inherits
+    /// its parent's has none here (`Node::inherits_deadline`).
+    deadline: Option<Deadline>,
+    /// The value, with its type: a lookup walking past a value of another
+    /// type compares it, with no call through the value's vtable.
+    value: Option<(TypeId, Box<dyn Any + Send + Sync>)>,
+}
+
+/// A node's `rare`, whose drop is one inlined test when it has none, as
+/// most nodes do (the drop glue of an `Option<Box<Rare>>` was a call, even
+/// for `None`: 13 instructions a node). The last field of `Node`, dropped
+/// last, as the value was.
+struct RareSlot(ManuallyDrop<Option<Box<Rare>>>);
+
+impl RareSlot {
+    fn get(&self) -> Option<&Rare> {
+        self.0.as_deref()
+    }
+}
+
+impl Drop for RareSlot {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            drop_rare(self.0.take());
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_rare(rare: Option<Box<Rare>>) {
+    drop(rare);
+}
+
 impl Inner {
     /// Whether any child may still be linked here.
     fn has_children(&self) -> bool {
@@ -365,7 +405,12 @@ impl NodeSpec {
 /// cancel that finds the node settled read (`state`, `cancellable`,
 /// `stripe`, `slot`) sits right after the `Arc`'s counts, which the drop
 /// also touches, so that it takes one or two cache lines, not three, when
-/// a million handles are dropped in a row.
+/// a million handles are dropped in a row. What few nodes have (a
+/// deadline of their own, a value) is out of line, in `rare`, the last
+/// field: a plain node, a task's own context, is 112 bytes on 64-bit
+/// Linux (a 128-byte `Arc` allocation, a 144-byte glibc chunk), not 144.
+/// (104, within glibc's fast bins, was measured too: fewer bytes, but more
+/// instructions, spent consolidating the fast bins; issue 31.)
 #[repr(C)]
 pub(crate) struct Node {
     /// Invariant 1: `LIVE` until set once, with `inner.cause`, to the
@@ -380,6 +425,9 @@ pub(crate) struct Node {
     inherits: bool,
     /// Whether this node or an ancestor it can reach carries a value.
     has_values: bool,
+    /// Whether its deadline is its parent's (inherited, or its own was
+    /// no earlier): then `parent` is kept, and `rare` has no deadline.
+    inherits_deadline: bool,
     /// Its only canceller, its handle, was given up (`disarm`) and it has
     /// no deadline and no cancellable ancestor: it can never be cancelled
     /// now, so after-cancel callbacks are dropped, not kept. Written under
@@ -395,14 +443,20 @@ pub(crate) struct Node {
     /// Woken (all waiters) when `state` is set, if it was `AWAITED`.
     notify: Notify,
     inner: Mutex<Inner>,
-    /// The earlier of its own and its parent's (the parent's on a tie).
-    deadline: Option<Deadline>,
-    value: Option<Box<dyn Any + Send + Sync>>,
+    /// Its own deadline and its value, if it has either.
+    rare: RareSlot,
 }
 
 #[cfg(not(loom))]
-static BACKGROUND: std::sync::LazyLock<Arc<Node>> =
-    std::sync::LazyLock::new(|| Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None)));
+static BACKGROUND: std::sync::LazyLock<Arc<Node>> = std::sync::LazyLock::new(|| {
+    Arc::new(Node::new(
+        None,
+        NodeSpec::plain(),
+        next_stripe(),
+        None,
+        false,
+    ))
+});
 
 impl Node {
     /// The node this one was made from, if it keeps it.
@@ -410,29 +464,46 @@ impl Node {
         self.parent.as_ref()
     }
 
+    /// `deadline`: its own, if earlier than its parent's; `inherits_deadline`:
+    /// it has its parent's (which cancels it: it is linked).
+    ///
+    /// Inlined into [`Node::child`], its hot caller: the call and the
+    /// moves of its arguments were about 20 instructions a node.
+    #[inline(always)]
     fn new(
         parent: Option<Arc<Node>>,
         spec: NodeSpec,
         stripe: u8,
         deadline: Option<Deadline>,
+        inherits_deadline: bool,
     ) -> Node {
         let detach = spec.detach;
         let parent_cancellable = parent.as_ref().is_some_and(|p| p.cancellable) && !detach;
+        debug_assert!(!inherits_deadline || (parent_cancellable && deadline.is_none()));
         let has_values = spec.value.is_some() || parent.as_ref().is_some_and(|p| p.has_values);
+        let rare = (deadline.is_some() || spec.value.is_some()).then(|| {
+            Box::new(Rare {
+                deadline,
+                // The value's type, not the `Box`'s.
+                value: spec.value.map(|value| (Any::type_id(&*value), value)),
+            })
+        });
         Node {
             // Invariant 9: a group's hook sees the cancel.
             state: AtomicU8::new(if spec.hook.is_some() { ATTACHED } else { LIVE }),
             notify: Notify::new(),
-            // A parent is only worth keeping for its values or to unlink from.
+            // A parent is only worth keeping for its values or to unlink
+            // from (and so for a deadline it inherits: the parent is
+            // cancellable then).
             parent: parent.filter(|p| p.has_values || (p.cancellable && !detach)),
             slot: AtomicUsize::new(UNLINKED),
             cancellable: spec.own_cancel || deadline.is_some() || parent_cancellable,
             inherits: parent_cancellable,
             abandoned: AtomicBool::new(false),
             has_values,
+            inherits_deadline,
             stripe,
-            deadline,
-            value: spec.value,
+            rare: RareSlot(ManuallyDrop::new(rare)),
             inner: Mutex::new(Inner {
                 extras: spec.hook.map(|hook| {
                     Box::new(Extras {
@@ -451,7 +522,13 @@ impl Node {
         return BACKGROUND.clone();
         // A fresh root per call: loom objects must not outlive a model run.
         #[cfg(loom)]
-        return Arc::new(Node::new(None, NodeSpec::plain(), next_stripe(), None));
+        return Arc::new(Node::new(
+            None,
+            NodeSpec::plain(),
+            next_stripe(),
+            None,
+            false,
+        ));
     }
 
     /// Creates a child of `parent`, linked if `parent` can be cancelled, and
@@ -462,17 +539,26 @@ impl Node {
         parent.link_deferred();
         let detach = spec.detach;
         let defer = spec.defer_link && spec.hook.is_none();
-        let inherited = if detach { None } else { parent.deadline };
-        let own = spec
-            .deadline
-            .map(|(at, served_on)| Deadline { at, served_on });
-        let deadline = match (own, inherited) {
-            (Some(own), Some(theirs)) if own.at < theirs.at => Some(own),
-            (own, theirs) => theirs.or(own),
+        // The earlier of its own and its parent's (the parent's on a tie):
+        // the parent's is looked up only to compare it with its own.
+        let inherited = !detach && parent.has_deadline();
+        let (deadline, inherits_deadline) = match spec.deadline {
+            Some((at, served_on))
+                if !inherited || parent.full_deadline().is_none_or(|theirs| at < theirs.at) =>
+            {
+                (Some(Deadline { at, served_on }), false)
+            }
+            _ => (None, inherited),
         };
         let link = parent.cancellable && !detach;
         let stripe = if link { parent.stripe } else { next_stripe() };
-        let node = Arc::new(Node::new(Some(parent.clone()), spec, stripe, deadline));
+        let node = Arc::new(Node::new(
+            Some(parent.clone()),
+            spec,
+            stripe,
+            deadline,
+            inherits_deadline,
+        ));
         if link && defer && !parent.is_cancelled() {
             // Invariant 10: read through the parent until linked.
             node.state.fetch_or(DEFERRED, Ordering::Relaxed);
@@ -651,8 +737,25 @@ impl Node {
             && slot & !WALKED <= stripe(self.stripe).walks.load(Ordering::Acquire)
     }
 
+    /// Whether it has a deadline, its own or inherited.
+    fn has_deadline(&self) -> bool {
+        self.inherits_deadline || self.rare.get().is_some_and(|rare| rare.deadline.is_some())
+    }
+
+    /// The earlier of its own and its parent's deadline: its own, or the
+    /// one of the ancestor it inherits it from ([`Node::deadline_owner`]),
+    /// a step up for each node that inherits it: one for a task's context
+    /// under a deadline, as many as a chain made under one.
+    fn full_deadline(&self) -> Option<Deadline> {
+        let mut node = self;
+        while node.inherits_deadline {
+            node = node.parent.as_deref()?;
+        }
+        node.rare.get()?.deadline
+    }
+
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.deadline.map(|deadline| deadline.at)
+        self.full_deadline().map(|deadline| deadline.at)
     }
 
     /// Whether a waiter polled on the runtime `here` should arm a timer of
@@ -660,7 +763,7 @@ impl Node {
     /// another runtime, which may be gone or never driven. No lock: the
     /// deadline is fixed at creation.
     pub(crate) fn deadline_served_elsewhere(&self, here: runtime::Id) -> bool {
-        self.deadline
+        self.full_deadline()
             .is_some_and(|deadline| deadline.served_on != here)
     }
 
@@ -681,9 +784,16 @@ impl Node {
 
     /// This node's own value, if it is a `T` (not an ancestor's).
     pub(crate) fn own_value<T: Any>(&self) -> Option<&T> {
-        self.value
-            .as_ref()
-            .and_then(|value| value.downcast_ref::<T>())
+        let (type_id, value) = self.rare.get()?.value.as_ref()?;
+        if *type_id != TypeId::of::<T>() {
+            return None;
+        }
+        value.downcast_ref::<T>()
+    }
+
+    /// Whether this node has a value of its own.
+    fn has_own_value(&self) -> bool {
+        self.rare.get().is_some_and(|rare| rare.value.is_some())
     }
 
     /// The parent whose cancel reaches this node, if any.
@@ -698,7 +808,7 @@ impl Node {
             if !node.has_values {
                 return None;
             }
-            if let Some(value) = node.value.as_ref().and_then(|v| v.downcast_ref::<T>()) {
+            if let Some(value) = node.own_value::<T>() {
                 return Some(value);
             }
             node = node.parent.as_deref()?;
@@ -723,9 +833,8 @@ impl Node {
     /// expiring it expires everything that shares the deadline.
     pub(crate) fn deadline_owner(node: &Arc<Node>) -> &Arc<Node> {
         let mut owner = node;
-        while owner.inherits
+        while owner.inherits_deadline
             && let Some(parent) = &owner.parent
-            && parent.deadline == owner.deadline
         {
             owner = parent;
         }
@@ -758,7 +867,7 @@ impl Node {
     /// user code), and refuse new ones, so a callback that holds its own
     /// context does not keep both alive forever.
     pub(crate) fn disarmed(&self) {
-        if self.inherits || self.deadline.is_some() {
+        if self.inherits || self.has_deadline() {
             return;
         }
         let mut inner = lock(&self.inner);
@@ -1083,7 +1192,7 @@ pub(crate) fn cancel(node: &Arc<Node>, cancellation: Cancellation) -> bool {
                 // A node with a value is kept too, as every node once was:
                 // if the walk's reference turns out to be the last, the
                 // value's destructor runs after every hook, as it did.
-                Some(taken) if !taken.is_empty() || child.value.is_some() => {
+                Some(taken) if !taken.is_empty() || child.has_own_value() => {
                     cancelled.push((child, taken));
                 }
                 _ => release(child, &mut last),
@@ -1141,5 +1250,17 @@ impl Drop for Node {
                 None => break,
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom), target_os = "linux", target_pointer_width = "64"))]
+mod layout {
+    use super::Node;
+
+    /// A plain node stays small (issue 31): what few nodes have is out of
+    /// line, in `Rare`.
+    #[test]
+    fn a_plain_node_is_112_bytes() {
+        assert!(size_of::<Node>() <= 112, "{}", size_of::<Node>());
     }
 }
