@@ -41,6 +41,11 @@
 //!   `Discard` group feeding it through a spawner, beside the loop a
 //!   `tokio::spawn`ed task starting tasks a `TaskTracker` tracks, the
 //!   hand-written server's way. Per connection.
+//! - `servers_kick/N`: a server with N live connections (parked tasks)
+//!   kicks 1,000 of them, one at a time: `cancel_task` on a `Discard`
+//!   group, beside a `JoinSet` whose owner keeps each task's `AbortHandle`
+//!   in a `HashMap` by id and aborts it. Only the kicks are timed. Per
+//!   kick.
 //! - `supervisor_start/N`: N children added to a `Supervisor` (temporary,
 //!   each returns at once), then `wait`; beside the same futures spawned
 //!   into a `TaskGroup`. Per child.
@@ -682,6 +687,51 @@ async fn connections_tracker(n: usize) -> Duration {
     t0.elapsed()
 }
 
+/// How many connections `servers_kick` kicks in one sample.
+const KICKS: usize = 1_000;
+
+async fn kick_taskgroup(n: usize) -> Duration {
+    let mut group = TaskGroup::<(), Infallible>::builder()
+        .joiner(Discard)
+        .build();
+    let ids: Vec<_> = (0..n)
+        .map(|_| {
+            group.spawn(|ctx| async move {
+                ctx.done().await;
+                Ok(())
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    for id in ids.iter().rev().take(KICKS) {
+        assert!(group.cancel_task(*id));
+    }
+    let elapsed = t0.elapsed();
+    group.cancel();
+    group.wait().await;
+    elapsed
+}
+
+async fn kick_joinset(n: usize) -> Duration {
+    let mut set = JoinSet::new();
+    let token = CancellationToken::new();
+    let mut handles = std::collections::HashMap::with_capacity(n);
+    for _ in 0..n {
+        let token = token.clone();
+        let handle = set.spawn(async move { token.cancelled().await });
+        handles.insert(handle.id(), handle);
+    }
+    let ids: Vec<_> = handles.keys().copied().take(KICKS).collect();
+    let t0 = Instant::now();
+    for id in ids {
+        handles.remove(&id).expect("a live connection").abort();
+    }
+    let elapsed = t0.elapsed();
+    token.cancel();
+    while set.join_next().await.is_some() {}
+    elapsed
+}
+
 fn servers(c: &mut Criterion) {
     let rt = runtime();
     let n = 100_000;
@@ -704,6 +754,16 @@ fn servers(c: &mut Criterion) {
     });
     group.bench_function(BenchmarkId::new("task_tracker", n), |b| {
         b.iter_custom(|iters| timed(&rt, iters, move || connections_tracker(n)))
+    });
+    group.finish();
+    let n = 10_000;
+    let mut group = sized(c, "servers_kick", true);
+    group.throughput(Throughput::Elements(KICKS as u64));
+    group.bench_function(BenchmarkId::new("taskgroup_cancel_task", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || kick_taskgroup(n)))
+    });
+    group.bench_function(BenchmarkId::new("joinset_abort_by_id", n), |b| {
+        b.iter_custom(|iters| timed(&rt, iters, move || kick_joinset(n)))
     });
     group.finish();
 }

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use support::drop_flag;
 use taskgroup::{
     Context, ContextError, Discard, FirstOk, GroupError, Outcome, Spawner, Supervise, TaskGroup,
+    TaskId,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -252,6 +253,79 @@ async fn cancel_task_cancels_the_tasks_own_context_and_the_group_goes_on() {
     go.send(()).unwrap();
     // FailFast leaves out the task `cancel_task` ended without a value.
     assert_eq!(group.wait().await, Ok(vec![7]));
+}
+
+#[tokio::test]
+async fn cancel_task_finds_every_live_task_as_tasks_come_and_go() {
+    // `cancel_task` finds a task through an index made at its first call
+    // and kept as tasks start and end (slots of ended tasks are reused):
+    // each live task is found, each ended or unknown id is not.
+    let mut group = TaskGroup::<u64, String>::builder().joiner(Discard).build();
+    let mut releases = Vec::new();
+    let mut contexts = Vec::new();
+    let spawn_parked =
+        |group: &mut TaskGroup<u64, String, Discard>,
+         releases: &mut Vec<(TaskId, oneshot::Sender<()>)>,
+         contexts: &mut Vec<(TaskId, oneshot::Receiver<Context>)>| {
+            let (go, went) = oneshot::channel::<()>();
+            let (seen, ctx) = oneshot::channel::<Context>();
+            let id = group.spawn(move |ctx| async move {
+                let _ = seen.send(ctx.clone());
+                tokio::select! {
+                    _ = went => Ok(1),
+                    _ = ctx.done() => Err("cancelled".to_string()),
+                }
+            });
+            releases.push((id, go));
+            contexts.push((id, ctx));
+        };
+    for _ in 0..100 {
+        spawn_parked(&mut group, &mut releases, &mut contexts);
+    }
+    let mut ctxs = std::collections::HashMap::new();
+    for (id, ctx) in contexts.drain(..) {
+        ctxs.insert(id, ctx.await.unwrap());
+    }
+    // The first call makes the index.
+    let (first, _) = releases.remove(10);
+    assert!(group.cancel_task(first));
+    assert!(ctxs[&first].is_cancelled());
+    assert!(
+        group.cancel_task(first),
+        "true again while it has not ended"
+    );
+    // Half the others end on their own; their ids are gone from the index.
+    let ended: Vec<TaskId> = releases
+        .drain(..50)
+        .map(|(id, go)| {
+            go.send(()).unwrap();
+            id
+        })
+        .collect();
+    while group.len() > 50 {
+        tokio::task::yield_now().await;
+    }
+    for id in &ended {
+        assert!(!group.cancel_task(*id), "{id:?} has ended");
+        assert!(!ctxs[id].is_cancelled());
+    }
+    // New tasks take the freed slots and are found too.
+    for _ in 0..60 {
+        spawn_parked(&mut group, &mut releases, &mut contexts);
+    }
+    for (id, ctx) in contexts.drain(..) {
+        ctxs.insert(id, ctx.await.unwrap());
+    }
+    for (id, _) in &releases {
+        assert!(group.cancel_task(*id), "{id:?} is live");
+        assert!(ctxs[id].is_cancelled(), "{id:?}'s own context");
+    }
+    assert!(!group.context().is_cancelled());
+    let unknown = group.spawn(|_ctx| async { Ok(0) });
+    let tally = group.wait().await;
+    assert!(!ctxs.contains_key(&unknown));
+    assert_eq!(tally.ok(), 50 + 1);
+    assert_eq!(tally.cancelled() + tally.failed(), 1 + 49 + 60);
 }
 
 #[tokio::test]
