@@ -55,6 +55,9 @@ pub struct Seen {
     /// When C's context was cancelled, if it was before C's work was done.
     pub cancelled: Option<Instant>,
     pub cause: Option<String>,
+    /// C's watcher has recorded how the call ended (or C's work finished):
+    /// until then `cancelled` may still change.
+    pub settled: bool,
 }
 
 /// What the hops report: C's calls, and the calls in flight at each hop.
@@ -173,6 +176,7 @@ impl Handler for C {
                     started,
                     cancelled: None,
                     cause: None,
+                    settled: false,
                 });
                 seen.len() - 1
             };
@@ -184,19 +188,21 @@ impl Handler for C {
             let (probe, watched, done) = (self.probe.clone(), ctx.clone(), finished.clone());
             tokio::spawn(async move {
                 watched.done().await;
-                if done.load(SeqCst) {
-                    return; // ended with the response, not cancelled
-                }
                 {
                     let mut seen = probe.seen.lock().unwrap();
-                    seen[index].cancelled = Some(Instant::now());
-                    seen[index].cause = watched.cause().map(|c| c.to_string());
+                    // Ended with the response, or cancelled first.
+                    if !done.load(SeqCst) {
+                        seen[index].cancelled = Some(Instant::now());
+                        seen[index].cause = watched.cause().map(|c| c.to_string());
+                    }
+                    seen[index].settled = true;
                 }
                 probe.c_cancelled.notify_waiters();
             });
             let worked = ctx.sleep(Duration::from_millis(work.work_ms)).await;
             if worked.is_ok() {
                 finished.store(true, SeqCst);
+                self.probe.seen.lock().unwrap()[index].settled = true;
             }
             match worked {
                 Ok(()) => Ok(Response::new(Reply {
@@ -365,15 +371,47 @@ impl Chain {
             .lock()
             .unwrap()
             .iter()
-            .filter(|s| s.scenario == scenario)
+            .filter(|s| {
+                // `cancel` names every `cancel-N` try too.
+                s.scenario == scenario
+                    || s.scenario
+                        .strip_prefix(scenario)
+                        .is_some_and(|rest| rest.starts_with('-'))
+            })
             .cloned()
             .collect()
     }
 
     /// Waits until no call is in flight at any hop; false after 2 s.
+    /// Waits, at most 2 s, until `done` holds for what C has seen,
+    /// looking again each time `signal` is notified; returns whether it
+    /// held.
+    pub async fn wait_for(
+        &self,
+        signal: &tokio::sync::Notify,
+        done: impl Fn(&[Seen]) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let notified = signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.probe.seen.lock().unwrap()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return done(&self.probe.seen.lock().unwrap());
+            }
+        }
+    }
+
+    /// Whether every call has ended at every hop, and C's watcher has
+    /// recorded how each of C's calls ended (it runs on a task of its
+    /// own, so it may come after the hop's count), within 2 s.
     pub async fn quiet(&self) -> bool {
         for _ in 0..2_000 {
-            if self.probe.in_flight.iter().all(|n| n.load(SeqCst) == 0) {
+            let ended = self.probe.in_flight.iter().all(|n| n.load(SeqCst) == 0);
+            if ended && self.probe.seen.lock().unwrap().iter().all(|s| s.settled) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -454,29 +492,41 @@ pub async fn deadline(chain: &Chain, budget: Duration) -> Result<(tonic::Code, D
 }
 
 /// Scenario 2: the client drops its call once C works: C's context is
-/// cancelled; returns how long after the drop.
-pub async fn cancel_once(chain: &Chain) -> Result<Duration, String> {
-    let client = chain.client();
-    let started = chain.probe.c_started.notified();
+/// cancelled; returns how long after the drop. `try_no` names this try's
+/// calls (`cancel-N`): a call of an earlier try still in transit between
+/// two hops when that try ended (the other branch of A's fan-out) may
+/// reach C later, and must not be taken for this one.
+pub async fn cancel_once(chain: &Chain, try_no: usize) -> Result<Duration, String> {
+    let scenario = format!("cancel-{try_no}");
     let call = tokio::spawn(hop_call(
-        client,
+        chain.client(),
         Request::new(Work {
-            scenario: "cancel".into(),
+            scenario: scenario.clone(),
             work_ms: 10_000,
             branch: 0,
         }),
     ));
-    started.await;
-    let cancelled = chain.probe.c_cancelled.notified();
-    tokio::pin!(cancelled);
-    cancelled.as_mut().enable();
+    let this_call = |s: &Seen| s.scenario == scenario;
+    if !chain
+        .wait_for(&chain.probe.c_started, |seen| seen.iter().any(this_call))
+        .await
+    {
+        return Err("this try's call did not reach C within 2 s".into());
+    }
     let dropped = Instant::now();
     call.abort();
-    if tokio::time::timeout(Duration::from_secs(2), cancelled)
-        .await
-        .is_err()
-    {
-        return Err("C's context was not cancelled within 2 s of the client's drop".into());
+    let cancelled = |seen: &[Seen]| seen.iter().any(|s| this_call(s) && s.cancelled.is_some());
+    if !chain.wait_for(&chain.probe.c_cancelled, cancelled).await {
+        let in_flight: Vec<usize> = chain
+            .probe
+            .in_flight
+            .iter()
+            .map(|n| n.load(SeqCst))
+            .collect();
+        return Err(format!(
+            "C's context was not cancelled within 2 s of the client's drop \
+             (calls in flight at A, B, C: {in_flight:?})"
+        ));
     }
     let latency = dropped.elapsed();
     if !chain.quiet().await {

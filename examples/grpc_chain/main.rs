@@ -46,8 +46,8 @@ async fn check() -> Result<Findings, String> {
     );
 
     let mut latencies = Vec::new();
-    for _ in 0..TRIES {
-        latencies.push(chain::cancel_once(&chain).await?);
+    for try_no in 0..TRIES {
+        latencies.push(chain::cancel_once(&chain, try_no).await?);
     }
     findings.cancel_to_last_hop_ms = chain::median_ms(latencies.clone());
     println!(
