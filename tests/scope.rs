@@ -1044,6 +1044,44 @@ async fn a_scope_returns_as_soon_as_its_tasks_end_within_the_grace() {
     assert_eq!(start.elapsed(), Duration::from_millis(1005));
 }
 
+/// A scope made under a context already cancelled starts nothing, grace
+/// or not: its body is dropped unpolled and returns at once, as a group
+/// starts nothing it admits once cancelled. The grace is for what was
+/// already running.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_scope_born_cancelled_never_polls_its_body_even_with_a_grace() {
+    let (parent, cancel) = Context::background().with_cancel();
+    cancel.cancel();
+    let polled = Arc::new(AtomicBool::new(false));
+    let (body, body_dropped) = drop_flag();
+    let start = Instant::now();
+    let out = TaskGroup::<u32, String>::builder()
+        .grace(HOUR)
+        .context(&parent)
+        .scope({
+            let polled = polled.clone();
+            async move |s| {
+                let _body = body;
+                polled.store(true, SeqCst);
+                s.spawn(|_| async { Ok(1) });
+            }
+        })
+        .await;
+    // No task ever ran: nothing failed, nothing was cut short (a group
+    // with no task, cancelled, waits `Ok` too).
+    assert_eq!(out, Ok(vec![]));
+    assert!(
+        !polled.load(SeqCst),
+        "the body was polled under a cancelled context"
+    );
+    assert!(body_dropped.load(SeqCst));
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no grace for what never started"
+    );
+}
+
 /// Dropping a scope's future in its grace still drops the body and every
 /// task at once; a cancel from outside (the parent's) starts the grace
 /// too.

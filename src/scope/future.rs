@@ -104,6 +104,7 @@ where
             waiting: VecDeque::new(),
             ready: VecDeque::new(),
             body_ready: true,
+            body_started: false,
             spare_spawned: VecDeque::new(),
             spare_ready: Vec::new(),
             done: VecDeque::new(),

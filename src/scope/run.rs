@@ -44,6 +44,8 @@ pub(super) struct Run<'env, T, E, J, K: TaskKind> {
     /// Slots to poll in this turn.
     pub(super) ready: VecDeque<usize>,
     pub(super) body_ready: bool,
+    /// The body has been polled: only then does a grace hold for it.
+    pub(super) body_started: bool,
     /// Emptied buffers, kept for the next swap.
     pub(super) spare_spawned: VecDeque<(TaskId, BoxTask<'env, T, E, K>)>,
     pub(super) spare_ready: Vec<usize>,
@@ -133,6 +135,7 @@ where
             return;
         };
         let mut cx = task::Context::from_waker(&self.body_waker.1);
+        self.body_started = true;
         match catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))) {
             Ok(Poll::Pending) => {}
             Ok(Poll::Ready(())) => {
@@ -194,7 +197,11 @@ where
 
     /// Once the scope's context is cancelled: drops the body and every
     /// running task where it is parked, and ends every waiting one
-    /// unstarted (invariants 2 and 4).
+    /// unstarted (invariants 2 and 4). With a grace, the body (if it has
+    /// started) and the running tasks go on until the grace runs out; a
+    /// body never polled is dropped at once, as nothing starts once the
+    /// context is cancelled, and with nothing left running no grace
+    /// starts.
     pub(super) fn stop_if_cancelled<Fut: Future<Output = ()>>(
         &mut self,
         mut body: Pin<&mut Option<Fut>>,
@@ -202,7 +209,14 @@ where
         if !self.shared.ctx.is_cancelled() {
             return;
         }
-        if self.grace.holds() {
+        if !self.body_started
+            && body.is_some()
+            && let Err(payload) = catch_unwind(AssertUnwindSafe(|| body.set(None)))
+        {
+            self.body_panicked(payload);
+        }
+        let running = body.is_some() || !self.tasks.is_empty();
+        if running && self.grace.holds() {
             // In the grace: waiting tasks never start, the body and the
             // running ones go on until it ends (invariant 4).
             while let Some((id, fut)) = self.waiting.pop_front() {
