@@ -4,7 +4,8 @@
 //!
 //! `instructions SCENARIO N REPS` runs SCENARIO (`spawn_wait`: spawn N
 //! no-op tasks and wait; `spawn_wait_joinset`: the same with a `JoinSet`,
-//! its plain-tokio peer; `first_error`: N tasks parked on `ctx.sleep(1 h)`,
+//! its plain-tokio peer; `limit_one`: the same through `limit(1)`, a
+//! handoff per task; `first_error`: N tasks parked on `ctx.sleep(1 h)`,
 //! then one failing task, then `wait`) REPS times. Count it at N and at 0
 //! and divide the difference by N × REPS (benches/results/LOG.md, "Join policies"):
 //!
@@ -45,6 +46,16 @@ async fn spawn_wait_joinset(n: usize) {
     assert_eq!(joined, n);
 }
 
+/// `spawn_wait` through `limit(1)`: every task but the first waits in the
+/// group's queue and starts as the one before it ends (a handoff).
+async fn limit_one(n: usize) {
+    let mut group = TaskGroup::<(), Infallible>::builder().limit(1).build();
+    for _ in 0..n {
+        group.spawn(|_ctx| async { Ok(()) });
+    }
+    assert_eq!(group.wait().await.unwrap().len(), n);
+}
+
 async fn first_error(n: usize) {
     let mut group = TaskGroup::<(), usize>::new();
     for _ in 0..n {
@@ -60,7 +71,7 @@ async fn first_error(n: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: instructions spawn_wait|spawn_wait_joinset|first_error N REPS";
+    let usage = "usage: instructions spawn_wait|spawn_wait_joinset|limit_one|first_error N REPS";
     let [_, scenario, n, reps] = &args[..] else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -84,6 +95,7 @@ fn main() {
             match scenario.as_str() {
                 "spawn_wait" => spawn_wait(n).await,
                 "spawn_wait_joinset" => spawn_wait_joinset(n).await,
+                "limit_one" => limit_one(n).await,
                 "first_error" => first_error(n).await,
                 _ => panic!("{usage}"),
             }

@@ -1364,16 +1364,17 @@ where
             Held::Slot { ran, .. } => {
                 state.slots.running -= 1;
                 after.freed_slot = true;
-                if state.slots.running == 0 && !state.slots.spare.is_empty() {
-                    // Idle: a long-lived group keeps nothing of its peak.
-                    after.spare = std::mem::take(&mut state.slots.spare);
-                }
                 if state.slots.queue.is_empty() {
                     // Nothing waits for the slot (always so without a limit).
                 } else if !ran || self.ctx.is_cancelled() {
                     after.unstarted.append(&mut state.take_queue());
                 } else if after.start.is_none() {
+                    // Takes a spare context, if this task left one.
                     after.start = self.claim_start(state);
+                }
+                if state.slots.running == 0 && !state.slots.spare.is_empty() {
+                    // Idle: a long-lived group keeps nothing of its peak.
+                    after.spare = std::mem::take(&mut state.slots.spare);
                 }
             }
         }
