@@ -420,3 +420,23 @@ fn cancel_racing_shield_entry_and_exit_never_drops_a_section_or_hangs() {
         }
     });
 }
+
+/// A nonzero grace on a runtime without tokio's timer: the grace's timer
+/// fails on its own task, and the tasks are dropped at once, as without a
+/// grace (the builder's `grace` docs say so). Nothing hangs.
+#[test]
+fn a_grace_without_tokios_timer_drops_the_tasks_at_once() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime without the time driver");
+    let out = rt.block_on(async {
+        let mut group = TaskGroup::<(), String>::builder()
+            .grace(Duration::from_secs(3600))
+            .build();
+        group.spawn(|_ctx| std::future::pending());
+        tokio::task::yield_now().await;
+        group.cancel();
+        group.wait_outcomes().await
+    });
+    assert!(matches!(out[..], [Outcome::Cancelled]));
+}

@@ -325,7 +325,8 @@ struct Deadline {
 /// no lock. Out of line, so that a plain node (a task's own context) stays
 /// small; a node has one only if it has a deadline of its own or a value.
 struct Rare {
-    /// Its own deadline, earlier than its parent's. A node that inherits
+    /// Its own deadline: earlier than its parent's, if it has a parent it
+    /// is linked to (a detached node's stands alone). A node that inherits
     /// its parent's has none here (`Node::inherits_deadline`).
     deadline: Option<Deadline>,
     /// The value, with its type: a lookup walking past a value of another
@@ -749,7 +750,13 @@ impl Node {
     fn full_deadline(&self) -> Option<Deadline> {
         let mut node = self;
         while node.inherits_deadline {
-            node = node.parent.as_deref()?;
+            // Kept: an inheriting node's parent is cancellable.
+            let parent = node.parent.as_deref();
+            debug_assert!(
+                parent.is_some(),
+                "a node that inherits a deadline keeps its parent"
+            );
+            node = parent?;
         }
         node.rare.get()?.deadline
     }

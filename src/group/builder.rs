@@ -132,9 +132,18 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
     ///
     /// The grace runs on tokio's timer, on the runtime the group's tasks
     /// run on. A [scope](TaskGroupBuilder::scope) made from this builder
-    /// honours it the same way, its body included, on the runtime that
-    /// polls it (see [`scope`](crate::scope)); dropping the scope's future
-    /// drops everything at once.
+    /// honours it the same way, its body included (once it has been
+    /// polled: a body never polled is dropped at once), on the runtime
+    /// that polls it (see [`scope`](crate::scope)); dropping the scope's
+    /// future drops everything at once.
+    ///
+    /// # Panics
+    ///
+    /// Not here. A nonzero grace needs tokio's timer when the cancel
+    /// comes: a scope cancelled on a runtime built without it (no
+    /// `enable_time`/`enable_all`) panics in its poll, as
+    /// `tokio::time::sleep` does; a group's grace timer then fails on its
+    /// own task, and the tasks are dropped at once, as without a grace.
     ///
     /// # Examples
     ///
