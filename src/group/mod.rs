@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::futures::OwnedNotified;
 
+pub(crate) use builder::BuilderParts;
 pub use builder::TaskGroupBuilder;
 pub use error::{GroupError, TaskFailed};
 pub use hedge::hedge;

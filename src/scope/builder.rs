@@ -4,9 +4,8 @@
 
 use std::future::Future;
 
-use super::future::{RunFuture, start};
-use super::handle::Core;
-use super::{LocalScope, LocalScopeFuture, Scope, ScopeFuture, TaskKind};
+use super::future::start;
+use super::{LocalScope, LocalScopeFuture, Scope, ScopeFuture};
 use crate::TaskGroupBuilder;
 use crate::group::Joiner;
 
@@ -50,7 +49,7 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
         Fut: Future<Output = ()> + 'env,
     {
         ScopeFuture {
-            run: self.start(|core| body(Scope { core })),
+            run: start(self.into_parts(), |core| body(Scope { core })),
         }
     }
 
@@ -88,31 +87,7 @@ impl<T, E, J> TaskGroupBuilder<T, E, J> {
         Fut: Future<Output = ()> + 'env,
     {
         LocalScopeFuture {
-            run: self.start(|core| body(LocalScope { core })),
+            run: start(self.into_parts(), |core| body(LocalScope { core })),
         }
-    }
-}
-
-impl<T, E, J> TaskGroupBuilder<T, E, J> {
-    /// The scope's future, from the builder's limit, name, context, grace
-    /// and joiner: what `scope` and `scope_local` share.
-    fn start<'env, K, F, Fut>(self, body: F) -> RunFuture<'env, T, E, J, K, Fut>
-    where
-        T: 'env,
-        E: 'env,
-        J: Joiner<T, E>,
-        K: TaskKind,
-        F: FnOnce(Core<'env, T, E, J, K>) -> Fut,
-        Fut: Future<Output = ()> + 'env,
-    {
-        let parts = self.into_parts();
-        start(
-            parts.context.as_ref(),
-            parts.name,
-            parts.limit,
-            parts.grace,
-            parts.joiner,
-            body,
-        )
     }
 }

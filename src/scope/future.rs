@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::{Release, SeqCst};
 use std::sync::{Arc, Weak};
 use std::task::{self, Poll};
-use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use slab::Slab;
@@ -24,7 +23,7 @@ use super::{BODY, SCOPE_TURN, ScopeShared, TaskKind, Wakeup};
 use super::{LocalScopeFuture, ScopeFuture};
 use crate::Context;
 use crate::context::CancelHook;
-use crate::group::Joiner;
+use crate::group::{BuilderParts, Joiner};
 use crate::loom::{AtomicBool, AtomicUsize, Mutex};
 
 pin_project! {
@@ -43,15 +42,12 @@ pin_project! {
     }
 }
 
-/// Builds a scope: its context (a child of `parent`), its handle, and the
-/// body's future, by calling `body` with the handle at once (an async
-/// block or closure does nothing until polled).
+/// Builds a scope from a builder's settings: its context (a child of the
+/// builder's, or of the background), its handle, and the body's future,
+/// by calling `body` with the handle at once (an async block or closure
+/// does nothing until polled).
 pub(super) fn start<'env, T, E, J, K, F, Fut>(
-    parent: Option<&Context>,
-    name: Option<Arc<str>>,
-    limit: Option<usize>,
-    grace: Duration,
-    joiner: J,
+    parts: BuilderParts<J>,
     body: F,
 ) -> RunFuture<'env, T, E, J, K, Fut>
 where
@@ -70,10 +66,14 @@ where
         }),
     });
     let hook: Weak<dyn CancelHook> = Arc::downgrade(&wake) as Weak<dyn CancelHook>;
-    let ctx = match parent {
-        Some(parent) => parent.with_hook(hook),
-        None => Context::background().with_hook(hook),
-    };
+    let BuilderParts {
+        limit,
+        name,
+        context,
+        grace,
+        joiner,
+    } = parts;
+    let ctx = context.unwrap_or_else(Context::background).with_hook(hook);
     let shared = Arc::new(ScopeShared {
         ctx,
         limit,

@@ -97,7 +97,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use crate::Context;
 use crate::group::FailFast;
@@ -115,7 +114,6 @@ mod send;
 mod shared;
 mod wake;
 
-use future::start;
 pub use local::{LocalScope, LocalScopeFuture};
 pub use send::{Scope, ScopeFuture};
 use shared::{PolledTask, ScopeShared};
@@ -384,11 +382,7 @@ where
     F: FnOnce(Scope<'env, T, E, FailFast>) -> Fut,
     Fut: Future<Output = ()> + 'env,
 {
-    ScopeFuture {
-        run: start(Some(ctx), None, None, Duration::ZERO, FailFast, |core| {
-            body(Scope { core })
-        }),
-    }
+    crate::TaskGroup::builder().context(ctx).scope(body)
 }
 
 /// [`scope`] for tasks that need not be `Send`: they may hold an `Rc`, a
@@ -443,9 +437,5 @@ where
     F: FnOnce(LocalScope<'env, T, E, FailFast>) -> Fut,
     Fut: Future<Output = ()> + 'env,
 {
-    LocalScopeFuture {
-        run: start(Some(ctx), None, None, Duration::ZERO, FailFast, |core| {
-            body(LocalScope { core })
-        }),
-    }
+    crate::TaskGroup::builder().context(ctx).scope_local(body)
 }
