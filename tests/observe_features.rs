@@ -84,17 +84,10 @@ async fn the_dump_round_trips_through_serde_json() {
 /// cancel, a panic and a straggler are events of their own.
 #[test]
 fn spans_and_events_reach_a_real_fmt_subscriber() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
     // Global: the blocking pool's threads see it too. The only test here
     // that sets one; the others' events land in the buffer as well, and
     // every check below looks for this test's own lines.
-    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    let captured = Captured::global();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)

@@ -196,6 +196,28 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// A `tracing_subscriber::fmt` subscriber that writes every level,
+    /// without colours, here, made the process's global one (so the
+    /// blocking pool's threads see it too): for the one test of a binary
+    /// that reads what `tracing` wrote.
+    ///
+    /// # Panics
+    ///
+    /// If the binary already has a global subscriber.
+    pub fn global() -> Captured {
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .finish()
+            .try_init()
+            .expect("the binary's only global subscriber");
+        captured
+    }
+
     /// What was written so far.
     pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
