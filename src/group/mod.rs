@@ -625,6 +625,11 @@ where
     /// cancelled. When it returns, the task's context already reports
     /// [`err`](Context::err).
     ///
+    /// A started task is found in constant time, through an index by id
+    /// that the group's first `cancel_task` makes (a group that never
+    /// calls it keeps none); a queued one by a look through the queue,
+    /// which holds only what waits past the limit.
+    ///
     /// # Examples
     ///
     /// Kick one client, keep serving the others:
