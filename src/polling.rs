@@ -22,10 +22,18 @@ const NOT_POLLING: Polled = Polled {
     shields: 0,
 };
 
+#[cfg(not(loom))]
 thread_local! {
     /// The cell this thread is polling: how `wait` knows it was called
     /// from its own group's task, and where a shield counts itself.
     pub(crate) static POLLING: ThreadCell<Polled> = const { ThreadCell::new(NOT_POLLING) };
+}
+
+// loom's, in its models: loom runs its threads on one of the OS's, and a
+// model thread may be switched out in the middle of a poll.
+#[cfg(loom)]
+::loom::thread_local! {
+    pub(crate) static POLLING: ThreadCell<Polled> = ThreadCell::new(NOT_POLLING);
 }
 
 /// A shielded section entered inside the poll of a group's task: while one

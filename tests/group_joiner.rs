@@ -373,6 +373,168 @@ async fn a_panic_in_on_complete_cancels_the_group_and_wait_re_raises_it() {
     assert!(cause.contains("expected panic: in on_complete"), "{cause}");
 }
 
+/// A cause whose destructor panics, when `loud`.
+#[derive(Debug)]
+struct LoudCause {
+    loud: bool,
+}
+
+impl std::fmt::Display for LoudCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a loud cause")
+    }
+}
+
+impl std::error::Error for LoudCause {}
+
+impl Drop for LoudCause {
+    fn drop(&mut self) {
+        if self.loud {
+            panic!("expected panic: dropping a cause");
+        }
+    }
+}
+
+/// Cancels on every error, the first time with a quiet cause, later with
+/// causes that panic when dropped: the group keeps only the first, and
+/// drops the others in its bookkeeping.
+struct CancelsLoudly(usize);
+
+impl Joiner<(), String> for CancelsLoudly {
+    type Output = Vec<Outcome<(), String>>;
+
+    fn on_complete(
+        &mut self,
+        _id: TaskId,
+        outcome: &Outcome<(), String>,
+        _group: &Context,
+    ) -> Decision {
+        if !outcome.is_err() {
+            return Decision::Continue;
+        }
+        self.0 += 1;
+        Decision::Cancel(Cause::new(LoudCause { loud: self.0 > 1 }))
+    }
+
+    fn finish(self, unread: Unread<(), String>, _group: &Context) -> Self::Output {
+        unread.map(|(_, outcome)| outcome).collect()
+    }
+}
+
+/// A cause nobody needs (a second decision to cancel) is dropped in the
+/// group's bookkeeping, on the thread that delivers the ending. A panic
+/// there is the group's own: `wait` re-raises it once every task has
+/// ended, and the endings delivered on that thread after it are not lost
+/// (they were, and `wait` hung).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_cause_that_panics_when_dropped_loses_no_later_ending() {
+    quiet_expected_panics();
+    let mut group = TaskGroup::builder()
+        .grace(Duration::from_secs(1))
+        .joiner(CancelsLoudly(0))
+        .build();
+    group.spawn(|_ctx| async { Err("first".to_string()) });
+    // Each sees the cancel within the grace, and ends on its own, on the
+    // one thread of this runtime: an error (a second decision, whose
+    // cause is dropped), then a value.
+    group.spawn(|ctx: Context| async move {
+        ctx.done().await;
+        Err("second".to_string())
+    });
+    group.spawn(|ctx: Context| async move {
+        ctx.done().await;
+        tokio::task::yield_now().await;
+        Ok(())
+    });
+    let joined = tokio::time::timeout(
+        Duration::from_secs(60),
+        AssertUnwindSafe(group.wait()).catch_unwind(),
+    )
+    .await
+    .expect("no ending is lost: wait returns");
+    let payload = joined.expect_err("wait re-raises the destructor's panic");
+    assert_eq!(message(&*payload), "expected panic: dropping a cause");
+}
+
+/// Cancels a context (another group's parent) on its first call, and
+/// keeps every outcome.
+struct CancelsOnFirst(Option<CancelHandle>);
+
+impl Joiner<(), String> for CancelsOnFirst {
+    type Output = Vec<Outcome<(), String>>;
+
+    fn on_complete(
+        &mut self,
+        _id: TaskId,
+        _outcome: &Outcome<(), String>,
+        _group: &Context,
+    ) -> Decision {
+        if let Some(other) = self.0.take() {
+            other.cancel();
+        }
+        Decision::Continue
+    }
+
+    fn finish(self, unread: Unread<(), String>, _group: &Context) -> Self::Output {
+        unread.map(|(_, outcome)| outcome).collect()
+    }
+}
+
+/// Deliveries nest across groups on one thread: A's joiner cancels B's
+/// parent, which ends B's queued task, whose delivery runs B's joiner,
+/// which cancels A's parent, which ends A's queued task while this thread
+/// is still inside A's joiner. That ending is queued for A's delivery
+/// (shared invariant 5), not delivered by taking A's joiner lock again,
+/// which this thread holds. Run on a thread of its own: a deadlock there
+/// fails the test instead of hanging it.
+#[test]
+fn deliveries_nested_across_two_groups_lose_nothing_and_never_deadlock() {
+    let (done, joined) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _ = done.send(rt.block_on(nested_deliveries()));
+    });
+    let (a, b, cancelled) = joined
+        .recv_timeout(Duration::from_secs(60))
+        .expect("both groups are joined: no ending lost, no deadlock");
+    assert!(
+        matches!(a[..], [Outcome::Ok(()), Outcome::Cancelled]),
+        "{a:?}"
+    );
+    assert!(
+        matches!(b[..], [Outcome::Cancelled, Outcome::Cancelled]),
+        "{b:?}"
+    );
+    assert!(cancelled, "both parents were cancelled");
+}
+
+type Outcomes = Vec<Outcome<(), String>>;
+
+async fn nested_deliveries() -> (Outcomes, Outcomes, bool) {
+    let (parent_a, cancel_a) = Context::background().with_cancel();
+    let (parent_b, cancel_b) = Context::background().with_cancel();
+    let mut a = TaskGroup::builder()
+        .context(&parent_a)
+        .limit(1)
+        .joiner(CancelsOnFirst(Some(cancel_b)))
+        .build();
+    let mut b = TaskGroup::builder()
+        .context(&parent_b)
+        .limit(1)
+        .joiner(CancelsOnFirst(Some(cancel_a)))
+        .build();
+    b.spawn(|_ctx| async { pending().await });
+    b.spawn(|_ctx| async { Ok(()) });
+    a.spawn(|_ctx| async { Ok(()) });
+    a.spawn(|_ctx| async { Ok(()) });
+    let (a, b) = tokio::join!(a.wait(), b.wait());
+    (a, b, parent_a.is_cancelled() && parent_b.is_cancelled())
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn every_policy_works_with_next_wait_outcomes_and_limits() {
     let mut group = TaskGroup::<u32, String, _>::builder()

@@ -14,11 +14,15 @@ mod shared;
 mod spawner;
 mod task;
 
+// A child of `group`, so that its models can reach the group's runner.
+#[cfg(all(test, loom))]
+mod models;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -40,6 +44,7 @@ use shared::{AsyncClosure, BlockingClosure, Shared};
 pub use spawner::Spawner;
 
 use crate::context::cancellation;
+use crate::loom::{Mutex, MutexGuard};
 use crate::{Context, ContextError};
 
 /// A set of tasks that share one [`Context`], fail together and are joined

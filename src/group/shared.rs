@@ -36,7 +36,12 @@
 //!    is in the order of the calls. An ending that arrives on the thread
 //!    already inside the joiner (user code there dropped or cancelled
 //!    something) is queued in `deferred` and delivered by that thread right
-//!    after, never by taking the lock again.
+//!    after, never by taking the lock again. Which groups' joiners a thread
+//!    is inside is that thread's own record ([`Delivery`], a thread-local,
+//!    left on every return and unwind), never a mark the group keeps for
+//!    other threads to compare with theirs. A panic of user code the
+//!    delivery runs (a cause nobody needs, dropped) is kept (invariant 9),
+//!    and the queued endings are still delivered.
 //! 6. The first [`Decision::Cancel`] while the group is live makes its task
 //!    `cancelled_by` and sets `cancelling` before its outcome is in `done`;
 //!    `cancelling` hides `done` from `next` until the cancel has returned,
@@ -107,15 +112,14 @@
 //! (its after-cancel callbacks are user code).
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use slab::Slab;
@@ -127,9 +131,10 @@ use super::joiner::{Decision, Joiner, Unread};
 use super::lifecycle::{EndOnDrop, Meta, RunsTask, Spawned, Tag, TaskInfo, UNPOLLED, since};
 use super::outcome::{Outcome, TaskId};
 use super::panics::{JoinerPanicked, drop_all_catching, drop_catching, panic_message};
-use super::runner::{Runner, TaskCell, thread_mark};
+use super::runner::{Runner, TaskCell};
 use super::task::{BlockingCompletion, Completion, TaskFuture};
 use crate::context::{CancelHook, cancellation};
+use crate::loom::{AtomicBool, Mutex, MutexGuard};
 use crate::{Cause, Context, ContextError, TaskFailed};
 
 pub(super) type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -792,8 +797,6 @@ pub(super) struct Shared<T, E, J> {
     state: Mutex<State<T, E>>,
     /// `None` once `wait` took it, or once it panicked.
     joiner: Mutex<Option<J>>,
-    /// The [`thread_mark`] of the thread inside the joiner, or 0.
-    delivering: AtomicUsize,
     /// `cancel_task` has marked a task `stopped` (invariant 11): until
     /// then, an ending need not look.
     any_stopped: AtomicBool,
@@ -811,6 +814,30 @@ pub(super) struct Shared<T, E, J> {
 }
 
 impl<T, E, J> Shared<T, E, J> {
+    /// The runner, whose shards the group's loom models play.
+    #[cfg(all(test, loom))]
+    pub(super) fn runner(&self) -> &Arc<Runner> {
+        &self.runner
+    }
+
+    /// What the group's bookkeeping holds, for a model that is stuck.
+    #[cfg(all(test, loom))]
+    pub(super) fn describe(&self) -> String {
+        let state = self.lock();
+        format!(
+            "running {}, queued {}, done {}, cancelling {}, cancelled_by {:?}, deferred {}, discarding {}, starting {}, watched {}",
+            state.slots.running,
+            state.slots.queue.len(),
+            state.results.done.len(),
+            state.results.cancelling,
+            state.results.cancelled_by,
+            state.results.deferred.len(),
+            state.slots.discarding,
+            state.slots.starting,
+            state.results.watched,
+        )
+    }
+
     /// The runner's live cells, for a snapshot (observe.rs).
     pub(super) fn cells(&self) -> Vec<Arc<TaskCell>> {
         self.runner.cells()
@@ -873,7 +900,11 @@ where
         // Its parent is the span current here, where the group is built.
         #[cfg(feature = "tracing")]
         let span = tracing::info_span!("taskgroup.group", name = name.as_deref());
+        #[cfg(not(loom))]
         let runner = Runner::new(epoch, name.clone());
+        // In the group's loom models, model threads play the shards.
+        #[cfg(loom)]
+        let runner = Runner::for_models(epoch, name.clone());
         Arc::new_cyclic(|me: &Weak<Self>| {
             let hook: Weak<dyn CancelHook> = me.clone();
             Shared {
@@ -887,7 +918,6 @@ where
                 runner,
                 state: Mutex::new(State::new()),
                 joiner: Mutex::new(Some(joiner)),
-                delivering: AtomicUsize::new(0),
                 any_stopped: AtomicBool::new(false),
                 spawners: AtomicBool::new(false),
                 me: me.clone(),
@@ -1184,14 +1214,14 @@ where
     pub(super) fn complete(self: &Arc<Self>, ended: Ended<T, E>) {
         #[cfg(feature = "tracing")]
         self.trace_panic(&ended);
-        let me = thread_mark();
-        if self.delivering.load(Relaxed) == me {
+        let group = Arc::as_ptr(self).addr();
+        if Delivery::is_on_this_thread(group) {
             // Invariant 5: from inside the joiner, on its thread.
             self.lock().results.deferred.push_back(ended);
             return;
         }
         let mut joiner = self.joiner.lock().unwrap_or_else(PoisonError::into_inner);
-        self.delivering.store(me, Relaxed);
+        let delivery = Delivery::enter(group);
         let mut after = After::new();
         // Not through an `Option`: an ending is large, and this is the
         // path of every task (moving it in and out cost a `memcpy` each).
@@ -1205,17 +1235,23 @@ where
                 state.results.deferred.pop_front()
             } else {
                 // A cause nobody needs: dropped without the lock (user
-                // code), still inside the joiner's turn.
+                // code), still inside the joiner's turn. A panic there is
+                // the group's own (invariant 9), and the endings queued
+                // behind this one are still delivered.
                 drop(state);
-                drop(unused);
-                self.lock().results.deferred.pop_front()
+                let panicked = drop_catching(unused);
+                let mut state = self.lock();
+                if let Some(payload) = panicked {
+                    state.diagnostics.panic.get_or_insert(payload);
+                }
+                state.results.deferred.pop_front()
             };
             match next {
                 Some(deferred) => ended = deferred,
                 None => break,
             }
         }
-        self.delivering.store(0, Relaxed);
+        drop(delivery);
         drop(joiner);
         // By reference: `After` is large, and every ending settles.
         self.settle(&mut after);
@@ -1766,3 +1802,74 @@ impl std::fmt::Display for TaskCancelled {
 }
 
 impl std::error::Error for TaskCancelled {}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// The group whose joiner this thread is inside, innermost, as an
+    /// address, and how many it is inside (shared invariant 5).
+    static DELIVERING: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// The others, outermost first: user code a delivery runs may end a
+    /// task of another group, whose delivery nests (rare).
+    static DELIVERING_OUTER: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+// loom's, in the group's models: loom runs its threads on one of the OS's.
+#[cfg(loom)]
+loom::thread_local! {
+    static DELIVERING: Cell<(usize, usize)> = Cell::new((0, 0));
+    static DELIVERING_OUTER: RefCell<Vec<usize>> = RefCell::new(Vec::new());
+}
+
+/// This thread's turn in a group's joiner (invariant 5), from
+/// [`Delivery::enter`] to its drop, an unwind's included. Kept by the
+/// thread itself, not in the group: whether an ending comes from inside
+/// the joiner is a question about this thread, and a mark the group kept
+/// would be read by other threads, which could see a stale one.
+struct Delivery;
+
+impl Delivery {
+    #[inline]
+    fn enter(group: usize) -> Delivery {
+        DELIVERING.with(|delivering| {
+            let (inner, depth) = delivering.get();
+            if depth > 0 {
+                Delivery::nest(inner);
+            }
+            delivering.set((group, depth + 1));
+        });
+        Delivery
+    }
+
+    /// Whether this thread is inside `group`'s joiner.
+    #[inline]
+    fn is_on_this_thread(group: usize) -> bool {
+        let (inner, depth) = DELIVERING.with(Cell::get);
+        inner == group || (depth > 1 && Delivery::is_outer(group))
+    }
+
+    #[cold]
+    fn nest(outer: usize) {
+        DELIVERING_OUTER.with(|groups| groups.borrow_mut().push(outer));
+    }
+
+    #[cold]
+    fn unnest() -> usize {
+        DELIVERING_OUTER.with(|groups| groups.borrow_mut().pop().unwrap_or(0))
+    }
+
+    #[cold]
+    fn is_outer(group: usize) -> bool {
+        DELIVERING_OUTER.with(|groups| groups.borrow().contains(&group))
+    }
+}
+
+impl Drop for Delivery {
+    #[inline]
+    fn drop(&mut self) {
+        DELIVERING.with(|delivering| {
+            let (_, depth) = delivering.get();
+            let inner = if depth > 1 { Delivery::unnest() } else { 0 };
+            delivering.set((inner, depth - 1));
+        });
+    }
+}

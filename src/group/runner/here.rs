@@ -3,6 +3,7 @@
 
 use super::*;
 
+#[cfg(not(loom))]
 thread_local! {
     /// The clock, read at most once per batch a shard polls, as
     /// nanoseconds after its runner's epoch (with the runner's address; 0:
@@ -19,6 +20,14 @@ thread_local! {
     /// address (0: none), or [`REFUSED`] once that shard was dropped
     /// meanwhile (invariant 8).
     pub(super) static HANDING_OVER: ThreadCell<usize> = const { ThreadCell::new(0) };
+}
+
+// loom's, in its models (see `WOKEN_HERE`).
+#[cfg(loom)]
+::loom::thread_local! {
+    pub(super) static BATCH_BORN: ThreadCell<(usize, u64)> = ThreadCell::new((0, 0));
+    pub(super) static IN_SHARD: ThreadCell<usize> = ThreadCell::new(0);
+    pub(super) static HANDING_OVER: ThreadCell<usize> = ThreadCell::new(0);
 }
 
 #[cfg(not(loom))]

@@ -108,8 +108,14 @@ impl Drop for LeaseEnd {
 /// Tells threads apart: the address of a thread-local, unique among live
 /// threads and never 0.
 pub(crate) fn thread_mark() -> usize {
+    #[cfg(not(loom))]
     thread_local! {
         static MARK: u8 = const { 0 };
+    }
+    // loom's in its models: its threads share one of the OS's.
+    #[cfg(loom)]
+    ::loom::thread_local! {
+        static MARK: u8 = 0;
     }
     MARK.with(|mark| std::ptr::from_ref(mark).addr())
 }

@@ -232,11 +232,13 @@ mod state;
 // A child module, so that its models can drive the runner's own code.
 #[cfg(all(test, loom))]
 mod models;
+// What the group's models (`group::models`) play shards with.
+#[cfg(all(test, loom))]
+mod played;
 
 pub(super) use cell::TaskCell;
 pub(super) use here::current_task;
 use here::*;
-pub(super) use lease::thread_mark;
 use lease::*;
 use queue::*;
 use shard::*;
@@ -330,6 +332,8 @@ impl Runner {
                 watched: None,
                 runtime: None,
                 workers: 1,
+                #[cfg(loom)]
+                modelled: None,
             }),
             cancelled: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -338,6 +342,22 @@ impl Runner {
             name,
             quiet: Notify::new(),
         })
+    }
+
+    /// A runner whose shards the group's loom models play on their own
+    /// threads (`group::models`): bound to no runtime, with two workers'
+    /// worth of shards, each started or woken shard listed in
+    /// `Queue::modelled` for [`Runner::play_modelled`].
+    #[cfg(loom)]
+    pub(super) fn for_models(epoch: Instant, name: Option<Arc<str>>) -> Arc<Runner> {
+        let runner = Runner::new(epoch, name);
+        {
+            let mut queue = runner.lock();
+            queue.workers = 2;
+            queue.modelled = Some(Vec::new());
+        }
+        runner.bound.store(true, Release);
+        runner
     }
 
     #[inline]

@@ -20,6 +20,12 @@ impl Runner {
             runtime,
         } = shard;
         let Some((runtime, workers)) = runtime else {
+            // In the group's models, a model thread plays it.
+            #[cfg(loom)]
+            if let Some(shards) = self.lock().modelled.as_mut() {
+                shards.push((local, key));
+                return Ok(());
+            }
             // Unbound: no runtime to run it (never, past `bind`).
             self.close(&local, Some(key));
             return Ok(());

@@ -1,0 +1,218 @@
+//! loom models of the group's own bookkeeping (`shared.rs`): a group's
+//! tasks start, end and are cancelled on several threads at once, and
+//! every interleaving, within loom's bounds, keeps the invariants of
+//! `shared.rs` (5, 6, 7 and 11). The models run the real `TaskGroup`:
+//! under `--cfg loom` its runner is one whose shards the model's threads
+//! play (`Runner::for_models`, `runner/played.rs`), since loom cannot run
+//! a tokio runtime; the runner's own models are in `runner/models.rs`.
+//! Run with
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib group::models`.
+//!
+//! The first run of `two_failures_at_once_make_one_cancel_and_it_comes_first`
+//! found a lost ending: the group kept the mark of the thread inside its
+//! joiner in an atomic that other threads read, and a thread whose mark
+//! equalled a stale one (a thread that had ended, its thread-local's
+//! address reused) took itself for the one inside the joiner, queued its
+//! ending for it, and nobody delivered it. Whether a thread is inside a
+//! group's joiner is now the thread's own record (`shared.rs`,
+//! `Delivery`). Each model also fails on a mutant of the invariant it
+//! checks: a starter that does not look at `starting`, a `cancel_task`
+//! that does not cancel the task's context.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+use loom::sync::Mutex;
+use loom::sync::atomic::{AtomicBool, AtomicUsize};
+use loom::thread;
+
+use super::runner::Runner;
+use crate::{Context, FailFast, Outcome, TaskGroup, TaskId};
+
+/// Tells the thread driving a model's group that its future was woken.
+/// std's atomic: the waker reaches the waking thread through tokio's
+/// `Notify`, whose std atomics loom does not see, so loom could not order
+/// a loom atomic's store there after its creation.
+struct Woken(std::sync::atomic::AtomicBool);
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+/// How many looks in a row at a future, with no shard played and no
+/// wake-up in between, make a model stuck (a lost wake-up or a lost
+/// ending): it fails saying what the group holds, instead of running into
+/// loom's bound on branches. The models need a handful.
+const STUCK: usize = 100;
+
+/// Runs `fut` (a `wait` or a `next` of a group whose runner is `runner`)
+/// to its end on this thread, playing the group's listed shards between
+/// polls, and yielding to the model's other threads when there is neither
+/// a shard to play nor a wake-up of `fut`; `describe` says what the group
+/// holds if it is stuck. (It yields rather than parks:
+/// loom's `unpark` of a thread blocked in a `join` would resume that
+/// join.)
+fn drive<F: Future>(runner: &Arc<Runner>, describe: &dyn Fn() -> String, fut: F) -> F::Output {
+    let woken = Arc::new(Woken(std::sync::atomic::AtomicBool::new(false)));
+    let waker = Waker::from(woken.clone());
+    let mut fut = pin!(fut);
+    let mut idle = 0;
+    loop {
+        woken.0.store(false, SeqCst);
+        if let Poll::Ready(output) = fut.as_mut().poll(&mut TaskContext::from_waker(&waker)) {
+            return output;
+        }
+        let mut played = false;
+        while runner.play_modelled() {
+            played = true;
+        }
+        if played || woken.0.load(SeqCst) {
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        assert!(
+            idle < STUCK,
+            "stuck: {} | {}",
+            runner.describe(),
+            describe()
+        );
+        thread::yield_now();
+    }
+}
+
+/// The runner of `group`, whose shards the model's threads play.
+fn runner<T, E>(group: &TaskGroup<T, E, FailFast>) -> Arc<Runner>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    group.shared.runner().clone()
+}
+
+/// A thread that plays the listed shards of `runner` until none is left.
+fn player(runner: &Arc<Runner>) -> thread::JoinHandle<()> {
+    let runner = runner.clone();
+    thread::spawn(move || while runner.play_modelled() {})
+}
+
+/// Invariant 7 (and 2): at most one thread calls queued closures at a
+/// time, and a slot freed meanwhile is taken by that starter. A group
+/// limited to two tasks, two running and two queued: the two running ones
+/// end on two threads at once, and each frees a slot. Every closure is
+/// called once, never two at once, never more than two tasks run, and
+/// `wait` returns every value, in spawn order.
+#[test]
+fn two_slots_freed_at_once_start_one_closure_at_a_time() {
+    loom::model(|| {
+        let calling = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let mut group = TaskGroup::<u8, String>::builder().limit(2).build();
+        for value in 1..=4 {
+            let calling = calling.clone();
+            let running = running.clone();
+            group.spawn(move |_ctx| {
+                assert_eq!(calling.fetch_add(1, SeqCst), 0, "two closures at once");
+                calling.fetch_sub(1, SeqCst);
+                async move {
+                    assert!(running.fetch_add(1, SeqCst) < 2, "past the limit");
+                    running.fetch_sub(1, SeqCst);
+                    Ok(value)
+                }
+            });
+        }
+        let runner = runner(&group);
+        let player = player(&runner);
+        let shared = group.shared.clone();
+        let values = drive(&runner, &|| shared.describe(), group.wait());
+        player.join().unwrap();
+        assert_eq!(values, Ok(vec![1, 2, 3, 4]));
+    });
+}
+
+/// Invariant 6: two tasks fail on two threads at once. Exactly one of the
+/// failures is the group's cancel, and it comes first in what `next`
+/// hands out: the third task, which the cancel ends, comes after it.
+#[test]
+fn two_failures_at_once_make_one_cancel_and_it_comes_first() {
+    loom::model(|| {
+        let mut group = TaskGroup::<(), u8>::new();
+        let a = group.spawn(|_ctx| async { Err(1) });
+        let b = group.spawn(|_ctx| async { Err(2) });
+        let parked = group.spawn(|ctx: Context| async move {
+            ctx.done().await;
+            Ok(())
+        });
+        let runner = runner(&group);
+        let other = player(&runner);
+        let mut seen: Vec<(TaskId, Outcome<(), u8>)> = Vec::new();
+        while let Some(next) = drive(&runner, &|| group.shared.describe(), group.next()) {
+            seen.push(next);
+        }
+        other.join().unwrap();
+        assert_eq!(seen.len(), 3);
+        let (first, outcome) = &seen[0];
+        assert!(
+            matches!((first, outcome), (id, Outcome::Err(1)) if *id == a)
+                || matches!((first, outcome), (id, Outcome::Err(2)) if *id == b),
+            "a failure comes first, not the task its cancel ended: {seen:?}"
+        );
+        let ended = seen.iter().find(|(id, _)| *id == parked).unwrap();
+        assert!(matches!(ended.1, Outcome::Cancelled | Outcome::Ok(())));
+        let cause = group.context().cause().expect("the group is cancelled");
+        let by = cause.downcast_ref::<crate::TaskFailed>().map(|f| f.task());
+        assert_eq!(by, Some(*first), "the cancel names the first failure");
+    });
+}
+
+/// Invariant 11: `cancel_task` on a queued task races the thread that
+/// frees its slot and starts it. Either the task never starts, or its
+/// closure gets a context that reports the cancel by the time
+/// `cancel_task` returns; and `wait` ends either way.
+#[test]
+fn cancel_task_racing_the_start_of_a_queued_task_is_seen_by_its_context() {
+    loom::model(|| {
+        let started: Arc<Mutex<Option<Context>>> = Arc::new(Mutex::new(None));
+        let cancel_returned = Arc::new(AtomicBool::new(false));
+        let mut group = TaskGroup::<(), String>::builder().limit(1).build();
+        group.spawn(|_ctx| async { Ok(()) });
+        let queued = {
+            let started = started.clone();
+            let cancel_returned = cancel_returned.clone();
+            group.spawn(move |ctx: Context| {
+                if cancel_returned.load(SeqCst) {
+                    assert!(ctx.is_cancelled(), "started after cancel_task returned");
+                }
+                *started.lock().unwrap() = Some(ctx.clone());
+                async move {
+                    ctx.done().await;
+                    Ok(())
+                }
+            })
+        };
+        let runner = runner(&group);
+        let player = player(&runner);
+        assert!(group.cancel_task(queued), "queued or running");
+        cancel_returned.store(true, SeqCst);
+        if let Some(ctx) = started.lock().unwrap().as_ref() {
+            assert!(
+                ctx.is_cancelled(),
+                "cancel_task returned before its context knew"
+            );
+        }
+        let shared = group.shared.clone();
+        let outcomes = drive(&runner, &|| shared.describe(), group.wait_outcomes());
+        player.join().unwrap();
+        assert!(matches!(outcomes[0], Outcome::Ok(())));
+        assert!(matches!(outcomes[1], Outcome::Cancelled | Outcome::Ok(())));
+    });
+}
