@@ -1,7 +1,7 @@
 //! loom models of the group's own bookkeeping (`shared.rs`): a group's
 //! tasks start, end and are cancelled on several threads at once, and
 //! every interleaving, within loom's bounds, keeps the invariants of
-//! `shared.rs` (5, 6, 7 and 11). The models run the real `TaskGroup`:
+//! `shared.rs` (3, 5, 6, 7, 8, 11 and 12). The models run the real `TaskGroup`:
 //! under `--cfg loom` its runner is one whose shards the model's threads
 //! play (`Runner::for_models`, `runner/played.rs`), since loom cannot run
 //! a tokio runtime; the runner's own models are in `runner/models.rs`.
@@ -15,9 +15,13 @@
 //! address reused) took itself for the one inside the joiner, queued its
 //! ending for it, and nobody delivered it. Whether a thread is inside a
 //! group's joiner is now the thread's own record (`shared.rs`,
-//! `Delivery`). Each model also fails on a mutant of the invariant it
-//! checks: a starter that does not look at `starting`, a `cancel_task`
-//! that does not cancel the task's context.
+//! `Delivery`). The models of invariants 7, 11 and 12 also fail on a
+//! mutant of what they check: a starter that does not look at `starting`,
+//! a `cancel_task` that does not cancel the task's context, an `admit`
+//! that accepts a task once the group has ended. The cancel model's
+//! queued closure is kept from starting by three looks (the hook empties
+//! the queue, the starter and the closure's own last look read the
+//! context): it passes with the first two taken out.
 
 use std::future::Future;
 use std::pin::pin;
@@ -214,5 +218,63 @@ fn cancel_task_racing_the_start_of_a_queued_task_is_seen_by_its_context() {
         player.join().unwrap();
         assert!(matches!(outcomes[0], Outcome::Ok(())));
         assert!(matches!(outcomes[1], Outcome::Cancelled | Outcome::Ok(())));
+    });
+}
+
+/// Invariant 12, and the servers section's promise: a task spawned through
+/// a `Spawner` on another thread while `wait` joins the group is joined by
+/// that `wait`, or its closure is given back; never accepted and then left
+/// out.
+#[test]
+fn a_spawn_through_a_spawner_racing_wait_is_joined_or_given_back() {
+    loom::model(|| {
+        let mut group = TaskGroup::<u8, String>::new();
+        group.spawn(|_ctx| async { Ok(1) });
+        let spawner = group.spawner();
+        let elsewhere = thread::spawn(move || spawner.spawn(|_ctx| async { Ok(2) }).is_ok());
+        let runner = runner(&group);
+        let shared = group.shared.clone();
+        let values = drive(&runner, &|| shared.describe(), group.wait());
+        let accepted = elsewhere.join().unwrap();
+        let joined = if accepted { vec![1, 2] } else { vec![1] };
+        assert_eq!(values, Ok(joined), "accepted: {accepted}");
+    });
+}
+
+/// Invariants 3 and 8: a cancel from another thread (the group's parent)
+/// races the start of the group's first task and its wait on its
+/// context. The task is dropped or sees the cancel, the closure queued
+/// behind it never starts, and `wait` reports the cancel.
+#[test]
+fn a_cancel_from_another_thread_racing_the_first_start_ends_the_group() {
+    loom::model(|| {
+        let (parent, cancel) = Context::background().with_cancel();
+        let queued_ran = Arc::new(AtomicBool::new(false));
+        let mut group = TaskGroup::<(), String>::builder()
+            .context(&parent)
+            .limit(1)
+            .build();
+        group.spawn(|ctx: Context| async move {
+            ctx.done().await;
+            Ok(())
+        });
+        let ran = queued_ran.clone();
+        group.spawn(move |_ctx| {
+            ran.store(true, SeqCst);
+            async { Ok(()) }
+        });
+        let canceller = thread::spawn(move || cancel.cancel());
+        let runner = runner(&group);
+        let shared = group.shared.clone();
+        let joined = drive(&runner, &|| shared.describe(), group.wait());
+        canceller.join().unwrap();
+        assert!(
+            matches!(joined, Err(crate::GroupError::Cancelled(_))),
+            "{joined:?}"
+        );
+        assert!(
+            !queued_ran.load(SeqCst),
+            "a closure started after the cancel"
+        );
     });
 }
