@@ -1,7 +1,7 @@
 //! loom models of the group's own bookkeeping (`shared.rs`): a group's
 //! tasks start, end and are cancelled on several threads at once, and
 //! every interleaving, within loom's bounds, keeps the invariants of
-//! `shared.rs` (3, 5, 6, 7, 8, 11 and 12). The models run the real `TaskGroup`:
+//! `shared.rs` (3, 5, 6, 7, 8, 10, 11 and 12). The models run the real `TaskGroup`:
 //! under `--cfg loom` its runner is one whose shards the model's threads
 //! play (`Runner::for_models`, `runner/played.rs`), since loom cannot run
 //! a tokio runtime; the runner's own models are in `runner/models.rs`.
@@ -15,10 +15,11 @@
 //! address reused) took itself for the one inside the joiner, queued its
 //! ending for it, and nobody delivered it. Whether a thread is inside a
 //! group's joiner is now the thread's own record (`shared.rs`,
-//! `Delivery`). The models of invariants 7, 11 and 12 also fail on a
+//! `Delivery`). The models of invariants 7, 10, 11 and 12 also fail on a
 //! mutant of what they check: a starter that does not look at `starting`,
-//! a `cancel_task` that does not cancel the task's context, an `admit`
-//! that accepts a task once the group has ended. The cancel model's
+//! a woken `next` that does not pass the wake-up on, a `cancel_task` that
+//! does not cancel the task's context, an `admit` that accepts a task once
+//! the group has ended. The cancel model's
 //! queued closure is kept from starting by three looks (the hook empties
 //! the queue, the starter and the closure's own last look read the
 //! context): it passes with the first two taken out.
@@ -276,5 +277,36 @@ fn a_cancel_from_another_thread_racing_the_first_start_ends_the_group() {
             !queued_ran.load(SeqCst),
             "a closure started after the cancel"
         );
+    });
+}
+
+/// Invariant 10 and `next`'s hand-over: two threads wait in `next` on a
+/// group of one task at once, each playing shards. The ending wakes one
+/// waiter; the group is joined then, so that waiter passes the wake-up on,
+/// and the other gets the end: one gets the task, the other `None`.
+#[test]
+fn two_callers_of_next_at_once_get_the_task_and_the_end() {
+    fn value(next: Option<(TaskId, Outcome<u8, String>)>) -> Option<u8> {
+        match next {
+            Some((_, Outcome::Ok(value))) => Some(value),
+            None => None,
+            other => panic!("a task's value or the end, not {other:?}"),
+        }
+    }
+    loom::model(|| {
+        let mut group = TaskGroup::<u8, String>::new();
+        group.spawn(|_ctx| async { Ok(1) });
+        let group = Arc::new(group);
+        let runner = runner(&group);
+        let other = {
+            let group = group.clone();
+            let runner = runner.clone();
+            thread::spawn(move || value(drive(&runner, &|| group.shared.describe(), group.next())))
+        };
+        let mine = value(drive(&runner, &|| group.shared.describe(), group.next()));
+        let theirs = other.join().unwrap();
+        let mut got = [mine, theirs];
+        got.sort_unstable();
+        assert_eq!(got, [None, Some(1)]);
     });
 }
