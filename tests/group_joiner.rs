@@ -486,9 +486,11 @@ impl Joiner<(), String> for CancelsOnFirst {
 /// is still inside A's joiner. That ending is queued for A's delivery
 /// (shared invariant 5), not delivered by taking A's joiner lock again,
 /// which this thread holds. Run on a thread of its own: a deadlock there
-/// fails the test instead of hanging it.
+/// fails the test instead of hanging it. (The same two joiners on two
+/// threads at once can deadlock, as any two locks taken in both orders
+/// can: `shared.rs`, lock order.)
 #[test]
-fn deliveries_nested_across_two_groups_lose_nothing_and_never_deadlock() {
+fn deliveries_nested_across_two_groups_on_one_thread_lose_nothing_and_never_deadlock() {
     let (done, joined) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,28 +1,33 @@
 //! loom models of the group's own bookkeeping (`shared.rs`): a group's
 //! tasks start, end and are cancelled on several threads at once, and
 //! every interleaving, within loom's bounds, keeps the invariants of
-//! `shared.rs` (3, 5, 6, 7, 8, 10, 11 and 12). The models run the real `TaskGroup`:
-//! under `--cfg loom` its runner is one whose shards the model's threads
-//! play (`Runner::for_models`, `runner/played.rs`), since loom cannot run
-//! a tokio runtime; the runner's own models are in `runner/models.rs`.
+//! `shared.rs` (3, 5, 6, 7, 8, 10, 11 and 12). The models run the real
+//! `TaskGroup`: under `--cfg loom` its runner is one whose shards the
+//! model's threads play (`Runner::for_models`, `runner/played.rs`), since
+//! loom cannot run a tokio runtime; the runner's own models are in
+//! `runner/models.rs`.
 //! Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib group::models`.
 //!
-//! The first run of `two_failures_at_once_make_one_cancel_and_it_comes_first`
-//! found a lost ending: the group kept the mark of the thread inside its
-//! joiner in an atomic that other threads read, and a thread whose mark
-//! equalled a stale one (a thread that had ended, its thread-local's
-//! address reused) took itself for the one inside the joiner, queued its
-//! ending for it, and nobody delivered it. Whether a thread is inside a
-//! group's joiner is now the thread's own record (`shared.rs`,
-//! `Delivery`). The models of invariants 7, 10, 11 and 12 also fail on a
-//! mutant of what they check: a starter that does not look at `starting`,
-//! a woken `next` that does not pass the wake-up on, a `cancel_task` that
-//! does not cancel the task's context, an `admit` that accepts a task once
-//! the group has ended. The cancel model's
-//! queued closure is kept from starting by three looks (the hook empties
-//! the queue, the starter and the closure's own last look read the
-//! context): it passes with the first two taken out.
+//! The thread-locals a model thread could see another's value of are
+//! loom's under `--cfg loom` (`polling.rs`, `runner/here.rs`), and a
+//! thread's mark is a number it draws (`thread_mark`), not an address:
+//! loom reuses a finished thread's memory without the ordering that
+//! reusing memory gives real threads, and the first runs of these models
+//! lost an ending to that (a stale `delivering` equal to a reused mark),
+//! which real threads cannot. The models of invariants 7, 10, 11 and 12
+//! fail on a mutant of what they check: a starter that does not look at
+//! `starting` (and a limit not kept), a woken `next` that does not pass
+//! the wake-up on, a `cancel_task` that does not cancel the task's
+//! context, an `admit` that accepts a task once the group has ended. The
+//! cancel model's queued closure is kept from starting by three looks
+//! (the hook empties the queue, the starter and the closure's own last
+//! look read the context): it passes with the first two taken out.
+//!
+//! What the played shards leave out: a model thread neither enters
+//! `InShard` (no `WOKEN_HERE` keeping, runner invariant 10; no `unpin`)
+//! nor resets `BATCH_BORN` per batch. The runner's own models cover the
+//! first.
 
 use std::future::Future;
 use std::pin::pin;
@@ -95,6 +100,24 @@ fn drive<F: Future>(runner: &Arc<Runner>, describe: &dyn Fn() -> String, fut: F)
     }
 }
 
+/// Ready at its second poll; wakes its task at the first, so a task that
+/// awaits it parks once (its cell queued again) and is still running when
+/// another could start.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 /// The runner of `group`, whose shards the model's threads play.
 fn runner<T, E>(group: &TaskGroup<T, E, FailFast>) -> Arc<Runner>
 where
@@ -130,6 +153,9 @@ fn two_slots_freed_at_once_start_one_closure_at_a_time() {
                 calling.fetch_sub(1, SeqCst);
                 async move {
                     assert!(running.fetch_add(1, SeqCst) < 2, "past the limit");
+                    // Parked once, so that it still runs when a shard could
+                    // start another.
+                    YieldOnce(false).await;
                     running.fetch_sub(1, SeqCst);
                     Ok(value)
                 }

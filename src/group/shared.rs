@@ -36,12 +36,12 @@
 //!    is in the order of the calls. An ending that arrives on the thread
 //!    already inside the joiner (user code there dropped or cancelled
 //!    something) is queued in `deferred` and delivered by that thread right
-//!    after, never by taking the lock again. Which groups' joiners a thread
-//!    is inside is that thread's own record ([`Delivery`], a thread-local,
-//!    left on every return and unwind), never a mark the group keeps for
-//!    other threads to compare with theirs. A panic of user code the
-//!    delivery runs (a cause nobody needs, dropped) is kept (invariant 9),
-//!    and the queued endings are still delivered.
+//!    after, never by taking the lock again. The thread inside is the one
+//!    whose mark is in `delivering`, set and cleared by [`Delivering`] on
+//!    every return and unwind: a mark left behind would send that
+//!    thread's later endings to `deferred`, where nobody takes them. A
+//!    panic of user code the delivery runs (a cause nobody needs, dropped)
+//!    is kept (invariant 9), and the queued endings are still delivered.
 //! 6. The first [`Decision::Cancel`] while the group is live makes its task
 //!    `cancelled_by` and sets `cancelling` before its outcome is in `done`;
 //!    `cancelling` hides `done` from `next` until the cancel has returned,
@@ -61,9 +61,12 @@
 //!    it was; only a cancel or a runtime shutdown drops one, and each task
 //!    once, so the list is bounded by the tasks running at the cancel.
 //! 9. A panic of the group's own bookkeeping (the joiner's `on_complete`,
-//!    or user code a decision's cancel ran) is kept in `panic` and
-//!    re-raised by `wait`, `wait_outcomes` and `shutdown` after the join:
-//!    it may happen on a shard's thread, where nobody would see it.
+//!    user code a decision's cancel ran, or the destructor of a decision's
+//!    cause nobody needs) is kept in `panic` and re-raised by `wait`,
+//!    `wait_outcomes` and `shutdown` after the join: it may happen on a
+//!    shard's thread, where nobody would see it. A joiner's panic also
+//!    cancels the group (the joiner is gone); the others do not by
+//!    themselves (the cause's is no task's outcome).
 //! 10. An ending wakes a waiter of `progress` only if one may care: once
 //!     `next` or the group's `Stream` has waited (`watched`, never unset),
 //!     every ending does; before, only an ending after which the group is
@@ -110,9 +113,15 @@
 //! node lock, which is never held while taking this one (the tree runs
 //! hooks after releasing its locks); it is dropped after the state lock
 //! (its after-cancel callbacks are user code).
+//!
+//! A joiner's own code that ends tasks of another group (by cancelling
+//! that group's context, say) takes that group's joiner lock inside this
+//! one's: two groups whose joiners do that to each other, on two threads
+//! at once, can deadlock, as any two locks taken in both orders can. On
+//! one thread the nesting is safe (invariant 5). The built-in joiners
+//! never end another group's tasks.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::marker::PhantomData;
@@ -131,10 +140,10 @@ use super::joiner::{Decision, Joiner, Unread};
 use super::lifecycle::{EndOnDrop, Meta, RunsTask, Spawned, Tag, TaskInfo, UNPOLLED, since};
 use super::outcome::{Outcome, TaskId};
 use super::panics::{JoinerPanicked, drop_all_catching, drop_catching, panic_message};
-use super::runner::{Runner, TaskCell};
+use super::runner::{Runner, TaskCell, thread_mark};
 use super::task::{BlockingCompletion, Completion, TaskFuture};
 use crate::context::{CancelHook, cancellation};
-use crate::loom::{AtomicBool, Mutex, MutexGuard};
+use crate::loom::{AtomicBool, AtomicUsize, Mutex, MutexGuard};
 use crate::{Cause, Context, ContextError, TaskFailed};
 
 pub(super) type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -797,6 +806,9 @@ pub(super) struct Shared<T, E, J> {
     state: Mutex<State<T, E>>,
     /// `None` once `wait` took it, or once it panicked.
     joiner: Mutex<Option<J>>,
+    /// The [`thread_mark`] of the thread inside the joiner, or 0
+    /// (invariant 5); set and cleared by [`Delivering`].
+    delivering: AtomicUsize,
     /// `cancel_task` has marked a task `stopped` (invariant 11): until
     /// then, an ending need not look.
     any_stopped: AtomicBool,
@@ -918,6 +930,7 @@ where
                 runner,
                 state: Mutex::new(State::new()),
                 joiner: Mutex::new(Some(joiner)),
+                delivering: AtomicUsize::new(0),
                 any_stopped: AtomicBool::new(false),
                 spawners: AtomicBool::new(false),
                 me: me.clone(),
@@ -1214,14 +1227,14 @@ where
     pub(super) fn complete(self: &Arc<Self>, ended: Ended<T, E>) {
         #[cfg(feature = "tracing")]
         self.trace_panic(&ended);
-        let group = Arc::as_ptr(self).addr();
-        if Delivery::is_on_this_thread(group) {
+        let me = thread_mark();
+        if self.delivering.load(Relaxed) == me {
             // Invariant 5: from inside the joiner, on its thread.
             self.lock().results.deferred.push_back(ended);
             return;
         }
         let mut joiner = self.joiner.lock().unwrap_or_else(PoisonError::into_inner);
-        let delivery = Delivery::enter(group);
+        let delivery = Delivering::enter(&self.delivering, me);
         let mut after = After::new();
         // Not through an `Option`: an ending is large, and this is the
         // path of every task (moving it in and out cost a `memcpy` each).
@@ -1803,73 +1816,24 @@ impl std::fmt::Display for TaskCancelled {
 
 impl std::error::Error for TaskCancelled {}
 
-#[cfg(not(loom))]
-thread_local! {
-    /// The group whose joiner this thread is inside, innermost, as an
-    /// address, and how many it is inside (shared invariant 5).
-    static DELIVERING: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
-    /// The others, outermost first: user code a delivery runs may end a
-    /// task of another group, whose delivery nests (rare).
-    static DELIVERING_OUTER: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-}
+/// A thread's turn in a group's joiner (invariant 5): the group's
+/// `delivering` holds the thread's mark from [`Delivering::enter`] until
+/// this is dropped, on return or unwind, so that no mark outlives its turn
+/// (a mark left behind would send every later ending of that thread to
+/// `deferred`, which nobody drains).
+struct Delivering<'a>(&'a AtomicUsize);
 
-// loom's, in the group's models: loom runs its threads on one of the OS's.
-#[cfg(loom)]
-loom::thread_local! {
-    static DELIVERING: Cell<(usize, usize)> = Cell::new((0, 0));
-    static DELIVERING_OUTER: RefCell<Vec<usize>> = RefCell::new(Vec::new());
-}
-
-/// This thread's turn in a group's joiner (invariant 5), from
-/// [`Delivery::enter`] to its drop, an unwind's included. Kept by the
-/// thread itself, not in the group: whether an ending comes from inside
-/// the joiner is a question about this thread, and a mark the group kept
-/// would be read by other threads, which could see a stale one.
-struct Delivery;
-
-impl Delivery {
+impl<'a> Delivering<'a> {
     #[inline]
-    fn enter(group: usize) -> Delivery {
-        DELIVERING.with(|delivering| {
-            let (inner, depth) = delivering.get();
-            if depth > 0 {
-                Delivery::nest(inner);
-            }
-            delivering.set((group, depth + 1));
-        });
-        Delivery
-    }
-
-    /// Whether this thread is inside `group`'s joiner.
-    #[inline]
-    fn is_on_this_thread(group: usize) -> bool {
-        let (inner, depth) = DELIVERING.with(Cell::get);
-        inner == group || (depth > 1 && Delivery::is_outer(group))
-    }
-
-    #[cold]
-    fn nest(outer: usize) {
-        DELIVERING_OUTER.with(|groups| groups.borrow_mut().push(outer));
-    }
-
-    #[cold]
-    fn unnest() -> usize {
-        DELIVERING_OUTER.with(|groups| groups.borrow_mut().pop().unwrap_or(0))
-    }
-
-    #[cold]
-    fn is_outer(group: usize) -> bool {
-        DELIVERING_OUTER.with(|groups| groups.borrow().contains(&group))
+    fn enter(delivering: &'a AtomicUsize, me: usize) -> Delivering<'a> {
+        delivering.store(me, Relaxed);
+        Delivering(delivering)
     }
 }
 
-impl Drop for Delivery {
+impl Drop for Delivering<'_> {
     #[inline]
     fn drop(&mut self) {
-        DELIVERING.with(|delivering| {
-            let (_, depth) = delivering.get();
-            let inner = if depth > 1 { Delivery::unnest() } else { 0 };
-            delivering.set((inner, depth - 1));
-        });
+        self.0.store(0, Relaxed);
     }
 }

@@ -106,16 +106,26 @@ impl Drop for LeaseEnd {
 }
 
 /// Tells threads apart: the address of a thread-local, unique among live
-/// threads and never 0.
+/// threads and never 0. A mark is reused only by a thread made after the
+/// one that had it ended, which orders every store the old thread made
+/// before any load of the new one.
+#[cfg(not(loom))]
 pub(crate) fn thread_mark() -> usize {
-    #[cfg(not(loom))]
     thread_local! {
         static MARK: u8 = const { 0 };
     }
-    // loom's in its models: its threads share one of the OS's.
-    #[cfg(loom)]
-    ::loom::thread_local! {
-        static MARK: u8 = 0;
-    }
     MARK.with(|mark| std::ptr::from_ref(mark).addr())
+}
+
+/// Under loom, a number each model thread draws once: loom runs its
+/// threads on one of the OS's, and frees a finished thread's locals
+/// without the ordering that reusing memory gives real threads, so an
+/// address could repeat and meet a stale load.
+#[cfg(loom)]
+pub(crate) fn thread_mark() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    ::loom::thread_local! {
+        static MARK: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    MARK.with(|mark| *mark)
 }

@@ -239,6 +239,7 @@ mod played;
 pub(super) use cell::TaskCell;
 pub(super) use here::current_task;
 use here::*;
+pub(super) use lease::thread_mark;
 use lease::*;
 use queue::*;
 use shard::*;

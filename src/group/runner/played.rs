@@ -3,6 +3,9 @@
 //! started or woke, and plays it as its tokio task would be polled: it
 //! takes cells and runs them, its own queue included, until the runner
 //! tells it to park or to exit. A parked shard's waker lists it again.
+//! It does not enter `InShard`, so a played shard keeps no woken cell
+//! (invariant 10, which the runner's own models cover) and never frees a
+//! LIFO slot (`unpin` would need tokio).
 
 use super::*;
 
