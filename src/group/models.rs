@@ -24,10 +24,9 @@
 //! (the hook empties the queue, the starter and the closure's own last
 //! look read the context): it passes with the first two taken out.
 //!
-//! What the played shards leave out: a model thread neither enters
-//! `InShard` (no `WOKEN_HERE` keeping, runner invariant 10; no `unpin`)
-//! nor resets `BATCH_BORN` per batch. The runner's own models cover the
-//! first.
+//! What the played shards leave out: `unpin` (runner invariant 7), which
+//! spawns a tokio task; a played shard keeps woken cells (invariant 10)
+//! and reads the clock per batch as a real one does.
 
 use std::future::Future;
 use std::pin::pin;

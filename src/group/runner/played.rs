@@ -3,9 +3,8 @@
 //! started or woke, and plays it as its tokio task would be polled: it
 //! takes cells and runs them, its own queue included, until the runner
 //! tells it to park or to exit. A parked shard's waker lists it again.
-//! It does not enter `InShard`, so a played shard keeps no woken cell
-//! (invariant 10, which the runner's own models cover) and never frees a
-//! LIFO slot (`unpin` would need tokio).
+//! It keeps a woken cell as a shard does (invariant 10), but never frees
+//! a LIFO slot (`unpin` would need tokio).
 
 use super::*;
 
@@ -42,11 +41,20 @@ impl Runner {
             local: local.clone(),
             key,
         }));
+        // As `Shard::poll` does, but for `InShard`'s worker count (0 here:
+        // no `unpin`, which would need tokio): the cell a woken sibling
+        // leaves to this shard is kept (invariant 10), and the clock of a
+        // batch is read afresh at each take.
+        WokenHere::enter(Arc::as_ptr(self) as usize);
         while let Take::TaskCell(cell) = self.take(&local, key, &waker) {
+            BATCH_BORN.with(|batch| batch.set((0, 0)));
             cell.run();
             while let Some(cell) = next_cell(&local) {
                 cell.run();
             }
+        }
+        if let Some(kept) = WokenHere::leave() {
+            self.push(kept);
         }
         true
     }
