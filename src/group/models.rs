@@ -20,8 +20,8 @@
 //! cancelling ending before the cancel has returned, a starter that does
 //! not look at `starting` (and a limit not kept), a woken `next` that
 //! does not pass the wake-up on, a `cancel_task` that does not cancel the
-//! task's context, an `admit` that accepts a task once the group has
-//! ended. The
+//! task's context or does not stop its cell, an `admit` that accepts a
+//! task once the group has ended. The
 //! cancel model's queued closure is kept from starting by three looks
 //! (the hook empties the queue, the starter and the closure's own last
 //! look read the context): it passes with the first two taken out.
@@ -41,7 +41,7 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize};
 use loom::thread;
 
 use super::runner::Runner;
-use crate::{Context, FailFast, Outcome, TaskGroup, TaskId};
+use crate::{Context, Discard, Joiner, Outcome, TaskGroup, TaskId};
 
 /// Tells the thread driving a model's group that its future was woken.
 /// std's atomic: the waker reaches the waking thread through tokio's
@@ -120,10 +120,11 @@ impl Future for YieldOnce {
 }
 
 /// The runner of `group`, whose shards the model's threads play.
-fn runner<T, E>(group: &TaskGroup<T, E, FailFast>) -> Arc<Runner>
+fn runner<T, E, J>(group: &TaskGroup<T, E, J>) -> Arc<Runner>
 where
     T: Send + 'static,
     E: Send + 'static,
+    J: Joiner<T, E>,
 {
     group.shared.runner().clone()
 }
@@ -340,5 +341,41 @@ fn two_callers_of_next_at_once_get_the_task_and_the_end() {
         let mut got = [mine, theirs];
         got.sort_unstable();
         assert_eq!(got, [None, Some(1)]);
+    });
+}
+
+/// The servers section, invariants 11 and 12 together: a server's group
+/// (`Discard`) with one connection that never looks at its context. The
+/// owner stops that task with `cancel_task` while a shard may be polling
+/// it and another thread spawns through a `Spawner`; the owner then
+/// waits. The stopped task is dropped at its await and counts as
+/// cancelled; the spawned one counts as ok only if it was accepted;
+/// nothing fails, and `wait` ends.
+#[test]
+fn cancel_task_and_a_spawner_racing_wait_in_a_discard_group_tally_every_task() {
+    loom::model(|| {
+        let mut group = TaskGroup::<(), String, _>::builder()
+            .joiner(Discard)
+            .build();
+        // A connection that never looks at its context: only the drop step
+        // of `cancel_task` ends it.
+        let parked = group.spawn(|_ctx| std::future::pending::<Result<(), String>>());
+        let spawner = group.spawner();
+        let elsewhere = thread::spawn(move || spawner.spawn(|_ctx| async { Ok(()) }).is_ok());
+        let runner = runner(&group);
+        let player = player(&runner);
+        assert!(group.cancel_task(parked), "the parked task was running");
+        let shared = group.shared.clone();
+        let tally = drive(&runner, &|| shared.describe(), group.wait());
+        let accepted = elsewhere.join().unwrap();
+        player.join().unwrap();
+        assert_eq!(tally.failed(), 0);
+        assert_eq!(tally.panicked(), 0);
+        assert_eq!(tally.cancelled(), 1, "the stopped task: {tally:?}");
+        assert_eq!(
+            tally.ok(),
+            u64::from(accepted),
+            "{tally:?}, accepted: {accepted}"
+        );
     });
 }
