@@ -18,8 +18,8 @@
 //! which real threads cannot. The models of invariants 6, 7, 10, 11 and
 //! 12 fail on a mutant of what they check: a `next` that hands out the
 //! cancelling ending before the cancel has returned, a starter that does
-//! not look at `starting` (and a limit not kept), a woken `next` that
-//! does not pass the wake-up on, a `cancel_task` that does not cancel the
+//! not look at `starting` (and a limit not kept), a woken `next` or
+//! `ready` that does not pass the wake-up on, a `cancel_task` that does not cancel the
 //! task's context or does not stop its cell, an `admit` that accepts a
 //! task once the group has ended. The
 //! cancel model's queued closure is kept from starting by three looks
@@ -377,5 +377,31 @@ fn cancel_task_and_a_spawner_racing_wait_in_a_discard_group_tally_every_task() {
             u64::from(accepted),
             "{tally:?}, accepted: {accepted}"
         );
+    });
+}
+
+/// `ready`'s hand-over: two producers wait in `ready` on a full group
+/// (limit one) while its task ends on a shard. The freed slot wakes one of
+/// them; `ready` reserves nothing, so that one passes the wake-up on, and
+/// both return.
+#[test]
+fn two_producers_in_ready_both_return_when_a_slot_frees() {
+    loom::model(|| {
+        let mut group = TaskGroup::<(), String>::builder().limit(1).build();
+        group.spawn(|_ctx| async {
+            YieldOnce(false).await;
+            Ok(())
+        });
+        let group = Arc::new(group);
+        let runner = runner(&group);
+        let other = {
+            let group = group.clone();
+            let runner = runner.clone();
+            thread::spawn(move || drive(&runner, &|| group.shared.describe(), group.ready()))
+        };
+        drive(&runner, &|| group.shared.describe(), group.ready());
+        other.join().unwrap();
+        let group = Arc::try_unwrap(group).unwrap_or_else(|_| panic!("one owner left"));
+        assert_eq!(drive(&runner, &|| String::new(), group.wait()), Ok(vec![()]));
     });
 }
