@@ -402,6 +402,9 @@ fn two_producers_in_ready_both_return_when_a_slot_frees() {
         drive(&runner, &|| group.shared.describe(), group.ready());
         other.join().unwrap();
         let group = Arc::try_unwrap(group).unwrap_or_else(|_| panic!("one owner left"));
-        assert_eq!(drive(&runner, &|| String::new(), group.wait()), Ok(vec![()]));
+        assert_eq!(
+            drive(&runner, &|| String::new(), group.wait()),
+            Ok(vec![()])
+        );
     });
 }
