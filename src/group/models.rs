@@ -21,7 +21,8 @@
 //! not look at `starting` (and a limit not kept), a woken `next` or
 //! `ready` that does not pass the wake-up on, a `cancel_task` that does not cancel the
 //! task's context or does not stop its cell, an `admit` that accepts a
-//! task once the group has ended. The
+//! task once the group has ended, a group's drop that leaves its tasks
+//! to a grace. The
 //! cancel model's queued closure is kept from starting by three looks
 //! (the hook empties the queue, the starter and the closure's own last
 //! look read the context): it passes with the first two taken out.
@@ -405,6 +406,67 @@ fn two_producers_in_ready_both_return_when_a_slot_frees() {
         assert_eq!(
             drive(&runner, &|| String::new(), group.wait()),
             Ok(vec![()])
+        );
+    });
+}
+
+/// A future that never ends, and says when it is dropped.
+struct Forever(Arc<AtomicBool>);
+
+impl Future for Forever {
+    type Output = Result<(), String>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Poll::Pending
+    }
+}
+
+impl Drop for Forever {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+/// No task outlives its group: the group, built with a grace, is dropped
+/// while a shard may be polling its tasks, one that ignores its context
+/// and one queued behind the limit. Once the shards have run out of work, the running task's
+/// future is dropped, the queued closure was never called, and no shard
+/// is left.
+#[test]
+fn dropping_the_group_while_a_shard_polls_drops_every_task() {
+    loom::model(|| {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let called = Arc::new(AtomicBool::new(false));
+        // With a grace, which a dropped group does not give its tasks.
+        let mut group = TaskGroup::<(), String>::builder()
+            .limit(1)
+            .grace(std::time::Duration::from_secs(1))
+            .build();
+        let forever = Forever(dropped.clone());
+        group.spawn(move |_ctx| forever);
+        let queued = called.clone();
+        group.spawn(move |_ctx| {
+            queued.store(true, SeqCst);
+            async { Ok(()) }
+        });
+        let runner = runner(&group);
+        let player = player(&runner);
+        drop(group);
+        player.join().unwrap();
+        while runner.play_modelled() {}
+        assert!(
+            dropped.load(SeqCst),
+            "a task outlived its group: {}",
+            runner.describe()
+        );
+        assert!(
+            !called.load(SeqCst),
+            "a queued closure started after the drop"
+        );
+        assert!(
+            runner.describe().contains("shards 0"),
+            "{}",
+            runner.describe()
         );
     });
 }

@@ -61,6 +61,11 @@ impl Runner {
 }
 
 impl Runner {
+    /// How many shards are counted (started and not exited).
+    pub(crate) fn shards(&self) -> usize {
+        self.lock().shards
+    }
+
     /// What the runner holds, for a model that is stuck.
     pub(crate) fn describe(&self) -> String {
         let queue = self.lock();
