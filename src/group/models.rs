@@ -66,42 +66,6 @@ impl Wake for Woken {
 /// loom's bound on branches. The models need a handful.
 const STUCK: usize = 100;
 
-/// Runs `fut` (a `wait` or a `next` of a group whose runner is `runner`)
-/// to its end on this thread, playing the group's listed shards between
-/// polls, and yielding to the model's other threads when there is neither
-/// a shard to play nor a wake-up of `fut`; `describe` says what the group
-/// holds if it is stuck. (It yields rather than parks:
-/// loom's `unpark` of a thread blocked in a `join` would resume that
-/// join.)
-fn drive<F: Future>(runner: &Arc<Runner>, describe: &dyn Fn() -> String, fut: F) -> F::Output {
-    let woken = Arc::new(Woken(std::sync::atomic::AtomicBool::new(false)));
-    let waker = Waker::from(woken.clone());
-    let mut fut = pin!(fut);
-    let mut idle = 0;
-    loop {
-        woken.0.store(false, SeqCst);
-        if let Poll::Ready(output) = fut.as_mut().poll(&mut TaskContext::from_waker(&waker)) {
-            return output;
-        }
-        let mut played = false;
-        while runner.play_modelled() {
-            played = true;
-        }
-        if played || woken.0.load(SeqCst) {
-            idle = 0;
-            continue;
-        }
-        idle += 1;
-        assert!(
-            idle < STUCK,
-            "stuck: {} | {}",
-            runner.describe(),
-            describe()
-        );
-        thread::yield_now();
-    }
-}
-
 /// Ready at its second poll; wakes its task at the first, so a task that
 /// awaits it parks once (its cell queued again) and is still running when
 /// another could start.
@@ -120,20 +84,73 @@ impl Future for YieldOnce {
     }
 }
 
-/// The runner of `group`, whose shards the model's threads play.
-fn runner<T, E, J>(group: &TaskGroup<T, E, J>) -> Arc<Runner>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-    J: Joiner<T, E>,
-{
-    group.shared.runner().clone()
+/// A model's hold on its group: the runner whose shards the model's
+/// threads play, and what the group's bookkeeping holds, for a model that
+/// is stuck. Outlives the group's handle (`wait` takes it by value).
+#[derive(Clone)]
+struct Model {
+    runner: Arc<Runner>,
+    describe: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
-/// A thread that plays the listed shards of `runner` until none is left.
-fn player(runner: &Arc<Runner>) -> thread::JoinHandle<()> {
-    let runner = runner.clone();
-    thread::spawn(move || while runner.play_modelled() {})
+impl Model {
+    fn of<T, E, J>(group: &TaskGroup<T, E, J>) -> Model
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        J: Joiner<T, E>,
+    {
+        let shared = group.shared.clone();
+        Model {
+            runner: shared.runner().clone(),
+            describe: Arc::new(move || shared.describe()),
+        }
+    }
+
+    /// Runs `fut` (a `wait`, `next` or `ready` of the group) to its end on
+    /// this thread, playing the group's listed shards between polls, and
+    /// yielding to the model's other threads when there is neither a
+    /// shard to play nor a wake-up of `fut`. (It yields rather than parks:
+    /// loom's `unpark` of a thread blocked in a `join` would resume that
+    /// join.)
+    fn drive<F: Future>(&self, fut: F) -> F::Output {
+        let woken = Arc::new(Woken(std::sync::atomic::AtomicBool::new(false)));
+        let waker = Waker::from(woken.clone());
+        let mut fut = pin!(fut);
+        let mut idle = 0;
+        loop {
+            woken.0.store(false, SeqCst);
+            if let Poll::Ready(output) = fut.as_mut().poll(&mut TaskContext::from_waker(&waker)) {
+                return output;
+            }
+            let mut played = false;
+            while self.runner.play_modelled() {
+                played = true;
+            }
+            if played || woken.0.load(SeqCst) {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            assert!(idle < STUCK, "stuck: {}", self.describe());
+            thread::yield_now();
+        }
+    }
+
+    /// A thread that plays the group's listed shards until none is left.
+    fn player(&self) -> thread::JoinHandle<()> {
+        let runner = self.runner.clone();
+        thread::spawn(move || while runner.play_modelled() {})
+    }
+
+    /// Plays the listed shards on this thread until none is left.
+    fn play_all(&self) {
+        while self.runner.play_modelled() {}
+    }
+
+    fn describe(&self) -> String {
+        format!("{} | {}", self.runner.describe(), (self.describe)())
+    }
 }
 
 /// Invariant 7 (and 2): at most one thread calls queued closures at a
@@ -164,10 +181,9 @@ fn two_slots_freed_at_once_start_one_closure_at_a_time() {
                 }
             });
         }
-        let runner = runner(&group);
-        let player = player(&runner);
-        let shared = group.shared.clone();
-        let values = drive(&runner, &|| shared.describe(), group.wait());
+        let model = Model::of(&group);
+        let player = model.player();
+        let values = model.drive(group.wait());
         player.join().unwrap();
         assert_eq!(values, Ok(vec![1, 2, 3, 4]));
     });
@@ -187,10 +203,10 @@ fn two_failures_at_once_make_one_cancel_and_it_comes_first() {
             ctx.done().await;
             Ok(())
         });
-        let runner = runner(&group);
-        let other = player(&runner);
+        let model = Model::of(&group);
+        let other = model.player();
         let mut seen: Vec<(TaskId, Outcome<(), u8>)> = Vec::new();
-        while let Some(next) = drive(&runner, &|| group.shared.describe(), group.next()) {
+        while let Some(next) = model.drive(group.next()) {
             if seen.is_empty() {
                 // The cancel has returned before its cause is handed out.
                 assert!(group.context().is_cancelled(), "{next:?} before the cancel");
@@ -238,8 +254,8 @@ fn cancel_task_racing_the_start_of_a_queued_task_is_seen_by_its_context() {
                 }
             })
         };
-        let runner = runner(&group);
-        let player = player(&runner);
+        let model = Model::of(&group);
+        let player = model.player();
         assert!(group.cancel_task(queued), "queued or running");
         cancel_returned.store(true, SeqCst);
         if let Some(ctx) = started.lock().unwrap().as_ref() {
@@ -248,8 +264,7 @@ fn cancel_task_racing_the_start_of_a_queued_task_is_seen_by_its_context() {
                 "cancel_task returned before its context knew"
             );
         }
-        let shared = group.shared.clone();
-        let outcomes = drive(&runner, &|| shared.describe(), group.wait_outcomes());
+        let outcomes = model.drive(group.wait_outcomes());
         player.join().unwrap();
         assert!(matches!(outcomes[0], Outcome::Ok(())));
         assert!(matches!(outcomes[1], Outcome::Cancelled | Outcome::Ok(())));
@@ -267,9 +282,8 @@ fn a_spawn_through_a_spawner_racing_wait_is_joined_or_given_back() {
         group.spawn(|_ctx| async { Ok(1) });
         let spawner = group.spawner();
         let elsewhere = thread::spawn(move || spawner.spawn(|_ctx| async { Ok(2) }).is_ok());
-        let runner = runner(&group);
-        let shared = group.shared.clone();
-        let values = drive(&runner, &|| shared.describe(), group.wait());
+        let model = Model::of(&group);
+        let values = model.drive(group.wait());
         let accepted = elsewhere.join().unwrap();
         let joined = if accepted { vec![1, 2] } else { vec![1] };
         assert_eq!(values, Ok(joined), "accepted: {accepted}");
@@ -299,9 +313,8 @@ fn a_cancel_from_another_thread_racing_the_first_start_ends_the_group() {
             async { Ok(()) }
         });
         let canceller = thread::spawn(move || cancel.cancel());
-        let runner = runner(&group);
-        let shared = group.shared.clone();
-        let joined = drive(&runner, &|| shared.describe(), group.wait());
+        let model = Model::of(&group);
+        let joined = model.drive(group.wait());
         canceller.join().unwrap();
         assert!(
             matches!(joined, Err(crate::GroupError::Cancelled(_))),
@@ -331,13 +344,13 @@ fn two_callers_of_next_at_once_get_the_task_and_the_end() {
         let mut group = TaskGroup::<u8, String>::new();
         group.spawn(|_ctx| async { Ok(1) });
         let group = Arc::new(group);
-        let runner = runner(&group);
+        let model = Model::of(&group);
         let other = {
             let group = group.clone();
-            let runner = runner.clone();
-            thread::spawn(move || value(drive(&runner, &|| group.shared.describe(), group.next())))
+            let model = model.clone();
+            thread::spawn(move || value(model.drive(group.next())))
         };
-        let mine = value(drive(&runner, &|| group.shared.describe(), group.next()));
+        let mine = value(model.drive(group.next()));
         let theirs = other.join().unwrap();
         let mut got = [mine, theirs];
         got.sort_unstable();
@@ -363,11 +376,10 @@ fn cancel_task_and_a_spawner_racing_wait_in_a_discard_group_tally_every_task() {
         let parked = group.spawn(|_ctx| std::future::pending::<Result<(), String>>());
         let spawner = group.spawner();
         let elsewhere = thread::spawn(move || spawner.spawn(|_ctx| async { Ok(()) }).is_ok());
-        let runner = runner(&group);
-        let player = player(&runner);
+        let model = Model::of(&group);
+        let player = model.player();
         assert!(group.cancel_task(parked), "the parked task was running");
-        let shared = group.shared.clone();
-        let tally = drive(&runner, &|| shared.describe(), group.wait());
+        let tally = model.drive(group.wait());
         let accepted = elsewhere.join().unwrap();
         player.join().unwrap();
         assert_eq!(tally.failed(), 0);
@@ -394,19 +406,16 @@ fn two_producers_in_ready_both_return_when_a_slot_frees() {
             Ok(())
         });
         let group = Arc::new(group);
-        let runner = runner(&group);
+        let model = Model::of(&group);
         let other = {
             let group = group.clone();
-            let runner = runner.clone();
-            thread::spawn(move || drive(&runner, &|| group.shared.describe(), group.ready()))
+            let model = model.clone();
+            thread::spawn(move || model.drive(group.ready()))
         };
-        drive(&runner, &|| group.shared.describe(), group.ready());
+        model.drive(group.ready());
         other.join().unwrap();
         let group = Arc::try_unwrap(group).unwrap_or_else(|_| panic!("one owner left"));
-        assert_eq!(
-            drive(&runner, &|| String::new(), group.wait()),
-            Ok(vec![()])
-        );
+        assert_eq!(model.drive(group.wait()), Ok(vec![()]));
     });
 }
 
@@ -449,24 +458,20 @@ fn dropping_the_group_while_a_shard_polls_drops_every_task() {
             queued.store(true, SeqCst);
             async { Ok(()) }
         });
-        let runner = runner(&group);
-        let player = player(&runner);
+        let model = Model::of(&group);
+        let player = model.player();
         drop(group);
         player.join().unwrap();
-        while runner.play_modelled() {}
+        model.play_all();
         assert!(
             dropped.load(SeqCst),
             "a task outlived its group: {}",
-            runner.describe()
+            model.describe()
         );
         assert!(
             !called.load(SeqCst),
             "a queued closure started after the drop"
         );
-        assert!(
-            runner.describe().contains("shards 0"),
-            "{}",
-            runner.describe()
-        );
+        assert_eq!(model.runner.shards(), 0, "{}", model.describe());
     });
 }
