@@ -27,7 +27,7 @@ use std::task::{self, Poll};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use taskgroup::{Context, ContextError, GroupError, Outcome, TaskFailed, TaskGroup};
+use taskgroup::{Context, ContextError, GroupError, Outcome, TaskFailed, TaskGroup, TaskState};
 
 mod support;
 use support::ms;
@@ -774,7 +774,18 @@ async fn cancel_drops_ten_thousand_parked_tasks_and_the_shards_exit() {
             Ok(())
         });
     }
-    eventually("every task parked", || parked.load(SeqCst) == TASKS).await;
+    // Counted before its await, a task is parked only once its poll has
+    // returned: one the cancel finds mid-poll sees its context cancelled
+    // in that poll and returns `Ok`, as a tokio task would.
+    eventually("every task parked", || {
+        parked.load(SeqCst) == TASKS
+            && group
+                .snapshot()
+                .tasks()
+                .iter()
+                .all(|task| task.state() == TaskState::Idle)
+    })
+    .await;
     let shards = alive_tasks() - baseline;
     assert!(
         (1..=2).contains(&shards),
