@@ -142,8 +142,15 @@ async fn shutdown_never_waits_for_a_blocking_task_and_names_it() {
             done.store(true, Ordering::SeqCst);
             Ok(())
         });
-    group.spawn(|_ctx| async { Ok(()) });
+    // It says so in the poll that returns `Ok`: ended, whenever the
+    // shutdown comes.
+    let (ending, ended) = std::sync::mpsc::channel();
+    group.spawn(move |_ctx| async move {
+        ending.send(()).unwrap();
+        Ok(())
+    });
     running.recv().unwrap();
+    ended.recv().unwrap();
     let report = tokio::time::timeout(
         Duration::from_secs(10),
         group.shutdown(Duration::from_millis(20)),
