@@ -6,7 +6,10 @@
 //! no-op tasks and wait; `spawn_wait_joinset`: the same with a `JoinSet`,
 //! its plain-tokio peer; `limit_one`: the same through `limit(1)`, a
 //! handoff per task; `first_error`: N tasks parked on `ctx.sleep(1 h)`,
-//! then one failing task, then `wait`) REPS times. Count it at N and at 0
+//! then one failing task, then `wait`; `small_groups`: N groups of one
+//! no-op task each, built, spawned into and waited for one after the
+//! other; `small_joinsets`: the same with a `JoinSet` per group) REPS
+//! times. Count it at N and at 0
 //! and divide the difference by N × REPS (benches/results/LOG.md, "Join policies"):
 //!
 //! With the `tracing` feature (`--features tracing`), the group and task
@@ -69,9 +72,34 @@ async fn first_error(n: usize) {
     assert_eq!(group.wait().await, Err(GroupError::Failed(n)));
 }
 
+/// N groups of one no-op task, one after the other: what a small group
+/// costs beyond its task (issue 25, item 4).
+async fn small_groups(n: usize) {
+    for _ in 0..n {
+        let mut group = TaskGroup::<(), Infallible>::new();
+        group.spawn(|_ctx| async { Ok(()) });
+        assert_eq!(group.wait().await.unwrap().len(), 1);
+    }
+}
+
+/// The plain-tokio peer of `small_groups`: a `JoinSet` of one task each.
+async fn small_joinsets(n: usize) {
+    for _ in 0..n {
+        let mut set = tokio::task::JoinSet::new();
+        set.spawn(async { Ok::<(), Infallible>(()) });
+        let mut joined = 0;
+        while let Some(task) = set.join_next().await {
+            task.unwrap().unwrap();
+            joined += 1;
+        }
+        assert_eq!(joined, 1);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: instructions spawn_wait|spawn_wait_joinset|limit_one|first_error N REPS";
+    let usage = "usage: instructions \
+        spawn_wait|spawn_wait_joinset|limit_one|first_error|small_groups|small_joinsets N REPS";
     let [_, scenario, n, reps] = &args[..] else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -97,6 +125,8 @@ fn main() {
                 "spawn_wait_joinset" => spawn_wait_joinset(n).await,
                 "limit_one" => limit_one(n).await,
                 "first_error" => first_error(n).await,
+                "small_groups" => small_groups(n).await,
+                "small_joinsets" => small_joinsets(n).await,
                 _ => panic!("{usage}"),
             }
         }

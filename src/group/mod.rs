@@ -26,8 +26,6 @@ use std::sync::{Arc, PoisonError, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::sync::futures::OwnedNotified;
-
 pub(crate) use builder::BuilderParts;
 pub use builder::TaskGroupBuilder;
 pub use error::{GroupError, TaskFailed};
@@ -250,8 +248,12 @@ pub struct TaskGroup<T, E, J = FailFast> {
     /// stale one first: a waiter nobody polls would otherwise take a
     /// wake-up meant for them. Locked only by those `&self` methods; the
     /// stream reaches it through `&mut`.
-    stream_waiter: Mutex<Option<Pin<Box<OwnedNotified>>>>,
+    stream_waiter: Mutex<Option<StreamWaiter>>,
 }
+
+/// A wait for the group's `progress` that owns its group, so that the
+/// `Stream` can keep it between polls.
+type StreamWaiter = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl<T, E> TaskGroup<T, E>
 where
@@ -1265,7 +1267,12 @@ where
             woken = true;
         }
         loop {
-            let mut progress = Box::pin(Arc::clone(&this.shared.progress).notified_owned());
+            // `progress` is only ever `notify_one`'d, which keeps a permit
+            // for a waiter that comes later: made here, its `Notified`
+            // misses nothing though it exists only from its first poll.
+            let shared = Arc::clone(&this.shared);
+            let mut progress: StreamWaiter =
+                Box::pin(async move { shared.progress.notified().await });
             if let Some(found) = this.next_step(woken) {
                 return Poll::Ready(found);
             }

@@ -818,9 +818,8 @@ pub(super) struct Shared<T, E, J> {
     /// Itself, for the cancel hook, which is handed `&self`.
     me: Weak<Self>,
     /// A task finished (or the group was cancelled): for `next` and `wait`.
-    /// In an `Arc` so that the group's `Stream` can keep an owned waiter
-    /// between polls.
-    pub(super) progress: Arc<Notify>,
+    /// Only ever `notify_one`'d (the group's `Stream` relies on it).
+    pub(super) progress: Notify,
     /// A slot freed up (or the group was cancelled): for `ready`.
     pub(super) slot_freed: Notify,
 }
@@ -934,7 +933,7 @@ where
                 any_stopped: AtomicBool::new(false),
                 spawners: AtomicBool::new(false),
                 me: me.clone(),
-                progress: Arc::new(Notify::new()),
+                progress: Notify::new(),
                 slot_freed: Notify::new(),
             }
         })
