@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -84,7 +85,11 @@ pub(crate) struct Child<E> {
     pub(crate) shutdown: Duration,
     pub(crate) significant: bool,
     pub(crate) factory: Factory<E>,
-    pub(crate) starts: u32,
+    /// Its runs that started: counted by each run as it calls the factory,
+    /// at its first poll. A run stopped before that never ran the child's
+    /// code and is not a start. A run's count comes before its end, which
+    /// the driver hears before it starts the next run.
+    pub(crate) starts: Arc<AtomicU32>,
     /// Restarts in a row without a healthy run, for the backoff.
     pub(crate) consecutive: u32,
     pub(crate) last_exit: Option<Outcome<(), E>>,
@@ -176,28 +181,26 @@ where
     pub(crate) fn start(&self, state: &mut State<E>, index: usize) {
         let child = &mut state.children[index];
         let (ctx, stop) = self.values.with_cancel();
-        let run = Run {
-            attempt: child.starts,
-        };
+        let started = child.starts.load(Relaxed);
+        let run = Run { attempt: started };
         let task_name: Arc<str> = match &child.last_exit {
             None => child.name.clone(),
             Some(last) => format!(
                 "{} (start {}, last end: {})",
                 child.name,
-                child.starts + 1,
+                started + 1,
                 describe(last)
             )
             .into(),
         };
         let factory = child.factory.clone();
-        let spawned =
-            self.spawner.spawn_named(
-                task_name,
-                move |_ctx| async move { factory(ctx, run).await },
-            );
+        let starts = child.starts.clone();
+        let spawned = self.spawner.spawn_named(task_name, move |_ctx| async move {
+            starts.fetch_add(1, Relaxed);
+            factory(ctx, run).await
+        });
         match spawned {
             Ok(task) => {
-                child.starts += 1;
                 child.phase = Phase::Running {
                     task,
                     stop,
@@ -341,7 +344,7 @@ where
         tracing::info!(
             supervisor = self.name.as_deref(),
             child = &*child.name,
-            attempt = child.starts,
+            attempt = child.starts.load(Relaxed),
             cause = %describe(&outcome),
             wait = ?wait,
             "restarting child"
@@ -553,7 +556,7 @@ fn report<E>(state: &mut State<E>) -> SupervisorReport<E> {
             .iter_mut()
             .map(|child| ChildReport {
                 name: child.name.clone(),
-                starts: child.starts,
+                starts: child.starts.load(Relaxed),
                 last_exit: child.last_exit.take(),
             })
             .collect(),

@@ -653,7 +653,7 @@ where
             shutdown: self.shutdown,
             significant: self.significant,
             factory,
-            starts: 0,
+            starts: Arc::default(),
             consecutive: 0,
             last_exit: None,
             phase: Phase::Ended,
@@ -717,7 +717,9 @@ impl<E> ChildReport<E> {
         &self.name
     }
 
-    /// How many times it was started: 1 + its restarts.
+    /// How many times it was started: how many of its runs called its
+    /// factory (1 + its restarts). A run the supervisor stopped before its
+    /// first poll never ran the child's code, and is not counted.
     ///
     /// # Examples
     ///
