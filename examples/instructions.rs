@@ -8,8 +8,11 @@
 //! handoff per task; `first_error`: N tasks parked on `ctx.sleep(1 h)`,
 //! then one failing task, then `wait`; `small_groups`: N groups of one
 //! no-op task each, built, spawned into and waited for one after the
-//! other; `small_joinsets`: the same with a `JoinSet` per group) REPS
-//! times. Count it at N and at 0
+//! other; `small_joinsets`: the same with a `JoinSet` per group;
+//! `small_floor`: the same with a `JoinSet` plus the two contexts the
+//! contract gives a group of one, the group's and its task's, which is
+//! what a group whose tasks ran as plain tokio tasks could not do
+//! without) REPS times. Count it at N and at 0
 //! and divide the difference by N × REPS (benches/results/LOG.md, "Join policies"):
 //!
 //! With the `tracing` feature (`--features tracing`), the group and task
@@ -96,10 +99,32 @@ async fn small_joinsets(n: usize) {
     }
 }
 
+/// The floor of `small_groups` for a group whose tasks would run as plain
+/// tokio tasks: a `JoinSet`, the group's context (cancelled at the end, as
+/// `wait` does) and the task's own context under it.
+async fn small_floor(n: usize) {
+    for _ in 0..n {
+        let (group, cancel) = taskgroup::Context::background().with_cancel();
+        let (task, task_cancel) = group.with_cancel();
+        let mut set = tokio::task::JoinSet::new();
+        set.spawn(async move {
+            let _own = (task, task_cancel);
+            Ok::<(), Infallible>(())
+        });
+        let mut values = Vec::with_capacity(1);
+        while let Some(task) = set.join_next().await {
+            values.push(task.unwrap().unwrap());
+        }
+        cancel.cancel();
+        assert_eq!(values.len(), 1);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: instructions \
-        spawn_wait|spawn_wait_joinset|limit_one|first_error|small_groups|small_joinsets N REPS";
+        spawn_wait|spawn_wait_joinset|limit_one|first_error|small_groups|small_joinsets|small_floor \
+        N REPS";
     let [_, scenario, n, reps] = &args[..] else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -127,6 +152,7 @@ fn main() {
                 "first_error" => first_error(n).await,
                 "small_groups" => small_groups(n).await,
                 "small_joinsets" => small_joinsets(n).await,
+                "small_floor" => small_floor(n).await,
                 _ => panic!("{usage}"),
             }
         }
