@@ -222,7 +222,7 @@ async fn handle(
             _ => format!("ERR unknown command: {line}"),
         };
         // A client that stops reading must not hold the handler past a
-        // shutdown: every write is under the context too.
+        // shutdown: every reply is written under the context too.
         match ctx
             .run(write.write_all(format!("{reply}\n").as_bytes()))
             .await

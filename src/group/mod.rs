@@ -1267,15 +1267,15 @@ where
             woken = true;
         }
         loop {
-            // `progress` is only ever `notify_one`'d, which keeps a permit
-            // for a waiter that comes later: made here, its `Notified`
-            // misses nothing though it exists only from its first poll.
-            let shared = Arc::clone(&this.shared);
-            let mut progress: StreamWaiter =
-                Box::pin(async move { shared.progress.notified().await });
             if let Some(found) = this.next_step(woken) {
                 return Poll::Ready(found);
             }
+            // `progress` is only ever `notify_one`'d, which keeps a permit
+            // for a waiter that comes later: made after the look, its
+            // `Notified` misses nothing.
+            let shared = Arc::clone(&this.shared);
+            let mut progress: StreamWaiter =
+                Box::pin(async move { shared.progress.notified().await });
             if progress.as_mut().poll(cx).is_pending() {
                 *this
                     .stream_waiter

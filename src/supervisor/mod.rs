@@ -101,7 +101,9 @@ pub struct Run {
 }
 
 impl Run {
-    /// 0 at the child's first start, n at its n-th restart.
+    /// How many of the child's earlier runs started (called the factory):
+    /// 0 at its first start, n at its n-th restart, unless a run was
+    /// stopped before its first poll (see [`ChildReport::starts`]).
     ///
     /// # Examples
     ///
@@ -718,8 +720,10 @@ impl<E> ChildReport<E> {
     }
 
     /// How many times it was started: how many of its runs called its
-    /// factory (1 + its restarts). A run the supervisor stopped before its
-    /// first poll never ran the child's code, and is not counted.
+    /// factory. A run the supervisor stopped before its first poll (its
+    /// grace over before any worker got to it) never ran the child's code
+    /// and is not counted, though a restart it was (so this can be less
+    /// than 1 + the restarts).
     ///
     /// # Examples
     ///
@@ -728,9 +732,11 @@ impl<E> ChildReport<E> {
         self.starts
     }
 
-    /// How its last run ended (`None`: never started). A panic's payload
-    /// is here as [`Outcome::Panicked`]; a run stopped by the supervisor
-    /// ended as it returned, or `Cancelled` if it had to be dropped.
+    /// How its last run ended (`None`: no run of it has ended). A panic's
+    /// payload is here as [`Outcome::Panicked`]; a run stopped by the
+    /// supervisor ended as it returned, or `Cancelled` if it had to be
+    /// dropped, before its first poll too (then it is not in
+    /// [`starts`](Self::starts)).
     ///
     /// # Examples
     ///
