@@ -1,8 +1,9 @@
 //! How `TaskGroup` schedules its tasks, next to tokio's `JoinSet` doing the
 //! same work: CPU-bound fan-outs, a task that blocks its thread while
 //! others wait behind it, two siblings that need each other, the cost of
-//! small groups and of a large fan-out, what is left alive after `wait`,
-//! and what `tokio::task::id()` says inside a task.
+//! small groups (and of waiting for one while the workers are busy) and of
+//! a large fan-out, what is left alive after `wait`, and what
+//! `tokio::task::id()` says inside a task.
 //!
 //! ```sh
 //! cargo run --release --example scheduling -- --workers 2
@@ -39,7 +40,10 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::hint::black_box;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, mpsc};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use taskgroup::TaskGroup;
@@ -344,6 +348,64 @@ fn small_group_in_task(flavor: Flavor, side: Side, n: usize, iters: usize) -> f6
     took.as_nanos() as f64 / iters as f64
 }
 
+/// Yields by waking itself at once, as a busy task's next step would: not
+/// through tokio's deferred list (`yield_now`), so its worker always has
+/// a task to run and parks only when tokio's maintenance says so.
+struct SelfWake(bool);
+
+impl Future for SelfWake {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// `small_group_1_busy_workers`: a group of one no-op task waited from
+/// `block_on` (as in `#[tokio::main]`'s body), `iters` times, while two
+/// tasks per worker spin 50 µs at a time. A group's `wait` confirms that
+/// tokio has taken its runner's tasks off its list (runner invariant 13),
+/// which a busy worker does at its next maintenance; a `JoinSet` returns
+/// a step earlier. Figure: ns per group.
+fn small_group_busy_workers(flavor: Flavor, side: Side, iters: usize) -> f64 {
+    let Flavor::MultiThread { workers } = flavor else {
+        unreachable!("busy workers need a multi-thread runtime");
+    };
+    let (took, _) = time_on_fresh_runtime(flavor, || async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinners: Vec<_> = (0..2 * workers)
+            .map(|_| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    while !stop.load(SeqCst) {
+                        let step = Instant::now();
+                        while step.elapsed() < Duration::from_micros(50) {
+                            std::hint::spin_loop();
+                        }
+                        SelfWake(false).await;
+                    }
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        for _ in 0..iters {
+            spawn_and_wait(side, [async {}]).await;
+        }
+        let took = start.elapsed();
+        stop.store(true, SeqCst);
+        for spinner in spinners {
+            spinner.await.expect("a spinner");
+        }
+        took
+    });
+    took.as_nanos() as f64 / iters as f64
+}
+
 /// `spawn_wait_100k`: the cost per task of a large fan-out, 100,000 no-op
 /// tasks spawned and then waited for. Figure: ns per task.
 fn spawn_wait_100k(flavor: Flavor, side: Side) -> f64 {
@@ -505,6 +567,12 @@ fn scenarios(workers: usize, quick: bool) -> Vec<Scenario> {
             ));
         }
     }
+    all.push(Scenario::new(
+        "small_group_1_busy_workers",
+        Unit::NsPerIter,
+        Threshold::None,
+        move |side| small_group_busy_workers(mt, side, iters / 20),
+    ));
     all.push(Scenario::new(
         "spawn_wait_100k",
         Unit::NsPerTask,
