@@ -40,10 +40,8 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::hint::black_box;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, mpsc};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use taskgroup::TaskGroup;
@@ -348,24 +346,6 @@ fn small_group_in_task(flavor: Flavor, side: Side, n: usize, iters: usize) -> f6
     took.as_nanos() as f64 / iters as f64
 }
 
-/// Yields by waking itself at once, as a busy task's next step would: not
-/// through tokio's deferred list (`yield_now`), so its worker always has
-/// a task to run and parks only when tokio's maintenance says so.
-struct SelfWake(bool);
-
-impl Future for SelfWake {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
 /// `small_group_1_busy_workers`: a group of one no-op task waited from
 /// `block_on` (as in `#[tokio::main]`'s body), `iters` times, while two
 /// tasks per worker spin 50 µs at a time. A group's `wait` confirms that
@@ -387,7 +367,9 @@ fn small_group_busy_workers(flavor: Flavor, side: Side, iters: usize) -> f64 {
                         while step.elapsed() < Duration::from_micros(50) {
                             std::hint::spin_loop();
                         }
-                        SelfWake(false).await;
+                        // Not `yield_now`: that defers the wake-up to the
+                        // worker's next park, and the worker would idle.
+                        wake_self().await;
                     }
                 })
             })
