@@ -111,6 +111,24 @@ async fn ages_are_on_tokios_clock_for_groups_and_tasks() {
     assert_eq!(snap.tasks()[0].age(), Duration::from_secs(2));
 }
 
+/// Waits on this thread (the test's `block_on`, not a worker) until
+/// `done`, without tokio's clock. While a task spins on a worker, tokio
+/// may turn no timer: the worker that last held the driver went back to
+/// its task, and the other one sleeps on a condvar, not on the driver. So
+/// `eventually`'s sleeps would wait for the spinner, which waits for the
+/// test (seen once: a hang). Sets `release` before failing, so that no
+/// spinner outlives the test.
+fn spin_until(what: &str, release: &AtomicBool, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            release.store(true, SeqCst);
+            panic!("{what} did not happen within 10 s");
+        }
+        thread::yield_now();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_task_mid_body_is_blocking_and_a_busy_one_running() {
     let mut group = TaskGroup::<(), String>::builder()
@@ -142,10 +160,9 @@ async fn a_blocking_task_mid_body_is_blocking_and_a_busy_one_running() {
             }
             Ok(())
         });
-    eventually("both tasks are inside their bodies", || {
+    spin_until("both tasks are inside their bodies", &release, || {
         entered.load(SeqCst) == 2
-    })
-    .await;
+    });
     let snap = group.snapshot();
     release.store(true, SeqCst);
     assert_eq!(
@@ -171,7 +188,9 @@ async fn a_task_blocking_its_thread_in_its_first_poll_is_counted_unlisted() {
         }
         Ok(())
     });
-    eventually("the task is in its first poll", || entered.load(SeqCst)).await;
+    spin_until("the task is in its first poll", &release, || {
+        entered.load(SeqCst)
+    });
     let snap = group.snapshot();
     release.store(true, SeqCst);
     assert!(snap.tasks().is_empty(), "{snap}");
