@@ -1154,7 +1154,12 @@ where
     /// Waits until every task has finished and was delivered to the
     /// joiner, and takes what they left.
     async fn join(&self) -> Unread<T, E> {
-        self.refuse_own_task(self.shared.lock(), "wait");
+        {
+            let mut state = self.shared.lock();
+            // Consumed by `wait` or `wait_outcomes`: no shutdown can follow.
+            state.unreport();
+            self.refuse_own_task(state, "wait");
+        }
         self.drop_stream_waiter();
         let unread = loop {
             let progress = self.shared.progress.notified();

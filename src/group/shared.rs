@@ -60,6 +60,9 @@
 //!    async task dropped unfinished is recorded in `stragglers`, with who
 //!    it was; only a cancel or a runtime shutdown drops one, and each task
 //!    once, so the list is bounded by the tasks running at the cancel.
+//!    Only `shutdown` reads it: once `wait` or `wait_outcomes` joins the
+//!    group, or the group is gone, it is emptied and nothing more is kept
+//!    (`unreported`).
 //! 9. A panic of the group's own bookkeeping (the joiner's `on_complete`,
 //!    user code a decision's cancel ran, or the destructor of a decision's
 //!    cause nobody needs) is kept in `panic` and re-raised by `wait`,
@@ -361,6 +364,11 @@ struct Diagnostics {
     panic: Option<Box<dyn Any + Send>>,
     /// Async tasks the group dropped unfinished (invariant 8).
     stragglers: Vec<(TaskId, Tag)>,
+    /// No shutdown can report `stragglers` any more: `wait` or
+    /// `wait_outcomes` is joining the group, or the group is gone. From
+    /// then on none is kept (a million tasks dropped by the first error
+    /// would otherwise keep a million entries until `wait` returns).
+    unreported: bool,
 }
 
 /// The wind-down (invariants 8, 12).
@@ -507,9 +515,18 @@ impl<T, E> State<T, E> {
         )
     }
 
-    /// The group is gone: nothing is accepted any more (invariant 12).
+    /// The group is gone: nothing is accepted any more (invariant 12), and
+    /// no shutdown will report its stragglers.
     pub(super) fn end(&mut self) {
         self.teardown.ended = true;
+        self.unreport();
+    }
+
+    /// `wait` or `wait_outcomes` joins the group, or it is gone: no
+    /// shutdown will read its stragglers (only `shutdown` reports them).
+    pub(super) fn unreport(&mut self) {
+        self.diagnostics.unreported = true;
+        self.diagnostics.stragglers = Vec::new();
     }
 
     /// Whether nothing is accepted any more (invariant 12).
@@ -662,6 +679,9 @@ impl<T, E> Results<T, E> {
 impl Diagnostics {
     /// An async task the group dropped unfinished (invariant 8).
     fn straggler(&mut self, id: TaskId, tag: &Option<Tag>) {
+        if self.unreported {
+            return;
+        }
         if let Some(tag) = tag {
             self.stragglers.push((id, tag.clone()));
         }
