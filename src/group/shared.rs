@@ -525,8 +525,10 @@ impl<T, E> State<T, E> {
     /// `wait` or `wait_outcomes` joins the group, or it is gone: no
     /// shutdown will read its stragglers (only `shutdown` reports them).
     pub(super) fn unreport(&mut self) {
-        self.diagnostics.unreported = true;
-        self.diagnostics.stragglers = Vec::new();
+        if !self.diagnostics.unreported {
+            self.diagnostics.unreported = true;
+            self.diagnostics.stragglers = Vec::new();
+        }
     }
 
     /// Whether nothing is accepted any more (invariant 12).
