@@ -401,6 +401,26 @@ async fn the_groups_grace_holds_for_a_task_cancelled_on_its_own() {
     assert_eq!(started.elapsed(), Duration::from_millis(100));
 }
 
+/// The grace of a task cancelled on its own is kept by a timer that ends
+/// the task when the grace runs out; a task that ends first takes its
+/// timer with it, so `wait` does not wait out the rest of the grace for a
+/// timer with nothing left to do (the group's tokio tasks are joined too).
+#[tokio::test(start_paused = true)]
+async fn a_task_cancelled_on_its_own_that_ends_in_its_grace_leaves_no_timer_to_wait_for() {
+    let mut group = TaskGroup::<u32, String>::builder()
+        .grace(Duration::from_secs(60))
+        .build();
+    let polite = group.spawn(|ctx| async move {
+        ctx.done().await;
+        Ok(1)
+    });
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    assert!(group.cancel_task(polite));
+    assert_eq!(group.wait().await, Ok(vec![1]));
+    assert_eq!(started.elapsed(), Duration::ZERO, "no grace was waited out");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_shield_holds_for_a_task_cancelled_on_its_own() {
     let mut group = TaskGroup::<u32, String>::builder()

@@ -285,8 +285,6 @@ pub(super) struct Own {
     cell: Option<Weak<TaskCell>>,
     /// `cancel_task` cancelled it.
     stopped: bool,
-    /// The timer that stops its cell at the end of the grace.
-    timer: Option<AbortHandle>,
 }
 
 /// What the state lock guards, by concern.
@@ -321,6 +319,11 @@ struct Slots<T, E> {
     /// Abort handles of started blocking tasks, `None` until spawned
     /// (invariant 4), and who they are, for a shutdown's report.
     tasks: Slab<(TaskId, Option<AbortHandle>, Tag)>,
+    /// The timers that stop a cell `cancel_task` stopped at the end of the
+    /// group's grace, by key in `own`: out of `own`, which every started
+    /// task has an entry in, since only those tasks need one.
+    /// `None` in a group that never needed one.
+    stop_timers: Option<HashMap<usize, AbortHandle>>,
     /// `own`'s keys by task id, for `cancel_task`: made by its first call
     /// (one scan of `own`), kept up to date from then on. `None` in a
     /// group that never used it, which so pays nothing for it per task.
@@ -396,6 +399,7 @@ impl<T, E> State<T, E> {
                 own: Slab::new(),
                 spare: Vec::new(),
                 tasks: Slab::new(),
+                stop_timers: None,
                 by_id: None,
             },
             results: Results {
@@ -586,6 +590,20 @@ impl<T, E> Slots<T, E> {
         by_id.get(&id).copied()
     }
 
+    /// The grace timer of the ended task whose `own` key is `own`, if
+    /// `cancel_task` stopped it (rare: out of the path of every task).
+    #[cold]
+    fn take_stop_timer(
+        timers: &mut HashMap<usize, AbortHandle>,
+        own: usize,
+    ) -> Option<AbortHandle> {
+        let timer = timers.remove(&own);
+        if timers.is_empty() && timers.capacity() > STATE_KEPT {
+            *timers = HashMap::new();
+        }
+        timer
+    }
+
     /// What an ended task held, out of `own` and `tasks` (its tag filled
     /// in from a blocking task's entry): its own context goes to `spare`
     /// or, through `after`, is dropped without the lock (invariant 11).
@@ -603,6 +621,10 @@ impl<T, E> Slots<T, E> {
             return held;
         };
         let mut entry = self.own.remove(*own);
+        let timer = match &mut self.stop_timers {
+            None => None,
+            Some(timers) => Self::take_stop_timer(timers, *own),
+        };
         if entry.stopped && live {
             *ran = true;
         }
@@ -620,14 +642,14 @@ impl<T, E> Slots<T, E> {
         // going idle lets its spares go at once).
         let next_may_start = self.running > 1 || !self.queue.is_empty();
         if next_may_start
-            && entry.timer.is_none()
+            && timer.is_none()
             && self.spare.len() < STATE_KEPT
             && entry.ctx.is_spare()
         {
             // Invariant 11: nobody saw it but the task, which is gone.
             self.spare.push(entry.ctx);
         } else {
-            after.let_go(entry);
+            after.let_go(entry, timer);
         }
         if let Some(key) = *key {
             if let Some((_, _, kept)) = self.tasks.try_remove(key) {
@@ -782,8 +804,10 @@ struct After<T, E> {
     /// Ended tasks' own contexts, to drop without the lock (invariant
     /// 11): one for most endings, more when deferred ones were recorded
     /// in the same turn.
-    let_go: Option<Own>,
-    let_go_more: Vec<Own>,
+    /// With each, the grace timer of a task `cancel_task` stopped, to
+    /// abort.
+    let_go: Option<(Own, Option<AbortHandle>)>,
+    let_go_more: Vec<(Own, Option<AbortHandle>)>,
     /// The spare contexts of a group gone idle.
     spare: Vec<Context>,
 }
@@ -803,10 +827,10 @@ impl<T, E> After<T, E> {
         }
     }
 
-    fn let_go(&mut self, own: Own) {
+    fn let_go(&mut self, own: Own, timer: Option<AbortHandle>) {
         match self.let_go {
-            None => self.let_go = Some(own),
-            Some(_) => self.let_go_more.push(own),
+            None => self.let_go = Some((own, timer)),
+            Some(_) => self.let_go_more.push((own, timer)),
         }
     }
 }
@@ -1028,7 +1052,6 @@ where
             ctx: ctx.clone(),
             cell: None,
             stopped: false,
-            timer: None,
         });
         if let Some(by_id) = &mut state.slots.by_id {
             by_id.insert(id, own);
@@ -1146,7 +1169,7 @@ where
     }
 
     /// The drop step for a task `cancel_task` stopped: at once, or at the
-    /// end of the group's grace by a timer kept in its entry, which its
+    /// end of the group's grace by a timer kept in `stop_timers`, which its
     /// ending aborts.
     fn stop_cell(&self, own: usize, id: TaskId, cell: Weak<TaskCell>) {
         if self.grace.is_zero() {
@@ -1156,8 +1179,11 @@ where
             return;
         };
         let mut state = self.lock();
-        match state.slots.own.get_mut(own).filter(|entry| entry.id == id) {
-            Some(entry) => entry.timer = Some(timer),
+        match state.slots.own.get(own).filter(|entry| entry.id == id) {
+            Some(_) => {
+                let timers = state.slots.stop_timers.get_or_insert_with(HashMap::new);
+                timers.insert(own, timer);
+            }
             None => {
                 // Ended meanwhile: nothing left to stop.
                 drop(state);
@@ -1540,13 +1566,13 @@ where
         if !after.unstarted.is_empty() {
             self.discard(std::mem::take(&mut after.unstarted));
         }
-        for own in after
+        for (own, timer) in after
             .let_go
             .take()
             .into_iter()
             .chain(after.let_go_more.drain(..))
         {
-            if let Some(timer) = own.timer {
+            if let Some(timer) = timer {
                 timer.abort();
             }
             // The task's own context: a callback registered on it is user
