@@ -319,10 +319,10 @@ struct Slots<T, E> {
     /// Abort handles of started blocking tasks, `None` until spawned
     /// (invariant 4), and who they are, for a shutdown's report.
     tasks: Slab<(TaskId, Option<AbortHandle>, Tag)>,
-    /// The timers that stop a cell `cancel_task` stopped at the end of the
-    /// group's grace, by key in `own`: out of `own`, which every started
-    /// task has an entry in, since only those tasks need one.
-    /// `None` in a group that never needed one.
+    /// By key in `own`: the timer that ends a task `cancel_task` stopped,
+    /// once the group's grace has run out. Kept apart from `own`, where
+    /// every started task has an entry and few would use the field;
+    /// `None` in a group that never armed one.
     stop_timers: Option<HashMap<usize, AbortHandle>>,
     /// `own`'s keys by task id, for `cancel_task`: made by its first call
     /// (one scan of `own`), kept up to date from then on. `None` in a
@@ -802,10 +802,9 @@ struct After<T, E> {
     /// Wake a waiter of `progress` (invariant 10).
     notify: bool,
     /// Ended tasks' own contexts, to drop without the lock (invariant
-    /// 11): one for most endings, more when deferred ones were recorded
-    /// in the same turn.
-    /// With each, the grace timer of a task `cancel_task` stopped, to
-    /// abort.
+    /// 11), each with the grace timer `cancel_task` armed for it, if any,
+    /// to abort: one for most endings, more when deferred ones were
+    /// recorded in the same turn.
     let_go: Option<(Own, Option<AbortHandle>)>,
     let_go_more: Vec<(Own, Option<AbortHandle>)>,
     /// The spare contexts of a group gone idle.
