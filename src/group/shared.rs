@@ -1101,15 +1101,17 @@ where
             ctx,
             ..
         } = start;
-        let completion = Completion::new(self, id, own);
+        let completion = Completion::new(self, own);
         self.runner.bind();
         // Invariant 3: the last look before user code runs.
         if self.ctx.is_cancelled() {
             // Dropped before `completion` reports the task cancelled.
-            if let Some(payload) = drop_catching(f) {
-                completion.finish(Outcome::Panicked(payload), Some(spawned.tag(UNPOLLED)));
-            }
-            return;
+            return match drop_catching(f) {
+                Some(payload) => {
+                    completion.finish(id, Outcome::Panicked(payload), Some(spawned.tag(UNPOLLED)));
+                }
+                None => completion.never_started(id),
+            };
         }
         #[allow(unused_mut)] // without the `tracing` feature
         let mut meta = Meta::new(id, &spawned);
@@ -1121,7 +1123,7 @@ where
             let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
                 Ok(fut) => fut,
                 Err(payload) => {
-                    return completion.finish(Outcome::Panicked(payload), Some(meta.tag()));
+                    return completion.finish(id, Outcome::Panicked(payload), Some(meta.tag()));
                 }
             };
             let cell = self
@@ -1138,7 +1140,9 @@ where
         let end = EndOnDrop(handle);
         let fut = match catch_unwind(AssertUnwindSafe(move || f(ctx))) {
             Ok(fut) => fut,
-            Err(payload) => return completion.finish(Outcome::Panicked(payload), Some(meta.tag())),
+            Err(payload) => {
+                return completion.finish(id, Outcome::Panicked(payload), Some(meta.tag()));
+            }
         };
         let fut = async move {
             let _end = end;
@@ -1148,6 +1152,20 @@ where
             .runner
             .spawn(meta, Box::pin(TaskFuture::new(fut, completion)));
         self.enter_cell(own, id, cell);
+    }
+
+    /// The id of the started task whose `own` key is `own`, for a
+    /// [`Completion`] dropped unreported, which keeps no id: its entry
+    /// lives until the task's ending is recorded (invariant 11).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn own_id(&self, own: usize) -> TaskId {
+        self.lock()
+            .slots
+            .own
+            .get(own)
+            .map(|entry| entry.id)
+            .expect("a started task keeps its `own` entry until it reports")
     }
 
     /// Enters a started task's cell in its `own` entry, or stops the cell

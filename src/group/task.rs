@@ -16,10 +16,12 @@ use super::runner::Task;
 use super::shared::{Ended, Held, Shared};
 
 /// Owned by a started task: reports its outcome exactly once, when it
-/// finishes or, if it is dropped unfinished, as cancelled. Three words: the
-/// group (taken by the report), the task's id and its entry in `own`; a blocking task's entry
-/// in `tasks` is kept by [`BlockingCompletion`], an async task's name and
-/// spawn site by its runner cell ([`Meta`]).
+/// finishes or, if it is dropped unfinished, as cancelled. Two words: the
+/// group (taken by the report) and the task's entry in `own`. Who the task
+/// is comes with the report: an async task's id, name and spawn site from
+/// its runner cell ([`Meta`]), a blocking task's from
+/// [`BlockingCompletion`]. Only a completion dropped unreported, on no path
+/// of the runner's, looks its id up in `own`.
 pub(super) struct Completion<T, E, J>
 where
     T: Send + 'static,
@@ -28,8 +30,7 @@ where
 {
     /// `None` once reported.
     shared: Option<Arc<Shared<T, E, J>>>,
-    id: TaskId,
-    /// Its entry in the group's `own` (its own context).
+    /// Its entry in the group's `own` (its own context, and its id).
     own: usize,
 }
 
@@ -39,17 +40,22 @@ where
     E: Send + 'static,
     J: Joiner<T, E>,
 {
-    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, own: usize) -> Self {
+    pub(super) fn new(shared: &Arc<Shared<T, E, J>>, own: usize) -> Self {
         Completion {
             shared: Some(shared.clone()),
-            id,
             own,
         }
     }
 
-    /// Reports how the task ended; `tag` says who it was.
-    pub(super) fn finish(mut self, outcome: Outcome<T, E>, tag: Option<Tag>) {
-        self.report(outcome, true, None, tag);
+    /// Reports how task `id` ended; `tag` says who it was.
+    pub(super) fn finish(mut self, id: TaskId, outcome: Outcome<T, E>, tag: Option<Tag>) {
+        self.report(id, outcome, true, None, tag);
+    }
+
+    /// Reports task `id` cancelled before it started: its group was
+    /// cancelled first.
+    pub(super) fn never_started(mut self, id: TaskId) {
+        self.report(id, Outcome::Cancelled, false, None, None);
     }
 
     /// Whether it has reported already.
@@ -57,13 +63,20 @@ where
         self.shared.is_none()
     }
 
-    /// Reports the task once: later calls do nothing. `ran` is `false` for
-    /// a task dropped before it finished; `key` is a blocking task's entry;
-    /// `tag` says who it was, if not the entry.
-    fn report(&mut self, outcome: Outcome<T, E>, ran: bool, key: Option<usize>, tag: Option<Tag>) {
+    /// Reports task `id` once: later calls do nothing. `ran` is `false`
+    /// for a task dropped before it finished; `key` is a blocking task's
+    /// entry; `tag` says who it was, if not the entry.
+    fn report(
+        &mut self,
+        id: TaskId,
+        outcome: Outcome<T, E>,
+        ran: bool,
+        key: Option<usize>,
+        tag: Option<Tag>,
+    ) {
         if let Some(shared) = self.shared.take() {
             shared.complete(Ended {
-                id: self.id,
+                id,
                 outcome,
                 held: Held::Slot {
                     own: self.own,
@@ -73,6 +86,16 @@ where
                 tag,
                 stopped: false,
             });
+        }
+    }
+
+    /// Reports the task, whose id it does not keep, as `outcome`, before it
+    /// finished: for a completion dropped on no path of the runner's.
+    #[cold]
+    fn report_unknown(&mut self, outcome: Outcome<T, E>) {
+        if let Some(shared) = &self.shared {
+            let id = shared.own_id(self.own);
+            self.report(id, outcome, false, None, None);
         }
     }
 }
@@ -87,7 +110,9 @@ where
     /// (through no path of the runner's) one whose future was dropped
     /// without being told who it was: cancelled, with no name.
     fn drop(&mut self) {
-        self.report(Outcome::Cancelled, false, None, None);
+        if !self.is_reported() {
+            self.report_unknown(Outcome::Cancelled);
+        }
     }
 }
 
@@ -101,6 +126,7 @@ where
     J: Joiner<T, E>,
 {
     completion: Completion<T, E, J>,
+    id: TaskId,
     key: usize,
 }
 
@@ -112,7 +138,8 @@ where
 {
     pub(super) fn new(shared: &Arc<Shared<T, E, J>>, id: TaskId, own: usize, key: usize) -> Self {
         BlockingCompletion {
-            completion: Completion::new(shared, id, own),
+            completion: Completion::new(shared, own),
+            id,
             key,
         }
     }
@@ -120,7 +147,7 @@ where
     /// Reports how the task ended; its entry says who it was.
     pub(super) fn finish(mut self, outcome: Outcome<T, E>) {
         let key = Some(self.key);
-        self.completion.report(outcome, true, key, None);
+        self.completion.report(self.id, outcome, true, key, None);
     }
 }
 
@@ -132,7 +159,8 @@ where
 {
     fn drop(&mut self) {
         let key = Some(self.key);
-        self.completion.report(Outcome::Cancelled, false, key, None);
+        self.completion
+            .report(self.id, Outcome::Cancelled, false, key, None);
     }
 }
 
@@ -171,7 +199,7 @@ pin_project! {
             // the user's future first, then the report, cancelled.
             let dropped = catch_unwind(AssertUnwindSafe(|| this.fut.set(None)));
             if let Err(payload) = dropped {
-                this.completion.report(Outcome::Panicked(payload), false, None, None);
+                this.completion.report_unknown(Outcome::Panicked(payload));
             }
             // Otherwise the completion's own drop reports it cancelled.
         }
@@ -217,7 +245,7 @@ where
             outcome = Outcome::Panicked(payload);
         }
         this.completion
-            .report(outcome, true, None, Some(meta.tag()));
+            .report(meta.id, outcome, true, None, Some(meta.tag()));
         Poll::Ready(())
     }
 
@@ -229,7 +257,21 @@ where
         if !this.completion.is_reported() {
             let outcome = dropped.map_or_else(Outcome::Panicked, |()| Outcome::Cancelled);
             this.completion
-                .report(outcome, false, None, Some(meta.tag()));
+                .report(meta.id, outcome, false, None, Some(meta.tag()));
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::FailFast;
+
+    /// A started task's future is boxed with its completion: two words,
+    /// since the task's id comes with every report.
+    #[test]
+    fn a_completion_is_two_words() {
+        let size = size_of::<Completion<u64, String, FailFast>>();
+        assert_eq!(size, 2 * size_of::<usize>(), "{size}");
     }
 }
