@@ -6,7 +6,10 @@
 //! no-op tasks and wait; `spawn_wait_joinset`: the same with a `JoinSet`,
 //! its plain-tokio peer; `limit_one`: the same through `limit(1)`, a
 //! handoff per task; `first_error`: N tasks parked on `ctx.sleep(1 h)`,
-//! then one failing task, then `wait`; `small_groups`: N groups of one
+//! then one failing task, then `wait`; `cancel_fanout`: N tasks parked
+//! on `ctx.done()`, then `cancel()` from outside, then `wait`;
+//! `cancel_fanout_joinset`: its peer, a `JoinSet` of tasks parked on
+//! clones of one `CancellationToken`; `small_groups`: N groups of one
 //! no-op task each, built, spawned into and waited for one after the
 //! other; `small_joinsets`: the same with a `JoinSet` per group;
 //! `small_floor`: the same with a `JoinSet` plus the two contexts the
@@ -75,6 +78,41 @@ async fn first_error(n: usize) {
     assert_eq!(group.wait().await, Err(GroupError::Failed(n)));
 }
 
+/// N tasks parked on their context, then a cancel from outside, then
+/// `wait`: the peers' `cancel_fanout` (issue 31).
+async fn cancel_fanout(n: usize) {
+    let mut group = TaskGroup::<(), Infallible>::new();
+    for _ in 0..n {
+        group.spawn(|ctx| async move {
+            ctx.done().await;
+            Ok(())
+        });
+    }
+    tokio::task::yield_now().await;
+    group.cancel();
+    let joined = group.wait().await;
+    assert!(n == 0 || matches!(joined, Err(GroupError::Cancelled(_))));
+}
+
+/// The plain-tokio peer of `cancel_fanout`, as the peers' harness writes
+/// it: a `JoinSet` of tasks parked on clones of one `CancellationToken`.
+async fn cancel_fanout_joinset(n: usize) {
+    let token = tokio_util::sync::CancellationToken::new();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let token = token.clone();
+        set.spawn(async move { token.cancelled().await });
+    }
+    tokio::task::yield_now().await;
+    token.cancel();
+    let mut joined = 0;
+    while let Some(task) = set.join_next().await {
+        task.unwrap();
+        joined += 1;
+    }
+    assert_eq!(joined, n);
+}
+
 /// N groups of one no-op task, one after the other: what a small group
 /// costs beyond its task (issue 25, item 4).
 async fn small_groups(n: usize) {
@@ -124,7 +162,7 @@ async fn small_floor(n: usize) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: instructions \
-        spawn_wait|spawn_wait_joinset|limit_one|first_error|small_groups|small_joinsets|small_floor \
+        spawn_wait|spawn_wait_joinset|limit_one|first_error|cancel_fanout|cancel_fanout_joinset|small_groups|small_joinsets|small_floor \
         N REPS";
     let [_, scenario, n, reps] = &args[..] else {
         eprintln!("{usage}");
@@ -151,6 +189,8 @@ fn main() {
                 "spawn_wait_joinset" => spawn_wait_joinset(n).await,
                 "limit_one" => limit_one(n).await,
                 "first_error" => first_error(n).await,
+                "cancel_fanout" => cancel_fanout(n).await,
+                "cancel_fanout_joinset" => cancel_fanout_joinset(n).await,
                 "small_groups" => small_groups(n).await,
                 "small_joinsets" => small_joinsets(n).await,
                 "small_floor" => small_floor(n).await,
