@@ -13,8 +13,14 @@ use std::cell::Cell as ThreadCell;
 pub(crate) struct Polled {
     pub(crate) runner: usize,
     pub(crate) cell: usize,
-    pub(crate) shields: u32,
+    pub(crate) shields: u16,
 }
+
+/// The most shielded sections one group task may be inside at once
+/// (nested, or side by side in a `join`): the cell keeps the count in
+/// two bytes, one of the fields that keep a task's cell in a smaller
+/// allocation.
+pub(crate) const MAX_SHIELDS: u16 = u16::MAX;
 
 const NOT_POLLING: Polled = Polled {
     runner: 0,
@@ -51,7 +57,12 @@ impl ShieldMark {
             if polled.cell == 0 {
                 return None;
             }
-            polled.shields += 1;
+            polled.shields = polled.shields.checked_add(1).unwrap_or_else(|| {
+                panic!(
+                    "a group task may be inside at most {MAX_SHIELDS} shielded \
+                     sections at once (`Context::shield`)"
+                )
+            });
             polling.set(polled);
             Some(ShieldMark { cell: polled.cell })
         })

@@ -900,6 +900,41 @@ async fn a_shield_with_a_zero_budget_never_runs_its_section() {
 }
 
 #[tokio::test]
+async fn more_than_65535_shields_at_once_in_one_task_panic_naming_the_limit() {
+    // Each section waits on this channel; none can end before the last
+    // shield is entered.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let mut group = TaskGroup::<usize, ContextError>::new();
+    group.spawn(move |ctx| async move {
+        let sections = (0..65_536).map(|_| {
+            let mut released = released.clone();
+            ctx.shield(Duration::MAX, move |_ctx| async move {
+                let _ = released.wait_for(|released| *released).await;
+            })
+            .boxed()
+        });
+        let mut sections: Vec<_> = sections.collect();
+        // The first 65,535 enter their shields and wait; the next panics.
+        std::future::poll_fn(|cx| {
+            for section in &mut sections {
+                assert!(section.poll_unpin(cx).is_pending());
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
+        Ok(sections.len())
+    });
+    let outcomes = group.wait_outcomes().await;
+    drop(release);
+    let [Outcome::Panicked(payload)] = &outcomes[..] else {
+        panic!("expected the task's panic, got {outcomes:?}");
+    };
+    let text = message(payload.as_ref());
+    assert!(text.contains("at most 65535 shielded sections"), "{text}");
+    assert!(text.contains("Context::shield"), "{text}");
+}
+
+#[tokio::test]
 async fn shutdown_from_one_of_the_groups_own_tasks_panics_instead_of_hanging() {
     // The group moved into its own task, which shuts it down.
     let own = TaskGroup::<(), String>::new();

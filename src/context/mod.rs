@@ -975,7 +975,10 @@ impl Context {
     /// # Panics
     ///
     /// Outside a tokio runtime, as [`with_timeout`](Context::with_timeout):
-    /// the budget runs on tokio's timer.
+    /// the budget runs on tokio's timer. At its first poll inside a group
+    /// task that is already inside 65,535 shielded sections at once
+    /// (nested, or side by side in one `join`), with a message naming the
+    /// limit: the panic is that task's.
     ///
     /// # Cancel safety
     ///

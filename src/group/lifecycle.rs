@@ -19,8 +19,9 @@ use crate::{CancelHandle, Context};
 
 /// Who a task is, from its spawn to its report: where it was spawned and
 /// its name. The one record of both: each stage of a task's life keeps a
-/// `Who` and adds what it knows then ([`Spawned`], [`Tag`], [`Meta`]), and
-/// the public [`TaskInfo`] is made from it.
+/// `Who` and adds what it knows then ([`Spawned`], [`Tag`], [`Meta`], which
+/// keeps it as a smaller [`Site`]), and the public [`TaskInfo`] is made
+/// from it.
 #[derive(Clone)]
 pub(super) struct Who {
     pub(super) at: &'static Location<'static>,
@@ -75,7 +76,7 @@ pub(super) const UNPOLLED: u64 = u64::MAX;
 /// weakly consistent).
 pub(super) struct Meta {
     pub(super) id: TaskId,
-    pub(super) who: Who,
+    site: Site,
     /// As [`Tag::born`].
     born: AtomicU64,
     /// The task's span (`taskgroup.task`), entered around every poll.
@@ -83,15 +84,51 @@ pub(super) struct Meta {
     pub(super) span: tracing::Span,
 }
 
+/// [`Who`] as a cell keeps it: two words, not three, for every task. A
+/// name is rare, so a named task pays one allocation for both; every
+/// other task keeps its spawn site alone.
+enum Site {
+    Unnamed(&'static Location<'static>),
+    Named(Arc<Who>),
+}
+
 impl Meta {
     /// A task not yet polled.
     pub(super) fn new(id: TaskId, spawned: &Spawned) -> Meta {
+        let site = match spawned.who.name {
+            None => Site::Unnamed(spawned.who.at),
+            Some(_) => Site::Named(Arc::new(spawned.who.clone())),
+        };
         Meta {
             id,
-            who: spawned.who.clone(),
+            site,
             born: AtomicU64::new(UNPOLLED),
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
+        }
+    }
+
+    /// Where the task was spawned.
+    pub(super) fn at(&self) -> &'static Location<'static> {
+        match &self.site {
+            Site::Unnamed(at) => at,
+            Site::Named(who) => who.at,
+        }
+    }
+
+    /// The task's name, if it has one.
+    pub(super) fn name(&self) -> Option<&Arc<str>> {
+        match &self.site {
+            Site::Unnamed(_) => None,
+            Site::Named(who) => who.name.as_ref(),
+        }
+    }
+
+    /// Who the task is.
+    fn who(&self) -> Who {
+        match &self.site {
+            Site::Unnamed(at) => Who { at, name: None },
+            Site::Named(who) => Who::clone(who),
         }
     }
 
@@ -111,7 +148,7 @@ impl Meta {
     /// What the task's ending carries to the group.
     pub(super) fn tag(&self) -> Tag {
         Tag {
-            who: self.who.clone(),
+            who: self.who(),
             born: self.born(),
         }
     }

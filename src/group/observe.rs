@@ -786,13 +786,12 @@ where
             } else {
                 TaskState::Running
             };
-            let name = meta.who.name.as_ref();
             tasks.push(snapshot(
                 meta.id,
-                name,
+                meta.name(),
                 state,
                 age(meta.born()),
-                meta.who.at,
+                meta.at(),
             ));
             listed += 1;
         }

@@ -219,7 +219,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::lifecycle::{Meta, since};
-use crate::loom::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Mutex, MutexGuard};
+use crate::loom::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicUsize, Mutex, MutexGuard};
 use crate::polling::{POLLING, Polled};
 
 mod cell;
@@ -282,7 +282,7 @@ const SHARD_TURN: usize = 128;
 const STALL: Duration = Duration::from_millis(2);
 
 /// `TaskCell::parked_key` of a cell not in `parked`.
-const NOT_PARKED: usize = usize::MAX;
+const NOT_PARKED: u32 = u32::MAX;
 
 /// The most entries `ready` and `parked` keep once they drain: a group
 /// whose tasks come and go a few at a time reuses them; one that once held
@@ -397,8 +397,8 @@ impl Runner {
             state: CellState::new(),
             body: Mutex::new(Some(body)),
             runner: self.clone(),
-            parked_key: AtomicUsize::new(NOT_PARKED),
-            shields: AtomicU32::new(0),
+            parked_key: AtomicU32::new(NOT_PARKED),
+            shields: AtomicU16::new(0),
             stopped: AtomicBool::new(false),
             meta,
         });

@@ -436,8 +436,8 @@ fn new_cell(runner: &Arc<super::Runner>, body: super::TaskBody) -> Arc<super::Ta
         state: CellState::new(),
         body: Mutex::new(Some(body)),
         runner: runner.clone(),
-        parked_key: AtomicUsize::new(super::NOT_PARKED),
-        shields: loom::sync::atomic::AtomicU32::new(0),
+        parked_key: loom::sync::atomic::AtomicU32::new(super::NOT_PARKED),
+        shields: loom::sync::atomic::AtomicU16::new(0),
         stopped: loom::sync::atomic::AtomicBool::new(false),
         meta: meta(),
     });

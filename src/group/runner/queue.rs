@@ -353,6 +353,10 @@ impl Runner {
     pub(super) fn park(&self, cell: &Arc<TaskCell>) {
         let mut queue = self.lock();
         let key = queue.parked.insert(cell.clone());
+        let key = u32::try_from(key)
+            .ok()
+            .filter(|&key| key != NOT_PARKED)
+            .expect("fewer than 2^32 - 1 tasks of one group are parked at once");
         cell.parked_key.store(key, Relaxed);
     }
 
@@ -363,9 +367,9 @@ impl Runner {
     /// the shards woken must not wait for that poll (invariant 7), or a
     /// task spawned meanwhile would find them neither idle nor gone.
     #[inline]
-    pub(super) fn unpark(self: &Arc<Self>, key: usize) {
+    pub(super) fn unpark(self: &Arc<Self>, key: u32) {
         let mut queue = self.lock();
-        let cell = queue.parked.try_remove(key);
+        let cell = queue.parked.try_remove(key as usize);
         let spent = queue.shrink_parked();
         let idle = if queue.parked.is_empty() && queue.ready.is_empty() {
             std::mem::take(&mut queue.idle)
