@@ -466,13 +466,7 @@ impl Runner {
             // the flag when it registers (invariant 4).
             return;
         }
-        let parked: Vec<Arc<TaskCell>> =
-            self.lock().parked.iter().map(|(_, c)| c.clone()).collect();
-        let idle: Vec<Arc<TaskCell>> = parked
-            .into_iter()
-            .filter(|c| c.state.abort() == Scheduled::Push)
-            .collect();
-        self.push_all(idle);
+        self.abort_parked();
     }
 
     /// The live cells the queue lock can see, for a snapshot: every one

@@ -720,6 +720,32 @@ fn race_the_graces_end_and_a_wake(runner: &Arc<super::Runner>, cell: &Arc<super:
     drain(runner);
 }
 
+/// Invariant 4: the cancel (`Runner::cancel`, which aborts the parked
+/// cells under the queue lock) races a shard's first poll of a cell, in
+/// which the shard registers it in `parked` and then reads `cancelled`.
+/// Either the cancel finds it parked and aborts it (queued, then ended by
+/// the shard that runs the queue), or the shard sees the flag and ends it:
+/// ended exactly once, polled at most once, and out of `parked`.
+#[test]
+fn cancel_racing_a_cells_first_registration_ends_it_once() {
+    loom::model(|| {
+        let (runner, cell, probe, _shards) = runner_with_a_taken_cell(2);
+        let canceller = {
+            let runner = runner.clone();
+            thread::spawn(move || runner.cancel())
+        };
+        cell.clone().run();
+        canceller.join().unwrap();
+        drain(&runner);
+        assert_eq!(probe.drops.load(Relaxed), 1, "the cell is ended once");
+        assert!(probe.polls.load(Relaxed) <= 1);
+        assert!(cell.body.lock().unwrap().is_none());
+        let queue = runner.lock();
+        assert!(queue.parked.is_empty(), "an ended cell is still parked");
+        assert!(queue.ready.is_empty());
+    });
+}
+
 /// Invariant 9, the grace's end: the drop step (`Runner::cancel`, which
 /// the grace's timer calls) races a wake of a parked cell while a shard
 /// runs the queue. Whoever pushes it, the cell is queued once at a time,

@@ -223,19 +223,38 @@ impl Runner {
         self.closed.store(false, SeqCst);
     }
 
-    /// Queues many cells at once (a cancel): one lock, every idle shard
-    /// woken, and new shards started up to one per worker.
-    pub(super) fn push_all(self: &Arc<Self>, cells: Vec<Arc<TaskCell>>) {
-        if cells.is_empty() {
+    /// Aborts every parked cell and queues each one its abort finds idle
+    /// (a cancel), in one hold of the queue lock, with no list of them
+    /// made first: a million parked tasks would take 8 MB and a second
+    /// pass. Then every idle shard is woken, and new shards are started up
+    /// to one per worker. An abort is a change of the cell's state, never
+    /// user code, so it may run under the lock; a cell registered after
+    /// the lock is released sees `cancelled`, set before it (invariant 4).
+    /// A closed runner ends the cells instead, where they would be queued
+    /// (invariant 6).
+    pub(super) fn abort_parked(self: &Arc<Self>) {
+        let mut queue = self.lock();
+        let closed = self.closed.load(SeqCst);
+        let Queue { parked, ready, .. } = &mut *queue;
+        let before = ready.len();
+        let mut ended = Vec::new();
+        for (_, cell) in parked.iter() {
+            if cell.state.abort() == Scheduled::Push {
+                if closed {
+                    ended.push(cell.clone());
+                } else {
+                    ready.push_back(cell.clone());
+                }
+            }
+        }
+        if closed {
+            drop(queue);
+            return ended.into_iter().for_each(|cell| cell.end());
+        }
+        let many = queue.ready.len() - before;
+        if many == 0 {
             return;
         }
-        let mut queue = self.lock();
-        if self.closed.load(SeqCst) {
-            drop(queue);
-            return cells.into_iter().for_each(|cell| cell.end());
-        }
-        let many = cells.len();
-        queue.ready.extend(cells);
         let idle = std::mem::take(&mut queue.idle);
         let mut start = Vec::new();
         while queue.shards < queue.workers && idle.len() + start.len() < many {
