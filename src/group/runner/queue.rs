@@ -225,13 +225,13 @@ impl Runner {
 
     /// Aborts every parked cell and queues each one its abort finds idle
     /// (a cancel), in one hold of the queue lock, with no list of them
-    /// made first: a million parked tasks would take 8 MB and a second
-    /// pass. Then every idle shard is woken, and new shards are started up
-    /// to one per worker. An abort is a change of the cell's state, never
-    /// user code, so it may run under the lock; a cell registered after
-    /// the lock is released sees `cancelled`, set before it (invariant 4).
-    /// A closed runner ends the cells instead, where they would be queued
-    /// (invariant 6).
+    /// made first (for a million parked tasks, two lists of 8 MB and a
+    /// second pass over cold cells). Then every idle shard is woken, and
+    /// new shards are started up to one per worker. An abort is a change
+    /// of the cell's state, never user code, so it may run under the lock;
+    /// a cell registered after the lock is released sees `cancelled`, set
+    /// before it (invariant 4). A closed runner ends the cells instead,
+    /// where they would be queued (invariant 6).
     pub(super) fn abort_parked(self: &Arc<Self>) {
         let mut queue = self.lock();
         let closed = self.closed.load(SeqCst);
