@@ -30,6 +30,9 @@
 //!     target/release/examples/instructions spawn_wait 0 1
 //! ```
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use taskgroup::{GroupError, TaskGroup};
 
@@ -78,17 +81,29 @@ async fn first_error(n: usize) {
     assert_eq!(group.wait().await, Err(GroupError::Failed(n)));
 }
 
+/// Yields until `parked` reaches `n`: the runtime polls every task that
+/// counts itself before it parks. One yield is not enough: the group's
+/// shard, or tokio's budget, hands the thread back after 128 polls.
+async fn until_parked(parked: &AtomicUsize, n: usize) {
+    while parked.load(Relaxed) < n {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// N tasks parked on their context, then a cancel from outside, then
 /// `wait`: the peers' `cancel_fanout` (issue 31).
 async fn cancel_fanout(n: usize) {
+    let parked = Arc::new(AtomicUsize::new(0));
     let mut group = TaskGroup::<(), Infallible>::new();
     for _ in 0..n {
+        let parked = parked.clone();
         group.spawn(|ctx| async move {
+            parked.fetch_add(1, Relaxed);
             ctx.done().await;
             Ok(())
         });
     }
-    tokio::task::yield_now().await;
+    until_parked(&parked, n).await;
     group.cancel();
     let joined = group.wait().await;
     assert!(n == 0 || matches!(joined, Err(GroupError::Cancelled(_))));
@@ -97,13 +112,17 @@ async fn cancel_fanout(n: usize) {
 /// The plain-tokio peer of `cancel_fanout`, as the peers' harness writes
 /// it: a `JoinSet` of tasks parked on clones of one `CancellationToken`.
 async fn cancel_fanout_joinset(n: usize) {
+    let parked = Arc::new(AtomicUsize::new(0));
     let token = tokio_util::sync::CancellationToken::new();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..n {
-        let token = token.clone();
-        set.spawn(async move { token.cancelled().await });
+        let (token, parked) = (token.clone(), parked.clone());
+        set.spawn(async move {
+            parked.fetch_add(1, Relaxed);
+            token.cancelled().await
+        });
     }
-    tokio::task::yield_now().await;
+    until_parked(&parked, n).await;
     token.cancel();
     let mut joined = 0;
     while let Some(task) = set.join_next().await {
